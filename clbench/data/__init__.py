@@ -1,0 +1,136 @@
+"""Dataset loaders by registered name, and the stream builder that turns a benchmark into tasks.
+
+A benchmark task names its loader (``loader = "sklearn-digits"``); the name is looked up in
+:data:`LOADERS` and in the ``LOADERS`` mapping of the benchmark's plugin package, never imported
+from a path, so a benchmark file cannot run arbitrary code. A loader returns one task's data
+with *local* labels (0..C-1 over the task's ``class_names``); the stream builder maps them to
+the benchmark's global label space (the union of class names in task order, so a
+domain-incremental benchmark that repeats names keeps one label per name).
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import import_module
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from clbench.api.benchmark import BenchmarkSpec
+from clbench.api.stream import ExampleListDataset, Experience, Stream, TensorTaskDataset
+from clbench.errors import UsageError
+
+DATA_ROOT_ENV = "CLBENCH_DATA_ROOT"
+ALLOW_DOWNLOAD_ENV = "CLBENCH_ALLOW_DOWNLOAD"
+
+
+@dataclass(frozen=True)
+class LoaderContext:
+    """What a loader is told about where and how to load.
+
+    Attributes:
+        task_index: the task's position in the benchmark (stamped on examples as ``task_id``).
+        data_root: folder holding datasets (``--data-root`` or ``$CLBENCH_DATA_ROOT``).
+        allow_download: whether the loader may download missing data.
+        split_seed: seed of protocol-level randomness (splits, shot sampling, generated
+            examples); fixed by the benchmark, independent of the run seed.
+    """
+
+    task_index: int
+    data_root: Path | None = None
+    allow_download: bool = False
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """One task's data as a loader returns it (labels local to the task)."""
+
+    train: Dataset[Any]
+    test: Dataset[Any]
+    class_names: tuple[str, ...] = ()
+    input_shape: tuple[int, ...] | None = None
+
+
+Loader = Callable[[Mapping[str, Any], LoaderContext], TaskData]
+
+
+# Built-in loaders by name -> "module:function", imported on first use so that a benchmark
+# over digits never imports transformers or open_clip.
+BUILTIN_LOADERS = {
+    "sklearn-digits": "clbench.data.digits:load_digits_task",
+    "generated-instructions": "clbench.data.instructions:load_instruction_task",
+    "general-knowledge": "clbench.data.instructions:load_knowledge_probe",
+}
+
+
+def _builtin_loader(name: str) -> Loader:
+    module, _, attr = BUILTIN_LOADERS[name].partition(":")
+    return getattr(import_module(module), attr)  # type: ignore[no-any-return]
+
+
+def default_data_root() -> Path | None:
+    """The data root from ``$CLBENCH_DATA_ROOT``, if set."""
+    value = os.environ.get(DATA_ROOT_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def downloads_allowed() -> bool:
+    """Whether ``$CLBENCH_ALLOW_DOWNLOAD`` permits downloading missing data."""
+    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").lower() in {"1", "true", "yes"}
+
+
+def build_stream(
+    spec: BenchmarkSpec,
+    *,
+    extra_loaders: Mapping[str, Loader] | None = None,
+    data_root: Path | None = None,
+    allow_download: bool | None = None,
+) -> Stream:
+    """Load every task of ``spec`` and assemble the stream with a global label space.
+
+    Raises:
+        UsageError: a task names an unknown loader.
+        MissingAssetError: a loader's data is missing (raised by the loader).
+    """
+    extra = dict(extra_loaders or {})
+    known = sorted({*BUILTIN_LOADERS, *extra})
+    root = data_root if data_root is not None else default_data_root()
+    download = downloads_allowed() if allow_download is None else allow_download
+    class_names: list[str] = []
+    experiences = []
+    input_shape: tuple[int, ...] | None = None
+    for index, task in enumerate(spec.tasks):
+        if task.loader not in known:
+            raise UsageError(f"benchmark {spec.name!r} task {task.name!r}: unknown loader {task.loader!r}; known: {', '.join(known)}")
+        loader = extra[task.loader] if task.loader in extra else _builtin_loader(task.loader)
+        ctx = LoaderContext(task_index=index, data_root=root, allow_download=download)
+        data = loader(task.options, ctx)
+        global_ids = []
+        for name in data.class_names:
+            if name not in class_names:
+                class_names.append(name)
+            global_ids.append(class_names.index(name))
+        train, test = (_to_global(d, global_ids) for d in (data.train, data.test))
+        if data.input_shape is not None:
+            input_shape = data.input_shape
+        experiences.append(Experience(index=index, name=task.name, train=train, test=test, metric=task.metric,
+                                      class_ids=tuple(global_ids), eval_only=task.eval_only))
+    return Stream(protocol=spec.protocol, experiences=tuple(experiences), class_names=tuple(class_names), input_shape=input_shape)
+
+
+def _to_global(dataset: Dataset[Any], global_ids: list[int]) -> Dataset[Any]:
+    """Map local labels to global label ids (identity when the task has no classes)."""
+    if not global_ids:
+        return dataset
+    lut = torch.tensor(global_ids, dtype=torch.long)
+    if isinstance(dataset, TensorTaskDataset):
+        dataset.y = lut[dataset.y]
+        return dataset
+    if isinstance(dataset, ExampleListDataset):
+        return ExampleListDataset([{**e, "y": int(lut[int(e["y"])])} for e in dataset.examples])
+    raise UsageError(f"cannot relabel a {type(dataset).__name__}; loaders return TensorTaskDataset or ExampleListDataset")

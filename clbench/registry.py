@@ -1,0 +1,192 @@
+"""Entry-point registry for strategies, benchmarks and backbones.
+
+Every component, built-in or third-party, registers the same way: an entry point in one of the
+groups ``clbench.strategies`` (name -> Strategy class), ``clbench.backbones`` (spec prefix ->
+factory ``(spec) -> Backbone``) or ``clbench.benchmarks`` (-> a package holding ``*.toml``
+benchmark files and optionally a ``LOADERS`` mapping). Rules:
+
+- Entry points are read once; a plugin is imported only when its name is requested (listing
+  names imports nothing).
+- Names are lowercase-kebab; ``_`` is accepted as ``-``.
+- A name claimed by two distributions is an error naming both; ``dist/name`` picks one.
+- A plugin that fails to import is reported (``clbench list`` shows it) and the others load.
+- ``CLBENCH_DISABLE_PLUGIN_AUTOLOAD=1`` keeps only clbench's own entry points.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from functools import cache
+from importlib import import_module, resources
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any
+
+from clbench.errors import UsageError
+
+GROUPS = {"strategies": "clbench.strategies", "backbones": "clbench.backbones", "benchmarks": "clbench.benchmarks"}
+DISABLE_ENV = "CLBENCH_DISABLE_PLUGIN_AUTOLOAD"
+OWN_DISTRIBUTION = "clbench"
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """One registered component (not yet imported)."""
+
+    kind: str
+    name: str
+    value: str
+    dist: str
+    version: str
+    entry_point: EntryPoint
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.dist}/{self.name}"
+
+    def load(self) -> Any:
+        """Import the component; any failure becomes a one-line :class:`UsageError`."""
+        try:
+            return self.entry_point.load()
+        except Exception as exc:  # a broken plugin must not take the CLI down with a traceback
+            raise UsageError(f"{self.kind[:-1]} {self.name!r} from {self.dist} {self.version} failed to load ({self.value}): {type(exc).__name__}: {exc}") from None
+
+
+def normalize(name: str) -> str:
+    """Canonical spelling of a component name (lowercase, ``-`` for ``_``)."""
+    return name.strip().lower().replace("_", "-")
+
+
+def autoload_disabled() -> bool:
+    return os.environ.get(DISABLE_ENV, "").lower() in {"1", "true", "yes"}
+
+
+@cache
+def _plugins(kind: str, only_own: bool) -> tuple[Plugin, ...]:
+    found = []
+    for ep in entry_points(group=GROUPS[kind]):
+        dist = ep.dist.name if ep.dist is not None else "unknown"
+        if only_own and normalize(dist) != OWN_DISTRIBUTION:
+            continue
+        version = ep.dist.version if ep.dist is not None else "unknown"
+        found.append(Plugin(kind, normalize(ep.name), ep.value, dist, version, ep))
+    return tuple(sorted(found, key=lambda p: (p.name, p.dist)))
+
+
+def plugins(kind: str) -> tuple[Plugin, ...]:
+    """Every registered plugin of ``kind`` (``strategies``, ``backbones`` or ``benchmarks``)."""
+    if kind not in GROUPS:
+        raise UsageError(f"unknown component kind {kind!r}; valid: {', '.join(GROUPS)}")
+    return _plugins(kind, autoload_disabled())
+
+
+def refresh() -> None:
+    """Forget cached entry points and benchmark indexes (after installing a plugin)."""
+    _plugins.cache_clear()
+    _benchmark_index.cache_clear()
+
+
+def resolve(kind: str, name: str) -> Plugin:
+    """The plugin registered as ``name`` (or ``dist/name``).
+
+    Raises:
+        UsageError: unknown name (with did-you-mean suggestions) or a name claimed twice.
+    """
+    dist_filter, _, bare = name.rpartition("/")
+    key = normalize(bare)
+    candidates = [p for p in plugins(kind) if p.name == key and (not dist_filter or normalize(p.dist) == normalize(dist_filter))]
+    if len(candidates) > 1:
+        owners = ", ".join(f"{p.dist} {p.version} ({p.value})" for p in candidates)
+        raise UsageError(f"{kind[:-1]} name {key!r} is registered by several packages: {owners}; pick one as DIST/{key}")
+    if not candidates:
+        raise UsageError(unknown_name_message(kind[:-1], name, sorted({p.name for p in plugins(kind)})))
+    return candidates[0]
+
+
+def unknown_name_message(what: str, name: str, known: list[str]) -> str:
+    """``unknown X 'name'; did you mean ...?`` with close matches, else the known names."""
+    close = difflib.get_close_matches(normalize(name), known, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"known: {', '.join(known) or 'none'}"
+    return f"unknown {what} {name!r}; {hint}"
+
+
+def get_strategy(name: str) -> tuple[type[Any], Plugin]:
+    """The strategy class registered as ``name`` and its plugin record."""
+    from clbench.api.strategy import Strategy
+
+    plugin = resolve("strategies", name)
+    cls = plugin.load()
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise UsageError(f"strategy {plugin.name!r} from {plugin.dist} ({plugin.value}) is not a clbench.api.Strategy subclass")
+    return cls, plugin
+
+
+def build_backbone(spec: str) -> Any:
+    """Build a backbone from a spec ``prefix:rest`` using the factory registered for ``prefix``."""
+    from clbench.api.backbone import Backbone
+
+    prefix = spec.partition(":")[0]
+    plugin = resolve("backbones", prefix)
+    factory = plugin.load()
+    backbone = factory(spec)
+    if not isinstance(backbone, Backbone):
+        raise UsageError(f"backbone factory {plugin.name!r} ({plugin.value}) returned {type(backbone).__name__}, not a clbench.api.Backbone")
+    return backbone
+
+
+@dataclass(frozen=True)
+class BenchmarkSource:
+    """Where a named benchmark's TOML lives and which package provides it."""
+
+    name: str
+    path: Path
+    plugin: Plugin
+
+
+@cache
+def _benchmark_index(only_own: bool) -> tuple[dict[str, list[BenchmarkSource]], dict[str, str]]:
+    index: dict[str, list[BenchmarkSource]] = {}
+    errors: dict[str, str] = {}
+    for plugin in _plugins("benchmarks", only_own):
+        try:
+            package = plugin.load()
+            folder = Path(str(resources.files(package.__name__)))
+        except UsageError as exc:
+            errors[plugin.qualified] = str(exc)
+            continue
+        for path in sorted(folder.glob("*.toml")):
+            index.setdefault(normalize(path.stem), []).append(BenchmarkSource(normalize(path.stem), path, plugin))
+    return index, errors
+
+
+def benchmark_index() -> tuple[dict[str, list[BenchmarkSource]], dict[str, str]]:
+    """Every named benchmark (name -> sources) plus packages that failed to load."""
+    return _benchmark_index(autoload_disabled())
+
+
+def load_benchmark(name: str) -> tuple[Any, dict[str, Any]]:
+    """Resolve a benchmark name (or a path to a ``.toml`` file) to its spec and extra loaders.
+
+    Returns:
+        ``(BenchmarkSpec, loaders)`` where ``loaders`` is the providing package's ``LOADERS``.
+    """
+    from clbench.api.benchmark import load_benchmark_file
+
+    if name.endswith(".toml"):
+        path = Path(name)
+        if not path.is_file():
+            raise UsageError(f"benchmark file {name!r} does not exist")
+        return load_benchmark_file(path), {}
+    index, _ = benchmark_index()
+    dist_filter, _, bare = name.rpartition("/")
+    sources = [s for s in index.get(normalize(bare), []) if not dist_filter or normalize(s.plugin.dist) == normalize(dist_filter)]
+    if len(sources) > 1:
+        owners = ", ".join(f"{s.plugin.dist} ({s.path})" for s in sources)
+        raise UsageError(f"benchmark name {normalize(bare)!r} is provided by several packages: {owners}; pick one as DIST/{normalize(bare)}")
+    if not sources:
+        raise UsageError(unknown_name_message("benchmark", name, sorted(index)))
+    source = sources[0]
+    package = import_module(source.plugin.load().__name__)
+    return load_benchmark_file(source.path), dict(getattr(package, "LOADERS", {}))

@@ -1,0 +1,338 @@
+"""The task-stream runner: row 0, then train and evaluate every task, checkpoint, resume.
+
+``run(RunOptions(...))`` is the Python API behind ``clbench run``. For one (benchmark, strategy,
+seed) it:
+
+1. resolves the benchmark, strategy (checking ``-S`` overrides against its config), backbone
+   and data — all before creating the run directory, so a missing asset leaves nothing behind;
+2. evaluates every task before any training (row 0);
+3. per task: re-seeds (so a resumed run replays the same randomness), calls the strategy's
+   hooks around the shared training loop, evaluates every task (row t), saves a checkpoint and
+   rewrites ``results.json`` atomically;
+4. writes the metrics and marks the run complete.
+
+The runner reaches strategies only through the registry and knows nothing about any of them.
+On several processes (``torch.distributed``) only rank 0 writes files and logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import clbench
+from clbench import checkpoint, registry
+from clbench.api.benchmark import BenchmarkSpec
+from clbench.api.strategy import RunContext, Strategy
+from clbench.config import build_config
+from clbench.data import build_stream
+from clbench.errors import UsageError
+from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, load_results, probe_summary, write_json_atomic
+from clbench.training import evaluate, peak_memory_mb, train_task
+
+log = logging.getLogger("clbench")
+
+
+@dataclass
+class RunOptions:
+    """One run of one strategy on one benchmark with one seed.
+
+    Attributes:
+        benchmark: a registered benchmark name, ``dist/name``, or a path to a ``.toml`` file.
+        strategy: a registered strategy name (or ``dist/name``).
+        overrides: strategy config overrides as raw strings (``-S key=value``).
+        backbone: backbone spec replacing the benchmark's default.
+        seed: the run seed.
+        out: root folder; the run lives in ``out/<benchmark>/<strategy>/seed-<seed>``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        resume: continue an unfinished run from its last checkpoint.
+        overwrite: discard an existing run directory's results and start again.
+        data_root: dataset folder (default ``$CLBENCH_DATA_ROOT``).
+        allow_download: let loaders download missing data (default ``$CLBENCH_ALLOW_DOWNLOAD``).
+        progress: show progress bars.
+    """
+
+    benchmark: str
+    strategy: str
+    overrides: dict[str, str] = field(default_factory=dict)
+    backbone: str | None = None
+    seed: int = 0
+    out: Path = Path("runs")
+    device: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+    data_root: Path | None = None
+    allow_download: bool | None = None
+    progress: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without one is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but no CUDA device is available; use --device cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def task_seed(seed: int, task_index: int) -> int:
+    """The seed each task starts from, so a resumed run replays a task exactly."""
+    return (seed * 1_000_003 + 7919 * (task_index + 1)) % 2**31
+
+
+def is_main_process() -> bool:
+    """True on rank 0 of a distributed run (and on every single-process run)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions and hardware recorded in results."""
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "clbench": clbench.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    for module in ("transformers", "open_clip", "triton"):
+        if module in sys.modules:
+            env[module] = getattr(sys.modules[module], "__version__", "unknown")
+    return env
+
+
+class _Run:
+    """State of one run while it executes (kept out of the public API)."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        spec, loaders = registry.load_benchmark(options.benchmark)
+        self.spec: BenchmarkSpec = spec
+        strategy_cls, self.plugin = registry.get_strategy(options.strategy)
+        self.config = build_config(strategy_cls.Config, options.overrides, owner=f"strategy {self.plugin.name!r}")
+        self.device = resolve_device(options.device)
+        self.run_dir = Path(options.out) / spec.name / self.plugin.name / f"seed-{options.seed}"
+        self._check_existing()
+        seed_everything(options.seed)
+        self.stream = build_stream(spec, extra_loaders=loaders, data_root=options.data_root, allow_download=options.allow_download)
+        self.backbone = registry.build_backbone(options.backbone or spec.backbone)
+        if self.backbone.kind not in strategy_cls.backbone_kinds:
+            raise UsageError(f"strategy {self.plugin.name!r} supports {', '.join(sorted(strategy_cls.backbone_kinds))} backbones, not {self.backbone.kind} ({self.backbone.spec})")
+        self.backbone.bind(self.stream)
+        self.backbone.to(self.device)
+        self.train = spec.train.updated(**self.config.train_overrides(self.backbone.kind))
+        ctx = RunContext(stream=self.stream, train=self.train, device=self.device, seed=options.seed, run_dir=self.run_dir)
+        self.strategy: Strategy = strategy_cls(self.config, ctx)
+        self.strategy.setup(self.backbone)
+        self.reference = checkpoint.fingerprints(self.backbone.model)
+        self.rows: list[list[float] | None] = [None] * (len(self.stream.tasks) + 1)
+        self.task_records: list[dict[str, Any]] = []
+        self.telemetry: list[dict[str, Any]] = []
+        self.created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+    def _check_existing(self) -> None:
+        results = self.run_dir / RESULTS_FILE
+        if results.exists() and not (self.options.resume or self.options.overwrite):
+            raise UsageError(f"{self.run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
+        if self.options.overwrite and self.run_dir.exists():
+            for path in sorted(self.run_dir.rglob("*"), reverse=True):
+                path.unlink() if path.is_file() else path.rmdir()
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a checkpoint to be resumed."""
+        return {
+            "benchmark": {"name": self.spec.name, "version": self.spec.version},
+            "strategy": {"name": self.plugin.name, "config": self.config.to_dict()},
+            "backbone": self.backbone.spec,
+            "seed": self.options.seed,
+            "train": dataclasses.asdict(self.train),
+        }
+
+    def results(self, status: str) -> dict[str, Any]:
+        columns = [e.name for e in self.stream.experiences]
+        data: dict[str, Any] = {
+            "schema": SCHEMA,
+            "status": status,
+            "benchmark": {**self.spec.to_dict(), "backbone": self.spec.backbone},
+            "strategy": {"name": self.plugin.name, "package": self.plugin.dist, "version": self.plugin.version, "config": self.config.to_dict()},
+            "backbone": self.backbone.describe(),
+            "seed": self.options.seed,
+            "train": dataclasses.asdict(self.train),
+            "environment": environment(self.device),
+            "matrix": {
+                "rows": ["init"] + [f"after {e.name}" for e in self.stream.tasks],
+                "columns": columns,
+                "task_metrics": [e.metric for e in self.stream.experiences],
+                "values": self.rows,
+            },
+            "metrics": {},
+            "probes": {},
+            "tasks": self.task_records,
+            "telemetry": self.telemetry,
+            "created": self.created,
+            "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        if status == "complete":
+            data["metrics"] = compute_run_metrics(data)
+        data["probes"] = probe_summary(data)
+        return data
+
+    def write(self, status: str) -> dict[str, Any]:
+        data = self.results(status)
+        if is_main_process():
+            write_json_atomic(self.run_dir / RESULTS_FILE, data)
+        return data
+
+    def resume_from_checkpoint(self) -> int:
+        """Restore the last checkpoint; returns how many tasks it had finished (0 if none)."""
+        folder = self.run_dir / "checkpoint"
+        pointer = checkpoint.read_pointer(folder)
+        if pointer is None:
+            return 0
+        saved = pointer["progress"]["identity"]
+        mine = self.identity()
+        if saved != mine:
+            diffs = [k for k in mine if saved.get(k) != mine[k]]
+            raise UsageError(f"cannot resume {self.run_dir}: it was started with a different {', '.join(diffs)}; use --overwrite to start again")
+        state = checkpoint.load_checkpoint(folder, pointer)
+        self.strategy.load_state_dict(state["strategy"])
+        checkpoint.restore_model(self.backbone.model, state["model"])
+        progress = pointer["progress"]
+        self.rows = progress["rows"]
+        self.task_records = progress["tasks"]
+        self.telemetry = progress["telemetry"]
+        self.created = progress["created"]
+        log.info("resumed %s after task %d of %d", self.run_dir, pointer["tasks_done"], len(self.stream.tasks))
+        return int(pointer["tasks_done"])
+
+    def save_checkpoint(self, tasks_done: int) -> None:
+        if not is_main_process():
+            return
+        progress = {"identity": self.identity(), "rows": self.rows, "tasks": self.task_records, "telemetry": self.telemetry, "created": self.created}
+        delta = checkpoint.changed_state(self.backbone.model, self.reference)
+        checkpoint.save_checkpoint(self.run_dir / "checkpoint", tasks_done, delta, self.strategy.state_dict(), progress)
+
+    def execute(self) -> dict[str, Any]:
+        tasks = self.stream.tasks
+        experiences = self.stream.experiences
+        name = f"{self.plugin.name} s{self.options.seed}"
+        progress = self.options.progress
+        done = self.resume_from_checkpoint() if self.options.resume else 0
+        if is_main_process():
+            write_json_atomic(self.run_dir / "config.json", {"options": {**dataclasses.asdict(self.options), "out": str(self.options.out),
+                                                                         "data_root": str(self.options.data_root) if self.options.data_root else None},
+                                                             **self.identity()})
+        if self.rows[0] is None:
+            start = time.perf_counter()
+            self.rows[0] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval init")
+            log.info("%s: row 0 (before training) %s in %.1fs", name, _fmt(self.rows[0]), time.perf_counter() - start)
+            self.write("running")
+        for t in range(done, len(tasks)):
+            exp = tasks[t]
+            seed_everything(task_seed(self.options.seed, t))
+            generator = torch.Generator().manual_seed(task_seed(self.options.seed, t))
+            self.strategy.before_task(exp)
+            data = self.strategy.training_data(exp, tasks[: t + 1])
+            stats = train_task(self.strategy, self.backbone, data, exp, self.train, generator, progress, f"{name} train {t + 1}/{len(tasks)} {exp.name}") \
+                if self.strategy.trains else None
+            self.strategy.after_task(exp)
+            start = time.perf_counter()
+            self.rows[t + 1] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval {t + 1}/{len(tasks)}")
+            eval_seconds = time.perf_counter() - start
+            memory, memory_kind = peak_memory_mb(self.device)
+            record = {"task": exp.name, "eval_seconds": round(eval_seconds, 4), "peak_memory_mb": round(memory, 1), "memory_kind": memory_kind}
+            if stats is not None:
+                record.update(steps=stats.steps, examples=stats.examples, train_seconds=round(stats.train_seconds, 4),
+                              final_loss=stats.final_loss, loss_curve=stats.loss_curve)
+            self.task_records.append(record)
+            self.telemetry.append({"task": exp.name, **self.strategy.telemetry()})
+            log.info("%s: after task %d/%d %s: %s (loss %s, %.1fs train)", name, t + 1, len(tasks), exp.name, _fmt(self.rows[t + 1]),
+                     f"{stats.final_loss:.4f}" if stats and stats.final_loss is not None else "-", stats.train_seconds if stats else 0.0)
+            self.save_checkpoint(t + 1)
+            self.write("running")
+        return self.write("complete")
+
+
+def _fmt(row: list[float] | None) -> str:
+    return "[" + ", ".join(f"{v:.3f}" for v in row or []) + "]"
+
+
+def _attach_log_file(run_dir: Path) -> logging.Handler | None:
+    if not is_main_process():
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
+    return handler
+
+
+def run(options: RunOptions) -> dict[str, Any]:
+    """Run one strategy on one benchmark with one seed; returns the results dict.
+
+    A completed run asked to ``resume`` is returned as it is. Raises :class:`UsageError` or
+    :class:`MissingAssetError` (before any file is written) for bad input or missing assets.
+    """
+    if options.resume:
+        path = Path(options.out)
+        existing = _existing_complete(path, options)
+        if existing is not None:
+            return existing
+    state = _Run(options)
+    handler = _attach_log_file(state.run_dir)
+    try:
+        return state.execute()
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
+
+
+def _existing_complete(out: Path, options: RunOptions) -> dict[str, Any] | None:
+    """A complete results file for these options, if one exists (cheap: no model is built)."""
+    try:
+        spec, _ = registry.load_benchmark(options.benchmark)
+        plugin = registry.resolve("strategies", options.strategy)
+    except UsageError:
+        return None
+    path = out / spec.name / plugin.name / f"seed-{options.seed}" / RESULTS_FILE
+    if not path.exists():
+        return None
+    data = load_results(path)
+    if data["status"] != "complete":
+        return None
+    strategy_cls, _ = registry.get_strategy(options.strategy)
+    config = build_config(strategy_cls.Config, options.overrides, owner=f"strategy {plugin.name!r}")
+    backbone = options.backbone or spec.backbone
+    if data["strategy"]["config"] != config.to_dict() or data["backbone"]["spec"] != backbone:
+        raise UsageError(f"{path.parent} already finished with other settings; use --overwrite to start again")
+    return data

@@ -1,0 +1,164 @@
+"""One task's training loop and the evaluation of every task, shared by all strategies.
+
+The loop knows nothing about any particular strategy: it asks the strategy for the data, the
+parameters, optionally the optimizer, and the loss of each micro-batch, and calls ``after_step``
+after every optimizer step. Per-step work is kept to what a hand-written PyTorch loop does
+(fetch, forward, backward, step) plus a few Python calls: losses stay on the device until the
+task ends, so there is no per-step synchronisation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import resource
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from clbench.api.backbone import Backbone
+from clbench.api.benchmark import TrainSettings
+from clbench.api.strategy import Strategy
+from clbench.api.stream import Experience
+from clbench.errors import UsageError
+
+MAX_LOSS_POINTS = 100
+
+
+@dataclass
+class TaskStats:
+    """What training one task measured (recorded per task in results)."""
+
+    steps: int = 0
+    examples: int = 0
+    train_seconds: float = 0.0
+    final_loss: float | None = None
+    loss_curve: list[float] = field(default_factory=list)
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
+    """The autocast context for ``amp`` (``none`` gives a no-op context)."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    if amp == "fp16" and device.type != "cuda":
+        raise UsageError("amp=fp16 needs a CUDA device; use amp=bf16 on the CPU")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def build_optimizer(params: list[torch.nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
+    """The optimizer named by ``settings.optimizer``."""
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
+    return torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
+
+
+def cosine_scheduler(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Cosine decay from the peak learning rate to 0 over ``total_steps``, no warm-up."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1))))
+
+
+def steps_per_task(n_examples: int, settings: TrainSettings) -> int:
+    """Optimizer steps for a task of ``n_examples`` under ``settings``."""
+    if settings.iterations is not None:
+        return settings.iterations
+    batches = math.ceil(n_examples / settings.batch_size)
+    return settings.epochs * math.ceil(batches / settings.grad_accum)
+
+
+def _batches(loader: DataLoader[Any]) -> Iterator[Any]:
+    while True:  # cycle epochs; the caller stops at the step budget
+        yield from loader
+
+
+def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], experience: Experience, settings: TrainSettings,
+               generator: torch.Generator, progress: bool = True, label: str = "") -> TaskStats:
+    """Train on ``data`` for one task with the strategy's loss and hooks."""
+    stats = TaskStats(examples=len(data))  # type: ignore[arg-type]
+    params = strategy.trainable_parameters()
+    total = steps_per_task(len(data), settings) if params and len(data) else 0  # type: ignore[arg-type]
+    if total == 0:
+        return stats
+    optimizer = strategy.make_optimizer(params, settings) or build_optimizer(params, settings)
+    scheduler = cosine_scheduler(optimizer, total) if settings.scheduler == "cosine" else None
+    scaler = torch.amp.GradScaler("cuda") if settings.amp == "fp16" else None
+    loader = DataLoader(data, batch_size=settings.batch_size, shuffle=True, generator=generator, collate_fn=backbone.collate)
+    model = backbone.model
+    model.train()
+    losses: list[torch.Tensor] = []
+    start = time.perf_counter()
+    bar = tqdm(total=total, desc=label, disable=not progress, leave=False, mininterval=0.5, unit="step")
+    micro = 0
+    for batch in _batches(loader):
+        batch = backbone.move_batch(batch)
+        with autocast(backbone.device, settings.amp):
+            loss = strategy.loss(batch, experience)
+        scaled = loss / settings.grad_accum if settings.grad_accum > 1 else loss
+        (scaler.scale(scaled) if scaler else scaled).backward()
+        micro += 1
+        if micro % settings.grad_accum:
+            continue
+        if scaler:
+            scaler.unscale_(optimizer)
+        if settings.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        strategy.after_step(stats.steps, experience)
+        losses.append(loss.detach())
+        stats.steps += 1
+        bar.update(1)
+        if stats.steps >= total:
+            break
+    bar.close()
+    curve = torch.stack(losses).float().cpu()
+    stats.train_seconds = time.perf_counter() - start
+    stats.final_loss = float(curve[-min(len(curve), 10):].mean())
+    stride = max(1, math.ceil(len(curve) / MAX_LOSS_POINTS))
+    stats.loss_curve = [round(float(v), 6) for v in curve[::stride]]
+    return stats
+
+
+@torch.no_grad()
+def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: TrainSettings, progress: bool = True, label: str = "") -> list[float]:
+    """Score every experience's test set: one row of the accuracy matrix (fractions in [0, 1])."""
+    model = backbone.model
+    was_training = model.training
+    model.eval()
+    row = []
+    bar = tqdm(total=sum(len(e.test) for e in experiences), desc=label, disable=not progress, leave=False, mininterval=0.5, unit="ex")  # type: ignore[arg-type]
+    for exp in experiences:
+        loader = DataLoader(exp.test, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=backbone.collate)
+        correct = torch.zeros((), dtype=torch.float64, device=backbone.device)
+        count = 0
+        for batch in loader:
+            batch = backbone.move_batch(batch)
+            with autocast(backbone.device, settings.amp):
+                scores = backbone.score(batch, exp)
+            correct += scores.double().sum()
+            count += len(scores)
+            bar.update(len(scores))
+        row.append(float(correct) / count if count else float("nan"))
+    bar.close()
+    model.train(was_training)
+    return row
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    """Peak memory so far: CUDA allocator peak on GPUs, process peak RSS on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda-max-allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu-peak-rss"
