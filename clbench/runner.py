@@ -208,6 +208,7 @@ class _Run:
         data = self.results(status)
         if is_main_process():
             write_json_atomic(self.run_dir / RESULTS_FILE, data)
+        data["_path"] = str(self.run_dir / RESULTS_FILE)
         return data
 
     def resume_from_checkpoint(self) -> int:

@@ -1,0 +1,161 @@
+"""``clbench list`` and ``clbench show``: what is installed, and what one component is."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import re
+from typing import Any
+
+from clbench import registry
+from clbench.errors import UsageError
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("list", help="list installed strategies, benchmarks and backbones",
+                       description="List registered components with the package that provides each. "
+                                   "A plugin that fails to import is shown with its error; the others still load.")
+    p.add_argument("kind", nargs="?", choices=["strategies", "benchmarks", "backbones"], help="only this kind")
+    p.set_defaults(handler=cmd_list)
+    s = sub.add_parser("show", help="describe a benchmark or strategy",
+                       description="Show a benchmark's tasks, protocol and defaults, or a strategy's settings.",
+                       epilog="examples:\n  clbench show digits-split\n  clbench show lora", formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("name", help="benchmark or strategy name")
+    s.set_defaults(handler=cmd_show)
+
+
+def _first_line(text: str | None) -> str:
+    return (inspect.cleandoc(text or "").splitlines() or [""])[0]
+
+
+def _strategy_rows() -> list[tuple[str, str, str]]:
+    rows = []
+    for plugin in registry.plugins("strategies"):
+        try:
+            cls, _ = registry.get_strategy(plugin.qualified)
+            summary = _first_line(cls.__doc__)
+        except UsageError as exc:
+            summary = f"ERROR: {exc}"
+        rows.append((plugin.name, f"{plugin.dist} {plugin.version}", summary))
+    return rows
+
+
+def _backbone_rows() -> list[tuple[str, str, str]]:
+    rows = []
+    for plugin in registry.plugins("backbones"):
+        try:
+            factory = plugin.load()
+            summary = _first_line(factory.__doc__)
+        except UsageError as exc:
+            summary = f"ERROR: {exc}"
+        rows.append((f"{plugin.name}:…", f"{plugin.dist} {plugin.version}", summary))
+    return rows
+
+
+def _benchmark_rows() -> list[tuple[str, str, str]]:
+    from clbench.api.benchmark import load_benchmark_file
+
+    index, errors = registry.benchmark_index()
+    rows = []
+    for name, sources in sorted(index.items()):
+        for source in sources:
+            try:
+                spec = load_benchmark_file(source.path)
+                summary = f"{spec.protocol}, {len(spec.trained_tasks)} tasks: {_first_line(spec.description)}"
+            except UsageError as exc:
+                summary = f"ERROR: {exc}"
+            label = name if len(sources) == 1 else f"{source.plugin.dist}/{name} (name claimed twice)"
+            rows.append((label, f"{source.plugin.dist} {source.plugin.version}", summary))
+    rows += [(qualified, "", f"ERROR: {message}") for qualified, message in errors.items()]
+    return rows
+
+
+def _print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
+    print(f"{title}:")
+    if not rows:
+        print("  (none)")
+    width = max((len(r[0]) for r in rows), default=0)
+    pkg = max((len(r[1]) for r in rows), default=0)
+    for name, package, summary in rows:
+        print(f"  {name:<{width}}  {package:<{pkg}}  {summary}")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    kinds = [args.kind] if args.kind else ["benchmarks", "strategies", "backbones"]
+    builders = {"strategies": _strategy_rows, "benchmarks": _benchmark_rows, "backbones": _backbone_rows}
+    for i, kind in enumerate(kinds):
+        if i:
+            print()
+        _print_table(kind, builders[kind]())
+    if registry.autoload_disabled():
+        print(f"\n(third-party plugins not loaded: {registry.DISABLE_ENV} is set)")
+    return 0
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """``name: text`` entries of the Attributes sections of a class and its bases' docstrings."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        text = inspect.cleandoc(klass.__doc__ or "")
+        section = text.split("Attributes:", 1)[1] if "Attributes:" in text else ""
+        current = None
+        for line in section.splitlines():
+            match = re.match(r"\s{4}(\w+): (.*)", line)
+            if match:
+                current = match.group(1)
+                docs[current] = match.group(2)
+            elif current and line.startswith("        "):
+                docs[current] += " " + line.strip()
+            elif line.strip() and not line.startswith(" "):
+                break
+    return docs
+
+
+def show_strategy(name: str) -> None:
+    cls, plugin = registry.get_strategy(name)
+    print(f"strategy {plugin.name}  ({plugin.dist} {plugin.version}, {plugin.value})")
+    print(inspect.cleandoc(cls.__doc__ or ""))
+    module_doc = inspect.getmodule(cls).__doc__ if inspect.getmodule(cls) else None
+    if module_doc:
+        print("\n" + inspect.cleandoc(module_doc))
+    print(f"\nbackbones: {', '.join(sorted(cls.backbone_kinds))}")
+    print("\nsettings (-S key=value; training settings left as None use the benchmark's):")
+    docs = _field_docs(cls.Config)
+    for field in dataclasses.fields(cls.Config):
+        default = field.default if field.default is not dataclasses.MISSING else "(required)"
+        print(f"  {field.name} = {default!r}: {docs.get(field.name, '')}")
+
+
+def show_benchmark(name: str) -> None:
+    spec, _ = registry.load_benchmark(name)
+    print(f"benchmark {spec.name} v{spec.version}  ({spec.source})")
+    print(spec.description)
+    print(f"\nprotocol: {spec.protocol}\ndefault backbone: {spec.backbone}")
+    print(f"default strategies: {', '.join(spec.strategies)}; seeds: {', '.join(map(str, spec.seeds))}")
+    print(f"headline metrics: {', '.join(spec.metrics)}")
+    train = dataclasses.asdict(spec.train)
+    print("training: " + ", ".join(f"{k}={v}" for k, v in train.items() if v is not None))
+    print(f"\ntasks ({len(spec.trained_tasks)} trained, {len(spec.probes)} eval-only):")
+    width = max(len(t.name) for t in spec.tasks)
+    for i, task in enumerate(spec.tasks, start=1):
+        options = ", ".join(f"{k}={v}" for k, v in task.options.items())
+        role = "probe" if task.eval_only else f"task {i}"
+        print(f"  {role:<7} {task.name:<{width}}  {task.loader} [{task.metric}] {options}")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    shown = False
+    index, _ = registry.benchmark_index()
+    if args.name.endswith(".toml") or registry.normalize(args.name.rpartition("/")[2]) in index:
+        show_benchmark(args.name)
+        shown = True
+    if any(p.name == registry.normalize(args.name.rpartition("/")[2]) for p in registry.plugins("strategies")):
+        if shown:
+            print()
+        show_strategy(args.name)
+        shown = True
+    if not shown:
+        known = sorted(set(index) | {p.name for p in registry.plugins("strategies")})
+        raise UsageError(registry.unknown_name_message("benchmark or strategy", args.name, known))
+    return 0
