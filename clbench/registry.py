@@ -27,6 +27,7 @@ from typing import Any
 from clbench.errors import UsageError
 
 GROUPS = {"strategies": "clbench.strategies", "backbones": "clbench.backbones", "benchmarks": "clbench.benchmarks"}
+SINGULAR = {"strategies": "strategy", "backbones": "backbone", "benchmarks": "benchmark"}
 DISABLE_ENV = "CLBENCH_DISABLE_PLUGIN_AUTOLOAD"
 OWN_DISTRIBUTION = "clbench"
 
@@ -51,7 +52,7 @@ class Plugin:
         try:
             return self.entry_point.load()
         except Exception as exc:  # a broken plugin must not take the CLI down with a traceback
-            raise UsageError(f"{self.kind[:-1]} {self.name!r} from {self.dist} {self.version} failed to load ({self.value}): {type(exc).__name__}: {exc}") from None
+            raise UsageError(f"{SINGULAR[self.kind]} {self.name!r} from {self.dist} {self.version} failed to load ({self.value}): {type(exc).__name__}: {exc}") from None
 
 
 def normalize(name: str) -> str:
@@ -99,9 +100,9 @@ def resolve(kind: str, name: str) -> Plugin:
     candidates = [p for p in plugins(kind) if p.name == key and (not dist_filter or normalize(p.dist) == normalize(dist_filter))]
     if len(candidates) > 1:
         owners = ", ".join(f"{p.dist} {p.version} ({p.value})" for p in candidates)
-        raise UsageError(f"{kind[:-1]} name {key!r} is registered by several packages: {owners}; pick one as DIST/{key}")
+        raise UsageError(f"{SINGULAR[kind]} name {key!r} is registered by several packages: {owners}; pick one as DIST/{key}")
     if not candidates:
-        raise UsageError(unknown_name_message(kind[:-1], name, sorted({p.name for p in plugins(kind)})))
+        raise UsageError(unknown_name_message(SINGULAR[kind], name, sorted({p.name for p in plugins(kind)})))
     return candidates[0]
 
 
@@ -128,6 +129,11 @@ def build_backbone(spec: str) -> Any:
     from clbench.api.backbone import Backbone
 
     prefix = spec.partition(":")[0]
+    if normalize(prefix) not in {p.name for p in plugins("backbones")}:
+        kinds = sorted({p.name for p in plugins("backbones")})
+        close = difflib.get_close_matches(normalize(prefix), kinds, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}?" if close else f"known kinds: {', '.join(kinds)}"
+        raise UsageError(f"unknown backbone {spec!r}: no backbone kind {prefix!r} (specs look like KIND:REST); {hint}")
     plugin = resolve("backbones", prefix)
     factory = plugin.load()
     backbone = factory(spec)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import os
 import platform
@@ -166,14 +167,14 @@ class _Run:
                 path.unlink() if path.is_file() else path.rmdir()
 
     def identity(self) -> dict[str, Any]:
-        """What must match for a checkpoint to be resumed."""
-        return {
+        """What must match for a checkpoint to be resumed (JSON-normalised, as stored)."""
+        return json.loads(json.dumps({
             "benchmark": {"name": self.spec.name, "version": self.spec.version},
             "strategy": {"name": self.plugin.name, "config": self.config.to_dict()},
             "backbone": self.backbone.spec,
             "seed": self.options.seed,
             "train": dataclasses.asdict(self.train),
-        }
+        }))
 
     def results(self, status: str) -> dict[str, Any]:
         columns = [e.name for e in self.stream.experiences]

@@ -67,10 +67,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     classes = {}
     for name in names:
         cls, plugin = registry.get_strategy(name)
-        classes[plugin.name] = cls
+        classes[plugin.name] = cls.Config
     routed = split_overrides(parse_assignments(args.overrides), classes)
-    for name, cls in classes.items():  # check every override before the first run starts
-        build_config(cls.Config, routed[name], owner=f"strategy {name!r}")
+    for name, config_cls in classes.items():  # check every override before the first run starts
+        build_config(config_cls, routed[name], owner=f"strategy {name!r}")
     seeds = _seeds(args.seed, spec.seeds)
     summary = []
     for name in classes:

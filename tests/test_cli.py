@@ -1,0 +1,63 @@
+"""The command line: listing, showing, running and reporting; one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def test_list_and_show(cli) -> None:
+    status, out, _ = cli("list")
+    assert status == 0
+    for name in ("digits-split", "digits-split-task-il", "quickstart", "finetune", "lora", "joint", "zeroshot", "mlp:…", "hf:…"):
+        assert name in out
+    status, out, _ = cli("show", "digits-split")
+    assert status == 0 and "protocol: class-incremental" in out and "task 5  digits-8-9" in out
+    status, out, _ = cli("show", "lora")
+    assert status == 0 and "rank = 8: adapter rank r." in out and "merge_after_task = False" in out and "lr = None: peak learning rate." in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "digits-splt"], "unknown benchmark 'digits-splt'; did you mean 'digits-split'"),
+    (["run", "digits-split", "-s", "lroa"], "unknown strategy 'lroa'; did you mean 'lora'"),
+    (["run", "digits-split", "-s", "lora", "-S", "rnk=4"], "no selected strategy has a setting 'rnk'; valid: alpha, amp, batch_size"),
+    (["run", "digits-split", "-s", "lora", "-S", "rank=big"], "rank takes an integer, got 'big'"),
+    (["run", "digits-split", "-s", "lora", "-S", "rank=0"], "strategy 'lora': rank must be >= 1"),
+    (["run", "digits-split", "--seed", "a"], "--seed takes comma-separated integers"),
+    (["run", "digits-split", "--device", "cuda:7"], "no CUDA device is available"),
+    (["run", "digits-split", "--backbone", "mlp:x"], "bad MLP spec 'mlp:x'"),
+    (["run", "digits-split", "--backbone", "nope:1"], "unknown backbone 'nope:1'"),
+    (["show", "nothing-like-it"], "unknown benchmark or strategy 'nothing-like-it'"),
+    (["report", "/no/such/dir"], "/no/such/dir: no such file or directory"),
+])
+def test_user_errors_are_one_line_with_status_2(cli, tmp_path: Path, args: list[str], message: str) -> None:
+    status, out, err = cli(*args, *(["--out", str(tmp_path)] if args[0] == "run" else []))
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("clbench: error: ") and message in err, err
+    assert "Traceback" not in err and not list(tmp_path.iterdir())
+
+
+def test_argparse_errors_are_one_line_too() -> None:
+    clbench = str(Path(sys.executable).with_name("clbench"))
+    result = subprocess.run([clbench, "run"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "the following arguments are required: benchmark" in result.stderr
+
+
+def test_run_two_strategies_two_seeds_then_report(cli, small_digits: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    status, stdout, err = cli("run", small_digits, "-s", "finetune,lora", "--seed", "0,1", "--out", out, "-S", "lora.rank=4", "--no-progress")
+    assert status == 0, err
+    lines = [line for line in stdout.splitlines() if line.startswith(("finetune", "lora"))]
+    assert len(lines) == 4
+    lora = json.loads((out / "digits-small" / "lora" / "seed-1" / "results.json").read_text())
+    assert lora["strategy"]["config"]["rank"] == 4
+    status, stdout, err = cli("report", out, "--out", tmp_path / "report")
+    assert status == 0, err
+    folder = tmp_path / "report" / "digits-small"
+    assert {p.name for p in folder.iterdir()} >= {"forgetting-curves.png", "forgetting-curves.svg", "matrix-finetune.png", "matrix-lora.svg", "report.md"}
+    report = (folder / "report.md").read_text()
+    assert "| finetune | 2 |" in report and "| lora | 2 |" in report and " ± " in report

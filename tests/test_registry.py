@@ -1,0 +1,88 @@
+"""Entry-point plugins: lazy loading, duplicate names, broken plugins, the autoload switch.
+
+Fake distributions are made as ``*.dist-info`` folders on ``sys.path``, which is exactly how
+``importlib.metadata`` discovers installed packages.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from clbench import registry
+from clbench.errors import UsageError
+
+STRATEGY_MODULE = '''
+from clbench.api import Strategy, StrategyConfig
+class Dup(Strategy):
+    """A duplicate-named strategy."""
+'''
+
+
+def _fake_dist(root: Path, dist: str, entry_points: str, modules: dict[str, str]) -> None:
+    info = root / f"{dist}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(entry_points, encoding="utf-8")
+    for name, code in modules.items():
+        (root / f"{name}.py").write_text(code, encoding="utf-8")
+
+
+@pytest.fixture
+def plugins_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _fake_dist(tmp_path, "fake_dup", "[clbench.strategies]\nfinetune = fake_dup_mod:Dup\nbroken = fake_broken_mod:Nope\n",
+               {"fake_dup_mod": STRATEGY_MODULE, "fake_broken_mod": "raise ImportError('no such thing as fake_broken')\n"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.refresh()
+    yield tmp_path
+    sys.modules.pop("fake_dup_mod", None)
+    registry.refresh()
+
+
+def test_builtins_resolve_lazily() -> None:
+    names = {p.name for p in registry.plugins("strategies")}
+    assert {"zeroshot", "finetune", "lora", "joint"} <= names
+    plugin = registry.resolve("strategies", "LoRA")  # case and _ are normalised
+    assert plugin.dist == "clbench" and plugin.value == "clbench.strategies.lora:SequentialLoRA"
+
+
+def test_unknown_name_suggests_close_matches() -> None:
+    with pytest.raises(UsageError, match="unknown strategy 'fintune'; did you mean 'finetune'"):
+        registry.resolve("strategies", "fintune")
+    with pytest.raises(UsageError, match="unknown benchmark 'digit-split'; did you mean 'digits-split'"):
+        registry.load_benchmark("digit-split")
+
+
+def test_duplicate_names_are_an_error_and_dist_name_picks_one(plugins_on_path: Path) -> None:
+    with pytest.raises(UsageError, match="registered by several packages: clbench .*, fake_dup 1.0"):
+        registry.get_strategy("finetune")
+    cls, plugin = registry.get_strategy("fake_dup/finetune")
+    assert cls.__name__ == "Dup" and plugin.dist == "fake_dup"
+    assert registry.get_strategy("clbench/finetune")[0].__name__ == "FineTune"
+
+
+def test_broken_plugin_is_reported_and_others_still_load(plugins_on_path: Path, cli) -> None:
+    with pytest.raises(UsageError, match="strategy 'broken' from fake_dup 1.0 failed to load .*ImportError: no such thing"):
+        registry.get_strategy("broken")
+    status, out, _ = cli("list", "strategies")
+    assert status == 0
+    assert "ERROR: strategy 'broken'" in out and "joint" in out and "Train on the concatenation" in out
+
+
+def test_autoload_switch_keeps_only_builtins(plugins_on_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(registry.DISABLE_ENV, "1")
+    assert all(p.dist == "clbench" for p in registry.plugins("strategies"))
+    assert registry.get_strategy("finetune")[0].__name__ == "FineTune"
+    with pytest.raises(UsageError, match="unknown strategy 'broken'"):
+        registry.get_strategy("broken")
+
+
+def test_listing_names_imports_no_plugin() -> None:
+    import subprocess
+
+    code = ("import sys; from clbench import registry; names = [p.name for p in registry.plugins('strategies')]; "
+            "print('lora' in names, any(m.startswith('clbench.strategies.') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False"]
