@@ -83,3 +83,16 @@ def test_benchmark_file_validation(tmp_path: Path) -> None:
     broken.write_text("version = [", encoding="utf-8")
     with pytest.raises(UsageError, match="cannot read benchmark file"):
         load_benchmark_file(broken)
+
+
+def test_label_space_offsets_tasks_except_in_domain_incremental() -> None:
+    from clbench.data import build_stream
+
+    tasks = [{"name": "a", "loader": "sklearn-digits", "options": {"classes": [0, 1]}},
+             {"name": "b", "loader": "sklearn-digits", "options": {"classes": [1, 2]}}]
+    offset = build_stream(parse_benchmark({**MINIMAL, "tasks": tasks}, "x"))
+    assert offset.class_names == ("0", "1", "1", "2") and [e.class_ids for e in offset.tasks] == [(0, 1), (2, 3)]
+    assert set(offset.tasks[1].train.y.tolist()) == {2, 3}
+    merged = build_stream(parse_benchmark({**MINIMAL, "protocol": "domain-incremental", "tasks": tasks}, "x"))
+    assert merged.class_names == ("0", "1", "2") and [e.class_ids for e in merged.tasks] == [(0, 1), (1, 2)]
+    assert set(merged.tasks[1].train.y.tolist()) == {1, 2}

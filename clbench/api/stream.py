@@ -29,6 +29,7 @@ class Experience:
         metric: ``accuracy`` or ``exact_match``.
         class_ids: global label ids of this task's classes (classification), else empty.
         eval_only: a probe that is evaluated but never trained.
+        templates: zero-shot prompt templates for the task's classes (``{}`` = class name).
     """
 
     index: int
@@ -38,6 +39,7 @@ class Experience:
     metric: str = "accuracy"
     class_ids: tuple[int, ...] = ()
     eval_only: bool = False
+    templates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ A benchmark task names its loader (``loader = "sklearn-digits"``); the name is l
 :data:`LOADERS` and in the ``LOADERS`` mapping of the benchmark's plugin package, never imported
 from a path, so a benchmark file cannot run arbitrary code. A loader returns one task's data
 with *local* labels (0..C-1 over the task's ``class_names``); the stream builder maps them to
-the benchmark's global label space (the union of class names in task order, so a
-domain-incremental benchmark that repeats names keeps one label per name).
+the benchmark's global label space. Domain-incremental benchmarks share labels by class name
+(every domain re-uses the same classes); every other protocol gives each task's classes their
+own ids, offset by the classes of the tasks before it (so X-TAIL's union head keeps two
+domains' "background" classes apart, as the official code's per-domain offsets do).
 """
 
 from __future__ import annotations
@@ -48,12 +50,20 @@ class LoaderContext:
 
 @dataclass(frozen=True)
 class TaskData:
-    """One task's data as a loader returns it (labels local to the task)."""
+    """One task's data as a loader returns it (labels local to the task).
+
+    Attributes:
+        train, test: the task's examples (``dict`` items; labels ``y`` local to the task).
+        class_names: human-readable class names, index = local label (empty for generation).
+        input_shape: shape of one tensor input (tensor data only).
+        templates: zero-shot prompt templates with ``{}`` for the class name (CLIP heads).
+    """
 
     train: Dataset[Any]
     test: Dataset[Any]
     class_names: tuple[str, ...] = ()
     input_shape: tuple[int, ...] | None = None
+    templates: tuple[str, ...] = ()
 
 
 Loader = Callable[[Mapping[str, Any], LoaderContext], TaskData]
@@ -112,14 +122,16 @@ def build_stream(
         data = loader(task.options, ctx)
         global_ids = []
         for name in data.class_names:
-            if name not in class_names:
-                class_names.append(name)
-            global_ids.append(class_names.index(name))
+            if spec.protocol == "domain-incremental" and name in class_names:
+                global_ids.append(class_names.index(name))
+                continue
+            class_names.append(name)
+            global_ids.append(len(class_names) - 1)
         train, test = (_to_global(d, global_ids) for d in (data.train, data.test))
         if data.input_shape is not None:
             input_shape = data.input_shape
         experiences.append(Experience(index=index, name=task.name, train=train, test=test, metric=task.metric,
-                                      class_ids=tuple(global_ids), eval_only=task.eval_only))
+                                      class_ids=tuple(global_ids), eval_only=task.eval_only, templates=data.templates))
     return Stream(protocol=spec.protocol, experiences=tuple(experiences), class_names=tuple(class_names), input_shape=input_shape)
 
 
