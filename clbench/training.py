@@ -138,6 +138,7 @@ def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: Tr
     model = backbone.model
     was_training = model.training
     model.eval()
+    backbone.eval_start()
     row = []
     bar = tqdm(total=sum(len(e.test) for e in experiences), desc=label, disable=not progress, leave=False, mininterval=0.5, unit="ex")  # type: ignore[arg-type]
     for exp in experiences:

@@ -69,6 +69,13 @@ class Backbone(ABC):
         """Move every tensor of ``batch`` to the backbone's device."""
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
+    def eval_start(self) -> None:
+        """Called before each evaluation pass (one row of the matrix).
+
+        Backbones that cache per-task state for scoring (CLIP text heads) rebuild it here, once
+        per pass, since the weights may have changed since the last pass.
+        """
+
     @abstractmethod
     def loss(self, batch: Batch) -> torch.Tensor:
         """Training loss of a batch (mean over examples); examples may come from several tasks."""
