@@ -253,7 +253,7 @@ class _Run:
                                                              **self.identity()})
         if self.rows[0] is None:
             start = time.perf_counter()
-            self.rows[0] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval init")
+            self.rows[0] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval init", self.strategy)
             log.info("%s: row 0 (before training) %s in %.1fs", name, _fmt(self.rows[0]), time.perf_counter() - start)
             self.write("running")
         for t in range(done, len(tasks)):
@@ -266,7 +266,7 @@ class _Run:
                 if self.strategy.trains else None
             self.strategy.after_task(exp)
             start = time.perf_counter()
-            self.rows[t + 1] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval {t + 1}/{len(tasks)}")
+            self.rows[t + 1] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval {t + 1}/{len(tasks)}", self.strategy)
             eval_seconds = time.perf_counter() - start
             memory, memory_kind = peak_memory_mb(self.device)
             record = {"task": exp.name, "eval_seconds": round(eval_seconds, 4), "peak_memory_mb": round(memory, 1), "memory_kind": memory_kind}

@@ -133,8 +133,13 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
 
 
 @torch.no_grad()
-def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: TrainSettings, progress: bool = True, label: str = "") -> list[float]:
-    """Score every experience's test set: one row of the accuracy matrix (fractions in [0, 1])."""
+def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: TrainSettings, progress: bool = True, label: str = "",
+             strategy: Strategy | None = None) -> list[float]:
+    """Score every experience's test set: one row of the accuracy matrix (fractions in [0, 1]).
+
+    When ``strategy`` is given, its ``eval_task_start`` / ``eval_task_end`` hooks bracket each
+    experience (strategies that record routing statistics per evaluated task use them).
+    """
     model = backbone.model
     was_training = model.training
     model.eval()
@@ -142,6 +147,8 @@ def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: Tr
     row = []
     bar = tqdm(total=sum(len(e.test) for e in experiences), desc=label, disable=not progress, leave=False, mininterval=0.5, unit="ex")  # type: ignore[arg-type]
     for exp in experiences:
+        if strategy is not None:
+            strategy.eval_task_start(exp)
         loader = DataLoader(exp.test, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=backbone.collate)
         correct = torch.zeros((), dtype=torch.float64, device=backbone.device)
         count = 0
@@ -153,6 +160,8 @@ def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: Tr
             count += len(scores)
             bar.update(len(scores))
         row.append(float(correct) / count if count else float("nan"))
+        if strategy is not None:
+            strategy.eval_task_end(exp)
     bar.close()
     model.train(was_training)
     return row

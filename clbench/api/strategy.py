@@ -13,6 +13,7 @@ checkpoints, and calls the hooks in this order::
         loss(batch, experience)          every micro-batch
         after_step(step, experience)     after every optimizer step
         after_task(experience)           freeze, merge, grow, consolidate
+        eval_task_start/eval_task_end    around the evaluation of each task (every row, row 0 too)
         telemetry()                      numbers the report can plot
     state_dict() / load_state_dict()     checkpoint and resume (after setup)
 """
@@ -159,6 +160,12 @@ class Strategy:
 
     def after_task(self, experience: Experience) -> None:
         """Called after training on ``experience``, before it is evaluated."""
+
+    def eval_task_start(self, experience: Experience) -> None:
+        """Called before ``experience``'s test set is scored (in every evaluation pass)."""
+
+    def eval_task_end(self, experience: Experience) -> None:
+        """Called after ``experience``'s test set is scored (e.g. to close routing statistics)."""
 
     def telemetry(self) -> dict[str, Any]:
         """JSON-ready numbers describing the strategy's state after a task (plotted by reports)."""
