@@ -78,4 +78,16 @@ class RankMaskGate:
     mask: torch.Tensor
 
 
-Gate = TopKSoftmaxGate | TopKMagnitudeGate | StaticGate | RankMaskGate
+@dataclass(frozen=True)
+class DenseGate:
+    """Gate values given per token by the caller: ``g = values`` (``[M, R]``).
+
+    For routers computed outside the operation, e.g. SMoRA's normalised top-k of a learned
+    ``sigmoid(x W_g)`` router. ``values`` may require grad; the operation then returns its
+    gradient ``∂L/∂g = (∂L/∂y B) ⊙ z`` (so the router trains).
+    """
+
+    values: torch.Tensor
+
+
+Gate = TopKSoftmaxGate | TopKMagnitudeGate | StaticGate | RankMaskGate | DenseGate

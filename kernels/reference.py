@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from clbench.kernels.gates import Gate, RankMaskGate, StaticGate, TopKMagnitudeGate, TopKSoftmaxGate
+from clbench.kernels.gates import DenseGate, Gate, RankMaskGate, StaticGate, TopKMagnitudeGate, TopKSoftmaxGate
 
 
 def topk_softmax_gate(z: torch.Tensor, gate: TopKSoftmaxGate) -> torch.Tensor:
@@ -45,6 +45,8 @@ def gate_values(z: torch.Tensor, gate: Gate) -> torch.Tensor:
         return gate.weights.to(z.dtype).expand_as(z)
     if isinstance(gate, RankMaskGate):
         return gate.mask.to(z.dtype).expand_as(z)
+    if isinstance(gate, DenseGate):
+        return gate.values.to(z.dtype).reshape(z.shape)
     raise TypeError(f"unknown gate type {type(gate).__name__}")
 
 
