@@ -149,7 +149,8 @@ class _Run:
         self.backbone.bind(self.stream)
         self.backbone.to(self.device)
         self.train = spec.train.updated(**self.config.train_overrides(self.backbone.kind))
-        ctx = RunContext(stream=self.stream, train=self.train, device=self.device, seed=options.seed, run_dir=self.run_dir)
+        ctx = RunContext(stream=self.stream, train=self.train, device=self.device, seed=options.seed, run_dir=self.run_dir,
+                         benchmark=spec.name)
         self.strategy: Strategy = strategy_cls(self.config, ctx)
         self.strategy.setup(self.backbone)
         self.reference = checkpoint.fingerprints(self.backbone.model)

@@ -95,6 +95,7 @@ class RunContext:
         device: where the model lives.
         seed: the run's seed.
         run_dir: the run directory (for strategies that keep large side files), if any.
+        benchmark: the benchmark's name (strategies with per-benchmark tuned defaults use it).
     """
 
     stream: Stream
@@ -102,6 +103,7 @@ class RunContext:
     device: torch.device
     seed: int
     run_dir: Path | None = None
+    benchmark: str = ""
 
 
 class Strategy:
@@ -109,12 +111,12 @@ class Strategy:
 
     Class attributes:
         Config: the strategy's config dataclass (a subclass of :class:`StrategyConfig`).
-        backbone_kinds: backbone kinds the strategy supports (``classic``, ``llm``, ``clip``).
+        backbone_kinds: backbone kinds the strategy supports (``classic``, ``llm``, ``clip``, ``vit``).
         trains: ``False`` for strategies that never update the model (zero-shot).
     """
 
     Config: ClassVar[type[StrategyConfig]] = StrategyConfig
-    backbone_kinds: ClassVar[frozenset[str]] = frozenset({"classic", "llm", "clip"})
+    backbone_kinds: ClassVar[frozenset[str]] = frozenset({"classic", "llm", "clip", "vit"})
     trains: ClassVar[bool] = True
 
     def __init__(self, config: StrategyConfig, ctx: RunContext) -> None:
