@@ -1,0 +1,179 @@
+"""The rank-gated LoRA operation: the torch fast path against the readable reference, dispatch rules and
+the method invariants of methods.md §1.8 (fp64 and fp32, odd shapes, every gate kind)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from test_kernels_support import GATE_NAMES, K, R, R_FROZEN, make_problem, relative_error, run_and_grad, scores, \
+    assert_valid_topk
+
+from clbench.kernels import StaticGate, TopKMagnitudeGate, TopKSoftmaxGate, rank_gated_lora, resolve_backend
+from clbench.kernels.cpu import CpuRankGatedLora, route
+from clbench.kernels.plan import plan_gate
+
+
+@pytest.mark.parametrize("gate_name", GATE_NAMES)
+def test_cpu_path_matches_reference_in_fp64(gate_name: str) -> None:
+    problem = make_problem(gate_name)
+    usage_ref = torch.zeros(R, dtype=torch.long)
+    usage_cpu = torch.zeros(R, dtype=torch.long)
+    y_ref, g_ref = run_and_grad(problem, "reference", usage_ref)
+    y_cpu, g_cpu = run_and_grad(problem, "cpu", usage_cpu)
+    torch.testing.assert_close(y_cpu, y_ref, rtol=1e-12, atol=1e-12)
+    assert torch.equal(usage_cpu, usage_ref)
+    assert g_ref.keys() == g_cpu.keys() and g_ref
+    for name, ref in g_ref.items():
+        assert ref is not None and g_cpu[name] is not None, name
+        torch.testing.assert_close(g_cpu[name], ref, rtol=1e-10, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("gate_name", ["softmax", "magnitude_bias", "static", "mask_per_token"])
+def test_cpu_path_matches_reference_in_fp32(gate_name: str) -> None:
+    problem64 = make_problem(gate_name, dtype=torch.float64, seed=3)
+    problem32 = make_problem(gate_name, dtype=torch.float32, seed=3)
+    y_ref, g_ref = run_and_grad(problem64, "reference")
+    y_cpu, g_cpu = run_and_grad(problem32, "cpu")
+    plan = plan_gate(problem32.gate, R, y_cpu.shape[0])
+    if plan is not None and plan.k:
+        # fp32 may flip near-ties: check the selection is a valid top-k, then the numbers.
+        z = problem32.x.detach() @ torch.cat([problem32.a_frozen, problem32.a_train]).detach().t()
+        routing = route(z, plan)
+        selected = torch.zeros(z.shape, dtype=torch.bool).scatter_(1, routing.idx, True)
+        assert_valid_topk(selected, scores(problem64), K)
+    assert relative_error(y_cpu, y_ref) < 1e-5
+    for name, ref in g_ref.items():
+        assert relative_error(g_cpu[name], ref) < 1e-5, name
+
+
+def test_frozen_bank_gets_no_gradient_but_takes_part_in_gating() -> None:
+    problem = make_problem("softmax")
+    problem.a_frozen.requires_grad_(True)
+    problem.b_frozen.requires_grad_(True)
+    y = problem.call("cpu")
+    y.sum().backward()
+    assert problem.a_frozen.grad is None and problem.b_frozen.grad is None
+    # Removing the frozen bank changes the trainable ranks' gradient: the frozen ranks shape the routing.
+    grad_with = problem.a_train.grad.clone()
+    problem.a_train.grad = None
+    rank_gated_lora(problem.x, problem.weight, problem.bias, None, None, problem.a_train, problem.b_train,
+                    problem.gate, train_scale=problem.train_scale, backend="cpu").sum().backward()
+    assert not torch.allclose(grad_with, problem.a_train.grad)
+
+
+def test_unselected_ranks_receive_gradient_through_the_norm() -> None:
+    """methods.md §1.8: the normalisation term is dense, so A_new rows that no token selected still learn."""
+    problem = make_problem("softmax", m=5, r_frozen=0, r_train=13, k=2)
+    y, grads = run_and_grad(problem, "cpu")
+    z = problem.x.detach() @ problem.a_train.detach().t()
+    never_selected = torch.ones(13, dtype=torch.bool)
+    never_selected[z.topk(2, dim=1).indices.flatten()] = False
+    assert never_selected.any()
+    assert (grads["a_train"][never_selected].abs().sum(dim=1) > 0).all()
+
+
+def test_gradcheck_of_the_fast_path() -> None:
+    problem = make_problem("softmax", m=6, d_in=5, d_out=4, r_frozen=2, r_train=3, k=2, seed=1)
+    plan = plan_gate(problem.gate, 5, 6)
+
+    def fn(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return CpuRankGatedLora.apply(plan, 1.5, None, x, problem.weight, problem.bias, problem.a_frozen,
+                                      problem.b_frozen, a, b, None)
+
+    assert torch.autograd.gradcheck(fn, (problem.x, problem.a_train, problem.b_train))
+    static = make_problem("static", m=5, d_in=4, d_out=3, r_frozen=1, r_train=2, seed=2)
+    splan = plan_gate(static.gate, 3, 5)
+
+    def fs(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return CpuRankGatedLora.apply(splan, 1.0, None, x, static.weight, static.bias, static.a_frozen, static.b_frozen,
+                                      static.a_train, static.b_train, w)
+
+    assert torch.autograd.gradcheck(fs, (static.x, static.gate.weights))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_invariants_of_the_mora_gate(backend: str) -> None:
+    p = make_problem("softmax", seed=4)
+    base = torch.nn.functional.linear(p.x, p.weight, p.bias).detach()
+    a = torch.cat([p.a_frozen, p.a_train]).detach()
+    b = torch.cat([p.b_frozen, p.train_scale * p.b_train], dim=1).detach()
+
+    def call(gate: object) -> torch.Tensor:
+        return rank_gated_lora(p.x, p.weight, p.bias, p.a_frozen, p.b_frozen, p.a_train, p.b_train, gate,
+                               train_scale=p.train_scale, backend=backend).detach()
+
+    # k = R and τ → ∞: uniform weights 1/R, i.e. plain LoRA scaled by 1/R.
+    uniform = base + (p.x.detach() @ a.t()) @ b.t() / R
+    torch.testing.assert_close(call(TopKSoftmaxGate(k=R, temperature=1e12)), uniform, rtol=1e-9, atol=1e-9)
+    # δ > 1 switches every rank off: the base layer.
+    torch.testing.assert_close(call(TopKSoftmaxGate(k=K, temperature=0.3, threshold=1.01)), base, rtol=0, atol=1e-12)
+    # A static all-ones gate is dense LoRA.
+    torch.testing.assert_close(call(StaticGate(torch.ones(R, dtype=torch.float64))),
+                               base + (p.x.detach() @ a.t()) @ b.t(), rtol=1e-10, atol=1e-10)
+
+
+def test_rows_do_not_depend_on_batch_composition() -> None:
+    p = make_problem("magnitude", seed=5)
+    full = p.call("cpu").detach()
+    part = rank_gated_lora(p.x[:7], p.weight, p.bias, p.a_frozen, p.b_frozen, p.a_train, p.b_train, p.gate,
+                           train_scale=p.train_scale, backend="cpu").detach()
+    torch.testing.assert_close(part, full[:7], rtol=1e-12, atol=1e-12)
+
+
+def test_leading_dimensions_and_usage_dtype() -> None:
+    p = make_problem("softmax", m=36)
+    x3 = p.x.detach().reshape(4, 9, -1)
+    usage = torch.zeros(R, dtype=torch.float32)
+    y = rank_gated_lora(x3, p.weight, p.bias, p.a_frozen, p.b_frozen, p.a_train, p.b_train, p.gate, usage=usage,
+                        backend="cpu")
+    assert y.shape == (4, 9, p.weight.shape[0])
+    assert usage.sum().item() == 36 * K
+
+
+def test_unknown_gate_kind_falls_back_to_reference() -> None:
+    @dataclass(frozen=True)
+    class DenseValues:
+        values: torch.Tensor
+
+    from clbench.kernels import reference
+
+    p = make_problem("softmax")
+    original = reference.gate_values
+
+    def with_dense(z: torch.Tensor, gate: object) -> torch.Tensor:
+        return gate.values.to(z.dtype) if isinstance(gate, DenseValues) else original(z, gate)
+
+    values = torch.rand(p.x.shape[0], R, dtype=torch.float64)
+    reference.gate_values = with_dense
+    try:
+        y = rank_gated_lora(p.x, p.weight, p.bias, p.a_frozen, p.b_frozen, p.a_train, p.b_train, DenseValues(values),
+                            backend="cpu")
+    finally:
+        reference.gate_values = original
+    a = torch.cat([p.a_frozen, p.a_train]).detach()
+    b = torch.cat([p.b_frozen, p.b_train], dim=1).detach()
+    expected = torch.nn.functional.linear(p.x, p.weight, p.bias) + (values * (p.x @ a.t())) @ b.t()
+    torch.testing.assert_close(y, expected)
+
+
+def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.zeros(2, 3)
+    assert resolve_backend(x) == "cpu"
+    monkeypatch.setenv("CLBENCH_KERNELS", "reference")
+    assert resolve_backend(x) == "reference"
+    assert resolve_backend(x, "cpu") == "cpu"
+    monkeypatch.setenv("CLBENCH_KERNELS", "fastest")
+    with pytest.raises(ValueError, match="CLBENCH_KERNELS="):
+        resolve_backend(x)
+
+
+def test_bad_gate_shapes_are_reported() -> None:
+    p = make_problem("softmax")
+    with pytest.raises(ValueError, match="one value per rank"):
+        p.gate = StaticGate(torch.ones(R + 1, dtype=torch.float64))
+        p.call("cpu")
+    with pytest.raises(ValueError, match="k >= 1"):
+        TopKMagnitudeGate(k=0)
+    assert R_FROZEN < R
