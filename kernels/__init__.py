@@ -11,12 +11,13 @@ Three paths sit behind it (see ``docs/kernels.md``): the readable reference
 imported only when a CUDA tensor arrives). ``CLBENCH_KERNELS=reference|cpu|triton`` forces one.
 """
 
-from clbench.kernels.gates import Gate, RankMaskGate, StaticGate, TopKMagnitudeGate, TopKSoftmaxGate
+from clbench.kernels.gates import DenseGate, Gate, RankMaskGate, StaticGate, TopKMagnitudeGate, TopKSoftmaxGate
 from clbench.kernels.dispatch import BACKENDS, rank_gated_lora, resolve_backend
 from clbench.kernels.reference import gate_values, rank_gated_lora_reference
 
 __all__ = [
     "BACKENDS",
+    "DenseGate",
     "Gate",
     "RankMaskGate",
     "StaticGate",

@@ -32,7 +32,7 @@ class Routing:
 
     Top-k kinds: ``idx`` ``[M, k]`` selected ranks, ``p`` ``[M, k]`` gate before the δ threshold,
     ``g`` ``[M, k]`` gate after it, ``z_sel`` ``[M, k]`` selected responses, ``norm`` ``[M, 1]`` row
-    norms (softmax kind only). Static kind: ``vector`` ``[R]``. Per-token mask: ``matrix`` ``[M, R]``.
+    norms (softmax kind only). Static kind: ``vector`` ``[R]``. Per-token values: ``matrix`` ``[M, R]``.
     """
 
     idx: torch.Tensor | None = None
@@ -63,7 +63,7 @@ def route(z: torch.Tensor, plan: GatePlan) -> Routing:
         assert plan.vector is not None
         return Routing(vector=plan.vector.detach().to(z.dtype))
     assert plan.matrix is not None
-    return Routing(matrix=plan.matrix.to(z.dtype))
+    return Routing(matrix=plan.matrix.detach().to(z.dtype))
 
 
 def gated_responses(z: torch.Tensor, routing: Routing) -> torch.Tensor:
@@ -115,7 +115,7 @@ def response_grad(z: torch.Tensor, u: torch.Tensor, routing: Routing, plan: Gate
 
 def _active_ranks(plan: GatePlan, num_ranks: int) -> torch.Tensor | None:
     """Indices of the nonzero static ranks when compacting the bank pays (a frozen static gate with zeros)."""
-    if plan.kind != GateKind.STATIC or plan.vector_requires_grad or plan.vector is None:
+    if plan.kind != GateKind.STATIC or plan.tensor_requires_grad or plan.vector is None:
         return None
     active = torch.nonzero(plan.vector.detach() != 0).flatten()
     return None if active.numel() == num_ranks else active
@@ -128,7 +128,7 @@ class CpuRankGatedLora(torch.autograd.Function):
     def forward(ctx: Any, plan: GatePlan, train_scale: float, usage: torch.Tensor | None, x2: torch.Tensor,
                 weight: torch.Tensor, bias: torch.Tensor | None, a_frozen: torch.Tensor | None,
                 b_frozen: torch.Tensor | None, a_train: torch.Tensor, b_train: torch.Tensor,
-                gate_vector: torch.Tensor | None) -> torch.Tensor:
+                gate_tensor: torch.Tensor | None) -> torch.Tensor:
         a_all, b_all, frozen = join_banks(a_frozen, b_frozen, a_train, b_train, train_scale)
         y = F.linear(x2, weight, bias)
         active = _active_ranks(plan, a_all.shape[0])
@@ -152,7 +152,7 @@ class CpuRankGatedLora(torch.autograd.Function):
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x2, weight, z, a_all, b_all = ctx.saved_tensors
         plan, routing, frozen = ctx.plan, ctx.routing, ctx.frozen
-        need = ctx.needs_input_grad  # (plan, scale, usage, x, W, b, A_f, B_f, A_t, B_t, gate_vector)
+        need = ctx.needs_input_grad  # (plan, scale, usage, x, W, b, A_f, B_f, A_t, B_t, gate_tensor)
         dy = dy.contiguous()
         grad_x = grad_w = grad_b = grad_a = grad_bt = grad_vec = None
         if need[9]:
@@ -161,7 +161,10 @@ class CpuRankGatedLora(torch.autograd.Function):
         if need[3] or need[8] or need[10]:
             u = dy @ b_all
             if need[10]:
-                grad_vec = (z * u).sum(dim=0).to(plan.vector.dtype)
+                # dL/dg = z ⊙ u per token; a static gate sums it over tokens.
+                gate_tensor = plan.gate_tensor
+                grad_vec = z * u if plan.kind == GateKind.PER_TOKEN else (z * u).sum(dim=0)
+                grad_vec = grad_vec.to(gate_tensor.dtype)
             if need[3] or need[8]:
                 dz = response_grad(z, u, routing, plan)
                 if need[8]:

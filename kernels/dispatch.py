@@ -16,7 +16,7 @@ import torch
 
 from clbench.kernels.cpu import CpuRankGatedLora
 from clbench.kernels.gates import Gate
-from clbench.kernels.plan import GateKind, plan_gate
+from clbench.kernels.plan import plan_gate
 from clbench.kernels.reference import rank_gated_lora_reference
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
@@ -74,7 +74,7 @@ def rank_gated_lora(
     the frozen bank takes part in gating but never gets a gradient; ``train_scale`` (``s``) scales
     only the trainable ranks' values; ``usage`` (``[R]``) is increased by the number of tokens whose
     gate is nonzero per rank; gradients go to the inputs that require them (``x``, ``weight``,
-    ``bias``, ``a_train``, ``b_train``, a trainable ``StaticGate.weights``).
+    ``bias``, ``a_train``, ``b_train``, trainable ``StaticGate.weights`` or ``DenseGate.values``).
 
     Args:
         x: inputs ``[..., d_in]``.
@@ -97,7 +97,6 @@ def rank_gated_lora(
     if name == "reference" or plan is None or x2.shape[0] == 0 or num_ranks == 0:
         return rank_gated_lora_reference(x, weight, bias, a_frozen, b_frozen, a_train, b_train, gate,
                                          train_scale=train_scale, usage=usage)
-    gate_vector = plan.vector if plan.kind == GateKind.STATIC and plan.vector_requires_grad else None
     if name == "triton":
         from clbench.kernels.triton_path import TritonRankGatedLora
 
@@ -105,5 +104,5 @@ def rank_gated_lora(
     else:
         function = CpuRankGatedLora
     y = function.apply(plan, float(train_scale), usage, x2, weight, bias, a_frozen, b_frozen, a_train, b_train,
-                       gate_vector)
+                       plan.gate_tensor)
     return y.reshape(*shape[:-1], weight.shape[0])

@@ -13,7 +13,7 @@ from enum import IntEnum
 
 import torch
 
-from clbench.kernels.gates import Gate, RankMaskGate, StaticGate, TopKMagnitudeGate, TopKSoftmaxGate
+from clbench.kernels.gates import DenseGate, Gate, RankMaskGate, StaticGate, TopKMagnitudeGate, TopKSoftmaxGate
 
 
 class GateKind(IntEnum):
@@ -22,7 +22,7 @@ class GateKind(IntEnum):
     TOPK_SOFTMAX = 0  # MoRA / SMoRA-style signed normalised top-k + softmax(τ), optional δ
     TOPK_MAGNITUDE = 1  # FlyLoRA: top-k of |z + bias|, gate 1
     STATIC = 2  # CoDyRA: one weight per rank, same for all tokens (may be trainable)
-    MASK_PER_TOKEN = 3  # per-token rank mask [M, R]
+    PER_TOKEN = 3  # per-token gate values [M, R]: a rank mask, or caller-given values (DenseGate)
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,8 @@ class GatePlan:
         threshold: δ or ``None`` (TOPK_SOFTMAX).
         eps: floor on the row norm (TOPK_SOFTMAX).
         vector: ``[R]`` static weights (STATIC; 0/1 masks are STATIC too) or magnitude bias, else ``None``.
-        matrix: ``[M, R]`` per-token mask (MASK_PER_TOKEN), else ``None``.
-        vector_requires_grad: whether the STATIC weights want a gradient.
+        matrix: ``[M, R]`` per-token gate values (PER_TOKEN), else ``None``.
+        tensor_requires_grad: whether the STATIC weights or PER_TOKEN values want a gradient.
     """
 
     kind: GateKind
@@ -47,7 +47,14 @@ class GatePlan:
     eps: float = 1e-12
     vector: torch.Tensor | None = None
     matrix: torch.Tensor | None = None
-    vector_requires_grad: bool = False
+    tensor_requires_grad: bool = False
+
+    @property
+    def gate_tensor(self) -> torch.Tensor | None:
+        """The gate tensor that must receive a gradient (static weights or per-token values), if any."""
+        if not self.tensor_requires_grad:
+            return None
+        return self.vector if self.kind == GateKind.STATIC else self.matrix
 
 
 def plan_gate(gate: Gate, num_ranks: int, num_tokens: int) -> GatePlan | None:
@@ -66,16 +73,22 @@ def plan_gate(gate: Gate, num_ranks: int, num_tokens: int) -> GatePlan | None:
                         vector=None if gate.bias is None else gate.bias.detach())
     if isinstance(gate, StaticGate):
         _check_vector(gate.weights, num_ranks, "StaticGate.weights")
-        return GatePlan(GateKind.STATIC, vector=gate.weights, vector_requires_grad=gate.weights.requires_grad)
+        return GatePlan(GateKind.STATIC, vector=gate.weights, tensor_requires_grad=gate.weights.requires_grad)
     if isinstance(gate, RankMaskGate):
         mask = gate.mask.detach()
         if mask.dim() == 1:
             _check_vector(mask, num_ranks, "RankMaskGate.mask")
             return GatePlan(GateKind.STATIC, vector=mask)
         if mask.dim() == 2 and mask.shape == (num_tokens, num_ranks):
-            return GatePlan(GateKind.MASK_PER_TOKEN, matrix=mask)
+            return GatePlan(GateKind.PER_TOKEN, matrix=mask)
         raise ValueError(f"RankMaskGate.mask must be [R]={num_ranks} or [M, R]=[{num_tokens}, {num_ranks}], "
                          f"got {list(mask.shape)}")
+    if isinstance(gate, DenseGate):
+        if gate.values.numel() != num_tokens * num_ranks or gate.values.shape[-1] != num_ranks:
+            raise ValueError(f"DenseGate.values must hold [M, R]=[{num_tokens}, {num_ranks}] values, "
+                             f"got {list(gate.values.shape)}")
+        return GatePlan(GateKind.PER_TOKEN, matrix=gate.values.reshape(num_tokens, num_ranks),
+                        tensor_requires_grad=gate.values.requires_grad)
     return None
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from clbench.kernels import RankMaskGate, StaticGate, TopKMagnitudeGate, TopKSoftmaxGate, rank_gated_lora
+from clbench.kernels import DenseGate, RankMaskGate, StaticGate, TopKMagnitudeGate, TopKSoftmaxGate, rank_gated_lora
 from clbench.kernels.reference import concat_banks
 
 # Odd sizes on purpose: M, d_in, d_out and R are not multiples of any block size.
@@ -39,9 +39,11 @@ class Problem:
                                self.gate, train_scale=self.train_scale, usage=usage, backend=backend)
 
     def leaves(self) -> dict[str, torch.Tensor]:
-        out = {name: getattr(self, name) for name in self.grads if name != "gate_weights"}
+        out = {name: getattr(self, name) for name in self.grads if not name.startswith("gate_")}
         if "gate_weights" in self.grads:
             out["gate_weights"] = self.gate.weights
+        if "gate_values" in self.grads:
+            out["gate_values"] = self.gate.values
         return out
 
 
@@ -86,6 +88,9 @@ def make_problem(gate_name: str, dtype: torch.dtype = torch.float64, seed: int =
         grads = ("x", "a_train", "b_train", "weight")
     elif gate_name == "mask_per_token":
         gate = RankMaskGate((torch.rand(m, r, generator=gen) < 0.4).to(dtype=dtype, device=device))
+    elif gate_name == "dense":
+        gate = DenseGate(torch.rand(m, r, generator=gen).to(dtype=dtype, device=device))
+        grads = ("x", "a_train", "b_train", "gate_values")
     else:
         raise ValueError(gate_name)
     problem = Problem(x, weight, bias, a_frozen, b_frozen, a_train, b_train, gate, scale, grads)
@@ -95,7 +100,7 @@ def make_problem(gate_name: str, dtype: torch.dtype = torch.float64, seed: int =
 
 
 GATE_NAMES = ("softmax", "softmax_threshold", "magnitude", "magnitude_bias", "static", "static_sparse", "mask",
-              "mask_per_token")
+              "mask_per_token", "dense")
 
 
 def scores(problem: Problem) -> torch.Tensor:
