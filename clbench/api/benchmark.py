@@ -19,7 +19,8 @@ from typing import Any
 from clbench.errors import UsageError
 
 PROTOCOLS = ("task-incremental", "class-incremental", "domain-incremental", "task-agnostic")
-TASK_METRICS = ("accuracy", "exact_match")
+# Task scores (per example, in [0, 1]); the text metrics are defined in clbench.textmetrics.
+TASK_METRICS = ("accuracy", "exact_match", "choice_accuracy", "rouge_l", "edit_similarity", "sari")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("constant", "cosine")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -97,7 +98,10 @@ class TaskSpec:
         name: short unique task name, used as the accuracy-matrix column label.
         loader: registered dataset loader name (see :mod:`clbench.data`).
         options: loader-specific options (e.g. which classes, how many shots).
-        metric: the task's score: ``accuracy`` or ``exact_match``.
+        metric: the task's score, one of :data:`TASK_METRICS`: ``accuracy`` (classifiers: argmax;
+            LLMs: the generated label word), ``exact_match`` (LLMs: teacher-forced answer match),
+            or a generation metric scored on greedy output: ``choice_accuracy``, ``rouge_l``,
+            ``edit_similarity``, ``sari`` (see :mod:`clbench.textmetrics`).
         eval_only: a probe: evaluated after every task but never trained on (e.g. held-out
             general knowledge); excluded from the CL metrics, reported separately.
     """
