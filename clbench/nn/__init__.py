@@ -1,5 +1,8 @@
 """Building blocks shared by strategies (adapters), so no strategy imports another."""
 
+from clbench.nn.codyra import CoDyRALinear, apply_codyra, merge_codyra
 from clbench.nn.lora import LoRALinear, apply_lora, unwrap_lora
+from clbench.nn.mora import MoRALinear, MoRASettings, apply_mora, unwrap_mora
 
-__all__ = ["LoRALinear", "apply_lora", "unwrap_lora"]
+__all__ = ["LoRALinear", "MoRALinear", "MoRASettings", "apply_lora", "apply_mora", "unwrap_lora", "unwrap_mora"]
+__all__ += ["CoDyRALinear", "apply_codyra", "merge_codyra"]
