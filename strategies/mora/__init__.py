@@ -1,0 +1,13 @@
+"""``mora``: MoRA / MoRAM, a self-activated sparse mixture of rank-1 experts (``methods.md`` §1).
+
+Each adapted linear layer keeps a growing bank of rank-1 atoms: ``r`` trainable atoms per task,
+frozen at the next task boundary but still taking part in routing. A token's gate over the atoms
+comes from the atoms' own normalised responses (signed top-k, softmax at temperature τ, and an
+inference-only threshold δ); there is no router and no auxiliary loss. The layer lives in
+:mod:`clbench.nn.mora` and runs on :func:`clbench.kernels.rank_gated_lora`.
+"""
+
+from clbench.strategies.mora.config import ADAPTER_DEFAULTS, TRAIN_DEFAULTS, MoRAConfig
+from clbench.strategies.mora.strategy import MoRA
+
+__all__ = ["ADAPTER_DEFAULTS", "TRAIN_DEFAULTS", "MoRA", "MoRAConfig"]

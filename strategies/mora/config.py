@@ -1,0 +1,129 @@
+"""MoRA's config: documented fields, with defaults that depend on the backbone kind.
+
+Every adapter field defaults to ``None``, meaning "the value of the paper's runner for this
+backbone kind" (:data:`ADAPTER_DEFAULTS`); the training settings likewise default to
+:data:`TRAIN_DEFAULTS` for the kind, and a benchmark's own value wins only where neither the
+strategy nor its per-kind defaults set one. ``-S key=value`` overrides any of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from clbench.api import StrategyConfig
+from clbench.nn import MoRASettings
+
+# Per backbone kind, from the official runners (methods.md §1.5):
+#   clip: XTAIL/runner_moram.sh (both encoders, q/k/v/out/c_fc/c_proj; r=16, topk=16, temp 0.01,
+#         thre 0.2; lora scaling 1; F.normalize eps 1e-12).
+#   llm:  TRACE/runner_moram.sh (q/k/v/o; r=8, alpha 16 so s=2, dropout 0.1, topk 8, temp 0.03,
+#         threshold 0.2; F.normalize eps 1e-8).
+#   classic: not in the paper; chosen for the digits MLP (see docs/strategies/mora.md): the
+#         first hidden layer(s), r=8, topk=8, τ=0.05, δ=0.2, scale 1, and the head trained fully.
+ADAPTER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "clip": {"targets": ("q", "k", "v", "o", "fc", "proj"), "rank": 16, "topk": 16, "temperature": 0.01, "threshold": 0.2,
+             "scale": 1.0, "dropout": 0.0, "norm_eps": 1e-12},
+    "llm": {"targets": ("q", "k", "v", "o"), "rank": 8, "topk": 8, "temperature": 0.03, "threshold": 0.2,
+            "scale": 2.0, "dropout": 0.1, "norm_eps": 1e-8},
+    "classic": {"targets": ("fc",), "rank": 8, "topk": 8, "temperature": 0.05, "threshold": 0.2,
+                "scale": 1.0, "dropout": 0.0, "norm_eps": 1e-12},
+}
+
+# AdamW, lr 5e-4, betas (0.9, 0.9999), no weight decay, cosine without warm-up, 500 iterations of
+# batch 64 per task (XTAIL runner); the TRACE runner uses lr 5e-4, cosine, no weight decay and
+# per-task epochs, which stay the benchmark's. Classic: AdamW 5e-3 cosine, epochs from the benchmark.
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "clip": {"optimizer": "adamw", "lr": 5e-4, "betas": (0.9, 0.9999), "weight_decay": 0.0, "scheduler": "cosine",
+             "iterations": 500, "batch_size": 64},
+    "llm": {"optimizer": "adamw", "lr": 5e-4, "weight_decay": 0.0, "scheduler": "cosine"},
+    "classic": {"optimizer": "adamw", "lr": 5e-3, "weight_decay": 0.0, "scheduler": "cosine"},
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoRAConfig(StrategyConfig):
+    """MoRA: per-task rank-1 atoms, routed per token by their own normalised responses.
+
+    Unset (``None``) fields take the defaults of the paper's runner for the backbone kind:
+    CLIP r=16, topk=16, τ=0.01, δ=0.2, scale 1, both encoders' q/k/v/o/fc/proj, AdamW 5e-4,
+    betas (0.9, 0.9999), cosine, 500 iterations of batch 64 per task; LLM r=8, alpha 16 (scale 2),
+    dropout 0.1, topk=8, τ=0.03, δ=0.2, q/k/v/o, AdamW 5e-4 cosine; classic MLP r=8, topk=8,
+    τ=0.05, δ=0.2, hidden layers, AdamW 5e-3 cosine.
+
+    Attributes:
+        rank: rank-1 atoms added per task and per adapted layer (r).
+        topk: activation budget per token; the layer keeps max(topk, 2) atoms, at most R
+            (default: rank).
+        temperature: softmax temperature τ over the kept normalised scores.
+        threshold: inference-only δ on the normalised scores (no renormalisation); 0 disables.
+        alpha: value scale numerator: the trainable atoms are scaled by alpha / rank
+            (default: CLIP and classic rank, i.e. scale 1; LLM 16).
+        dropout: dropout on the adapter input (default: LLM 0.1, else 0).
+        norm_eps: floor on the response norm (default: LLM 1e-8, else 1e-12).
+        targets: generic layer names to adapt (q, k, v, o, fc, proj) or module-name globs; empty
+            = the kind's default (CLIP and classic as above, LLM q, k, v, o).
+        bake_scaling_on_freeze: false (faithful to the official LLM code): a task's values enter
+            the frozen bank without the alpha / rank scale they were trained with; true: the
+            bank keeps the scaled values (the fixed variant, for ablations).
+        train_head: also train the classifier head fully (classic backbones, whose head has no
+            pretrained weights).
+    """
+
+    rank: int | None = None
+    topk: int | None = None
+    temperature: float | None = None
+    threshold: float | None = None
+    alpha: float | None = None
+    dropout: float | None = None
+    norm_eps: float | None = None
+    targets: tuple[str, ...] = ()
+    bake_scaling_on_freeze: bool = False
+    train_head: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("rank", "topk"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.norm_eps is not None and not self.norm_eps > 0:
+            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
+
+    def train_overrides(self, backbone_kind: str) -> dict[str, Any]:
+        """The user's training overrides, with MoRA's per-kind defaults where none was given."""
+        overrides = super().train_overrides(backbone_kind)
+        for key, value in TRAIN_DEFAULTS.get(backbone_kind, {}).items():
+            if overrides.get(key) is None:
+                overrides[key] = value
+        return overrides
+
+    def adapter_targets(self, backbone_kind: str) -> tuple[str, ...]:
+        """The layers to adapt: the configured targets or the kind's default."""
+        return self.targets or ADAPTER_DEFAULTS[_kind(backbone_kind)]["targets"]
+
+    def layer_settings(self, backbone_kind: str) -> MoRASettings:
+        """The resolved per-layer hyperparameters for ``backbone_kind``."""
+        defaults = ADAPTER_DEFAULTS[_kind(backbone_kind)]
+        rank = self.rank if self.rank is not None else defaults["rank"]
+        # The runner's topk equals its rank; when only the rank is overridden, keep topk = rank.
+        topk = self.topk if self.topk is not None else (rank if self.rank is not None else defaults["topk"])
+        alpha = self.alpha if self.alpha is not None else defaults["scale"] * rank
+        return MoRASettings(
+            rank=rank,
+            topk=topk,
+            temperature=self.temperature if self.temperature is not None else defaults["temperature"],
+            threshold=self.threshold if self.threshold is not None else defaults["threshold"],
+            alpha=alpha,
+            dropout=self.dropout if self.dropout is not None else defaults["dropout"],
+            norm_eps=self.norm_eps if self.norm_eps is not None else defaults["norm_eps"],
+            bake_scaling_on_freeze=self.bake_scaling_on_freeze,
+        )
+
+
+def _kind(backbone_kind: str) -> str:
+    # Third-party backbone kinds get the classic defaults (small layers, no pretrained recipe).
+    return backbone_kind if backbone_kind in ADAPTER_DEFAULTS else "classic"

@@ -1,0 +1,132 @@
+"""The ``mora`` strategy: wrap the target layers with MoRA atom banks and grow them per task.
+
+Hooks: ``setup`` freezes the backbone and wraps the targets; ``before_task`` freezes the previous
+task's atoms into the bank and starts fresh ones (the runner then builds a new optimizer over the
+fresh atoms, so optimizer state is rebuilt per task); ``eval_task_start`` / ``eval_task_end``
+count, per evaluated task, which task's atoms the gates activate; ``telemetry`` reports bank size,
+active experts per token and the routing matrix; ``state_dict`` / ``load_state_dict`` rebuild the
+grown banks on resume before the runner loads the saved tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from clbench.api import Backbone, Experience, Strategy
+from clbench.nn import MoRALinear, apply_mora
+from clbench.strategies.mora.config import MoRAConfig
+
+UNTRAINED = "(untrained)"
+
+
+class MoRA(Strategy):
+    """Self-activated sparse mixture of rank-1 experts; a new frozen bank slice per task."""
+
+    Config = MoRAConfig
+    config: MoRAConfig
+
+    def setup(self, backbone: Backbone) -> None:
+        super().setup(backbone)
+        for p in backbone.model.parameters():
+            p.requires_grad_(False)
+        self.settings = self.config.layer_settings(backbone.kind)
+        # Wrap target by target so the telemetry can break the bank down by generic target name.
+        self.target_of: dict[str, str] = {}
+        layers = {}
+        for target in self.config.adapter_targets(backbone.kind):
+            for name, layer in backbone.adapter_targets([target]).items():
+                if name not in layers:
+                    layers[name] = layer
+                    self.target_of[name] = target
+        self.layers: dict[str, MoRALinear] = apply_mora(backbone.model, dict(sorted(layers.items())), self.settings)
+        if self.config.train_head and backbone.kind == "classic":
+            for p in backbone.adapter_targets(["head"])["head"].parameters():
+                p.requires_grad_(True)
+        self.frozen_tasks: list[str] = []  # owner of each r-atom block of the bank, in order
+        self.current_task: str | None = None  # owner of the trainable atoms
+        self._routing: dict[str, tuple[list[float], int]] = {}  # evaluated task -> (activations per owner, tokens)
+        self._routing_order: list[str] = []
+
+    # ---- task boundary -------------------------------------------------------------------------
+    def before_task(self, experience: Experience) -> None:
+        """Append the previous task's atoms to the frozen bank and start fresh trainable ones."""
+        if self.current_task is not None:
+            for layer in self.layers.values():
+                layer.freeze_current_()
+            self.frozen_tasks.append(self.current_task)
+        self.current_task = experience.name
+
+    # ---- routing statistics --------------------------------------------------------------------
+    def eval_task_start(self, experience: Experience) -> None:
+        if experience.name in self._routing:  # a task seen again: a new evaluation pass began
+            self._routing, self._routing_order = {}, []
+        for layer in self.layers.values():
+            layer.start_usage()
+
+    def eval_task_end(self, experience: Experience) -> None:
+        usage = torch.zeros(self.settings.rank * (len(self.frozen_tasks) + 1), dtype=torch.float64)
+        tokens = 0
+        for layer in self.layers.values():
+            counts, seen = layer.stop_usage()
+            usage += counts.cpu()
+            tokens += seen
+        per_owner = usage.view(-1, self.settings.rank).sum(dim=1)
+        self._routing[experience.name] = ([float(v) for v in per_owner], tokens)
+        self._routing_order.append(experience.name)
+
+    def routing_columns(self) -> list[str]:
+        """Owners of the atoms, in bank order: past tasks, then the current (trainable) atoms."""
+        return [*self.frozen_tasks, self.current_task or UNTRAINED]
+
+    def telemetry(self) -> dict[str, Any]:
+        """Bank size, active experts per token after δ, and the routing matrix of the last evaluation.
+
+        ``routing_matrix[i][j]``: over every adapted layer and every token processed while
+        evaluating task ``routing_rows[i]``, the share of (token, atom) activations (nonzero gate
+        after top-k, softmax and δ) that fall on atoms trained on task ``routing_columns[j]``.
+        ``active_experts_per_token[_by_task]``: activations per (token, layer) pair.
+        """
+        by_target: dict[str, int] = {}
+        for name, layer in self.layers.items():
+            by_target[self.target_of[name]] = by_target.get(self.target_of[name], 0) + layer.atom_parameters()
+        rows, matrix, active, tokens_by_row = [], [], [], []
+        for name in self._routing_order:
+            counts, tokens = self._routing[name]
+            total = sum(counts)
+            rows.append(name)
+            matrix.append([round(c / total, 6) if total else 0.0 for c in counts])
+            active.append(round(total / tokens, 6) if tokens else 0.0)
+            tokens_by_row.append(tokens)
+        all_tokens = sum(tokens_by_row)
+        all_active = sum(sum(self._routing[n][0]) for n in self._routing_order)
+        any_layer = next(iter(self.layers.values()))
+        return {"mora": {
+            "rank_per_task": self.settings.rank,
+            "adapted_modules": len(self.layers),
+            "bank_atoms_per_module": any_layer.total_atoms,
+            "frozen_atoms_per_module": any_layer.frozen_atoms,
+            "bank_parameters": sum(by_target.values()),
+            "bank_parameters_by_target": by_target,
+            "active_experts_per_token": round(all_active / all_tokens, 6) if all_tokens else None,
+            "active_experts_per_token_by_task": active,
+            "routing_rows": rows,
+            "routing_columns": self.routing_columns(),
+            "routing_matrix": matrix,
+            "routing_tokens": tokens_by_row,
+            "layer_settings": dataclasses.asdict(self.settings),
+        }}
+
+    # ---- checkpoint and resume -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Owners of the bank blocks and of the current atoms (the atoms themselves are model tensors)."""
+        return {"frozen_tasks": list(self.frozen_tasks), "current_task": self.current_task}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Regrow every bank to its saved size so the runner can load the saved atoms into it."""
+        self.frozen_tasks = list(state["frozen_tasks"])
+        self.current_task = state["current_task"]
+        for layer in self.layers.values():
+            layer.resize_bank_(self.settings.rank * len(self.frozen_tasks))

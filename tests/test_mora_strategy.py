@@ -1,0 +1,133 @@
+"""The ``mora`` strategy end to end: per-kind defaults, telemetry, resume, CLI on digits-split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clbench.config import build_config
+from clbench.errors import UsageError
+from clbench.runner import RunOptions, run
+from clbench.strategies.mora import MoRA, MoRAConfig
+
+BENCH = """version = 1
+description = "Three tasks of split digits for MoRA tests."
+protocol = "class-incremental"
+backbone = "mlp:32"
+[train]
+epochs = 2
+batch_size = 32
+[[tasks]]
+name = "a"
+loader = "sklearn-digits"
+options = { classes = [0, 1] }
+[[tasks]]
+name = "b"
+loader = "sklearn-digits"
+options = { classes = [2, 3] }
+[[tasks]]
+name = "c"
+loader = "sklearn-digits"
+options = { classes = [4, 5] }
+"""
+RANK = 4
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bench") / "digits-mora.toml"
+    path.write_text(BENCH, encoding="utf-8")
+    return path
+
+
+def _run(bench: Path, out: Path, **kw) -> dict:
+    return run(RunOptions(benchmark=str(bench), strategy="mora", out=out, seed=3, progress=False, overrides={"rank": str(RANK)}, **kw))
+
+
+@pytest.fixture(scope="module")
+def reference(bench: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return _run(bench, tmp_path_factory.mktemp("reference"))
+
+
+def test_defaults_follow_the_papers_runners_per_backbone_kind() -> None:
+    config = MoRAConfig()
+    clip = config.layer_settings("clip")
+    assert (clip.rank, clip.topk, clip.temperature, clip.threshold, clip.scaling, clip.dropout) == (16, 16, 0.01, 0.2, 1.0, 0.0)
+    assert config.adapter_targets("clip") == ("q", "k", "v", "o", "fc", "proj")
+    train = config.train_overrides("clip")
+    assert {k: train[k] for k in ("optimizer", "lr", "betas", "scheduler", "iterations", "batch_size", "weight_decay")} == {
+        "optimizer": "adamw", "lr": 5e-4, "betas": (0.9, 0.9999), "scheduler": "cosine", "iterations": 500, "batch_size": 64, "weight_decay": 0.0}
+    llm = config.layer_settings("llm")
+    assert (llm.rank, llm.alpha, llm.scaling, llm.dropout, llm.topk, llm.temperature, llm.threshold, llm.norm_eps) == (8, 16.0, 2.0, 0.1, 8, 0.03, 0.2, 1e-8)
+    assert config.adapter_targets("llm") == ("q", "k", "v", "o") and not llm.bake_scaling_on_freeze
+    assert config.train_overrides("llm")["lr"] == 5e-4 and config.train_overrides("llm")["iterations"] is None
+
+
+def test_overrides_win_and_are_checked() -> None:
+    config = build_config(MoRAConfig, {"rank": "4", "temperature": "0.1", "lr": "0.01", "targets": "q,v", "bake_scaling_on_freeze": "true"}, owner="mora")
+    clip = config.layer_settings("clip")
+    assert (clip.rank, clip.topk, clip.temperature, clip.alpha) == (4, 4, 0.1, 4.0)  # topk follows an overridden rank
+    assert config.train_overrides("clip")["lr"] == 0.01 and config.adapter_targets("clip") == ("q", "v")
+    assert config.layer_settings("llm").scaling == 2.0 and config.layer_settings("llm").bake_scaling_on_freeze
+    with pytest.raises(UsageError, match="temperature"):
+        build_config(MoRAConfig, {"temperature": "0"}, owner="strategy 'mora'")
+    with pytest.raises(UsageError, match="no setting"):
+        build_config(MoRAConfig, {"tau": "0.1"}, owner="strategy 'mora'")
+
+
+def test_banks_grow_per_task_and_telemetry_describes_routing(reference: dict) -> None:
+    assert reference["status"] == "complete" and reference["strategy"]["name"] == "mora"
+    per_task = [entry["mora"] for entry in reference["telemetry"]]
+    assert [t["bank_atoms_per_module"] for t in per_task] == [RANK, 2 * RANK, 3 * RANK]
+    assert [t["frozen_atoms_per_module"] for t in per_task] == [0, RANK, 2 * RANK]
+    growth = [b["bank_parameters"] - a["bank_parameters"] for a, b in zip(per_task, per_task[1:])]
+    assert growth == [RANK * (64 + 32)] * 2  # one adapted module (fc1: 64 -> 32)
+    for t, entry in enumerate(per_task):
+        assert entry["routing_rows"] == ["a", "b", "c"]
+        assert entry["routing_columns"] == ["a", "b", "c"][: t + 1]
+        matrix = entry["routing_matrix"]
+        assert len(matrix) == 3 and all(len(row) == t + 1 for row in matrix)
+        assert all(sum(row) == pytest.approx(1, abs=1e-5) or sum(row) == 0 for row in matrix)
+        assert all(0 <= a <= RANK for a in entry["active_experts_per_token_by_task"])
+        assert entry["routing_tokens"] == per_task[0]["routing_tokens"] and min(entry["routing_tokens"]) > 0  # same test sets
+    # δ prunes in evaluation: fewer than the full budget of atoms stay active per token
+    assert per_task[-1]["active_experts_per_token"] < RANK
+    # only the adapter atoms and the classifier head train
+    assert reference["backbone"]["trainable_parameters"] == RANK * (64 + 32) + (32 * 6 + 6)
+    assert reference["train"]["scheduler"] == "cosine" and reference["train"]["lr"] == 5e-3
+
+
+def test_resumed_run_reproduces_the_uninterrupted_one(bench: Path, reference: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Crash(RuntimeError):
+        pass
+
+    original = MoRA.after_task
+
+    def crash_on_second_task(self: MoRA, experience) -> None:  # noqa: ANN001
+        if experience.index == 1:
+            raise Crash("killed during task b")
+        original(self, experience)
+
+    monkeypatch.setattr(MoRA, "after_task", crash_on_second_task)
+    with pytest.raises(Crash):
+        _run(bench, tmp_path)
+    monkeypatch.setattr(MoRA, "after_task", original)
+    run_dir = tmp_path / "digits-mora" / "mora" / "seed-3"
+    assert json.loads((run_dir / "checkpoint" / "checkpoint.json").read_text())["tasks_done"] == 1
+    resumed = _run(bench, tmp_path, resume=True)
+    assert "resumed" in (run_dir / "run.log").read_text()
+    assert resumed["matrix"]["values"] == reference["matrix"]["values"]
+    assert resumed["metrics"] == reference["metrics"]
+    assert resumed["telemetry"] == reference["telemetry"]
+
+
+def test_cli_runs_mora_on_digits_split(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    status, out, err = cli("run", "digits-split", "-s", "mora", "-S", "epochs=1", "--out", tmp_path, "--no-progress")
+    assert status == 0, err
+    results = json.loads((tmp_path / "digits-split" / "mora" / "seed-0" / "results.json").read_text())
+    assert results["status"] == "complete" and len(results["telemetry"]) == 5
+    assert results["telemetry"][-1]["mora"]["routing_columns"] == results["benchmark"]["tasks"]
+    status, _, err = cli("run", "digits-split", "-s", "mora", "-S", "topk=0", "--out", tmp_path / "bad", "--no-progress")
+    assert status == 2 and "topk" in err and "Traceback" not in err
