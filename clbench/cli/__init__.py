@@ -1,6 +1,6 @@
 """The ``clbench`` command line: a thin layer over the Python API.
 
-Subcommands: ``list``, ``show``, ``run``, ``report``. User mistakes (unknown names, bad options,
+Subcommands: ``list``, ``show``, ``run``, ``report``, ``perf``. User mistakes (unknown names, bad options,
 missing assets, unreadable results) print one ``clbench: error: ...`` line and exit with status
 2; nothing else is printed for them, never a traceback.
 """
@@ -22,6 +22,7 @@ EPILOG = """examples:
   clbench run quickstart
   clbench run digits-split -s lora -S rank=4 -S merge_after_task=true
   clbench report runs/digits-split --out reports/digits-split
+  clbench perf --shapes small --json perf/cpu.json
 """
 
 
@@ -34,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from clbench.cli import listing, report, run
+    from clbench.cli import listing, perf, report, run
 
     parser = _Parser(prog="clbench", description="Continual-learning benchmarks for pretrained CLIP and LLM backbones.",
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_parsers(sub)
     run.add_parser(sub)
     report.add_parser(sub)
+    perf.add_parser(sub)
     return parser
 
 
