@@ -31,7 +31,7 @@ def fingerprint(tensor: torch.Tensor) -> str:
     t = tensor.detach()
     if t.device.type != "cpu":
         t = t.cpu()
-    data = t.contiguous().view(torch.uint8) if t.numel() else t
+    data = t.contiguous().reshape(-1).view(torch.uint8) if t.numel() else t  # reshape: 0-dim tensors cannot be viewed as bytes
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
     digest.update(data.numpy().tobytes() if t.numel() else b"")
