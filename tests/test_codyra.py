@@ -16,6 +16,13 @@ from clbench.strategies.codyra import CoDyRAConfig, KappaSchedule
 from clbench.strategies.codyra.telemetry import DriftTracker, module_group_and_layer, rank_grid
 
 
+@pytest.fixture(params=["reference", "cpu"])
+def kernel_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test through each CPU path of the shared rank-gated op."""
+    monkeypatch.setenv("CLBENCH_KERNELS", request.param)
+    return request.param
+
+
 def _layer(d_in: int = 13, d_out: int = 7, rank: int = 5, seed: int = 0) -> CoDyRALinear:
     torch.manual_seed(seed)
     layer = CoDyRALinear(nn.Linear(d_in, d_out).double(), rank)
@@ -26,7 +33,7 @@ def _layer(d_in: int = 13, d_out: int = 7, rank: int = 5, seed: int = 0) -> CoDy
 
 # --- layer: forward and gradients --------------------------------------------------------------
 
-def test_fresh_adapter_is_the_base_layer_with_the_official_initialisation() -> None:
+def test_fresh_adapter_is_the_base_layer_with_the_official_initialisation(kernel_backend: str) -> None:
     torch.manual_seed(1)
     base = nn.Linear(13, 7).double()
     layer = CoDyRALinear(base, rank=16)
@@ -39,7 +46,7 @@ def test_fresh_adapter_is_the_base_layer_with_the_official_initialisation() -> N
     assert layer.lora_A.abs().max() <= bound and layer.lora_A.abs().max() > 0.5 * bound
 
 
-def test_forward_and_gradients_match_lora_with_a_diagonal_gate() -> None:
+def test_forward_and_gradients_match_lora_with_a_diagonal_gate(kernel_backend: str) -> None:
     layer = _layer()
     x = torch.randn(6, 13, dtype=torch.float64, requires_grad=True)
     A, B, w = layer.lora_A, layer.lora_B, layer.gate
@@ -155,7 +162,7 @@ def test_config_defaults_follow_the_official_runner() -> None:
 
 # --- task boundary: prune, merge, plain model -------------------------------------------------
 
-def test_zero_ranks_are_dropped_without_changing_the_output() -> None:
+def test_zero_ranks_are_dropped_without_changing_the_output(kernel_backend: str) -> None:
     layer = _layer(rank=6)
     with torch.no_grad():
         layer.gate[[1, 4]] = 0.0
@@ -188,7 +195,7 @@ def _model() -> nn.Module:
     return nn.Sequential(_Block(), _Block())
 
 
-def test_merge_restores_the_original_module_types_parameter_count_and_outputs() -> None:
+def test_merge_restores_the_original_module_types_parameter_count_and_outputs(kernel_backend: str) -> None:
     model = _model()
     types = [(n, type(m)) for n, m in model.named_modules()]
     count = sum(p.numel() for p in model.parameters())

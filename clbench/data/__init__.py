@@ -75,6 +75,21 @@ BUILTIN_LOADERS = {
     "sklearn-digits": "clbench.data.digits:load_digits_task",
     "generated-instructions": "clbench.data.instructions:load_instruction_task",
     "general-knowledge": "clbench.data.instructions:load_knowledge_probe",
+    # images (torchvision layouts, released folder layouts; see docs/backbones-clip.md)
+    "aircraft": "clbench.data.vision:load_aircraft",
+    "caltech101": "clbench.data.vision:load_caltech101",
+    "cifar100": "clbench.data.vision:load_cifar100",
+    "dtd": "clbench.data.vision:load_dtd",
+    "eurosat": "clbench.data.vision:load_eurosat",
+    "flowers102": "clbench.data.vision:load_flowers102",
+    "food101": "clbench.data.vision:load_food101",
+    "mnist": "clbench.data.vision:load_mnist",
+    "oxford-pets": "clbench.data.vision:load_oxford_pets",
+    "stanford-cars": "clbench.data.vision:load_stanford_cars",
+    "sun397": "clbench.data.vision:load_sun397",
+    "imagenet-r": "clbench.data.vision_folders:load_imagenet_r",
+    "domainnet": "clbench.data.vision_folders:load_domainnet",
+    "fashion-mnist": "clbench.data.vision_folders:load_fashion_mnist",
 }
 
 
@@ -145,4 +160,7 @@ def _to_global(dataset: Dataset[Any], global_ids: list[int]) -> Dataset[Any]:
         return dataset
     if isinstance(dataset, ExampleListDataset):
         return ExampleListDataset([{**e, "y": int(lut[int(e["y"])])} for e in dataset.examples])
+    relabel = getattr(dataset, "relabel", None)
+    if callable(relabel):  # lazy datasets (image files) relabel without loading their examples
+        return relabel(lut)  # type: ignore[no-any-return]
     raise UsageError(f"cannot relabel a {type(dataset).__name__}; loaders return TensorTaskDataset or ExampleListDataset")
