@@ -1,0 +1,130 @@
+"""Per-task LoRA: a frozen bank of past tasks' adapters plus the current task's adapter.
+
+O-LoRA and InfLoRA give every task its own low-rank adapter and freeze it when the task ends.
+Both keep the past adapters as a frozen bank (``A_old`` rows, ``B_old`` columns, concatenated
+in task order) next to the current adapter (``A``, ``B``)::
+
+    y = base(x) + s · (B_old A_old + B A) dropout(x)
+
+with ``s = alpha / rank``. :meth:`TaskLoRALinear.consolidate_` appends the current adapter to the
+bank and starts a fresh one, which leaves the layer's function unchanged. The bank is kept (not
+merged into the base weight) because O-LoRA's penalty needs ``A_old`` and telemetry reports its
+size; :meth:`TaskLoRALinear.delta_weight` gives the merged update when wanted.
+
+The bank's buffers grow with every task, so resuming from a checkpoint must first give them
+their saved shapes: :meth:`TaskLoRALinear.resize_bank_` (the checkpoint then fills the values).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class TaskLoRALinear(nn.Module):
+    """A frozen linear layer with a frozen bank of past-task adapters and one current adapter.
+
+    Args:
+        base: the wrapped layer; its parameters are frozen.
+        rank: rank r of each task's adapter (> 0).
+        alpha: scaling numerator; every adapter (past and current) is scaled by ``alpha / rank``.
+        dropout: dropout on the adapters' input (the base layer sees the clean input).
+
+    Attributes:
+        lora_A: the current adapter's down-projection ``[r, d_in]`` (trainable unless frozen).
+        lora_B: the current adapter's up-projection ``[d_out, r]``, zero at the start of a task.
+        bank_A: past adapters' down-projections, ``[r · tasks, d_in]`` (buffer, no gradient).
+        bank_B: past adapters' up-projections, ``[d_out, r · tasks]`` (buffer, no gradient).
+    """
+
+    bank_A: torch.Tensor
+    bank_B: torch.Tensor
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        self.base = base
+        self.rank = rank
+        self.scaling = alpha / rank
+        for p in base.parameters():
+            p.requires_grad_(False)
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, **factory))
+        self.register_buffer("bank_A", torch.zeros(0, base.in_features, **factory))
+        self.register_buffer("bank_B", torch.zeros(base.out_features, 0, **factory))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.reset_adapter()
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    @property
+    def bank_rank(self) -> int:
+        """Number of frozen rank-1 components (r times the consolidated tasks)."""
+        return int(self.bank_A.shape[0])
+
+    def reset_adapter(self) -> None:
+        """Fresh current adapter: Kaiming-uniform A (a=√5, as LoRA and O-LoRA), zero B."""
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B)
+
+    @torch.no_grad()
+    def set_adapter_A_(self, a: torch.Tensor) -> None:
+        """Overwrite the current down-projection (InfLoRA's designed ``A_t``)."""
+        if a.shape != self.lora_A.shape:
+            raise ValueError(f"A must have shape {tuple(self.lora_A.shape)}, got {tuple(a.shape)}")
+        self.lora_A.copy_(a.to(self.lora_A.dtype))
+
+    @torch.no_grad()
+    def consolidate_(self) -> None:
+        """Append the current adapter to the frozen bank and start a fresh one (same function)."""
+        self.bank_A = torch.cat([self.bank_A, self.lora_A.detach().clone()], dim=0)
+        self.bank_B = torch.cat([self.bank_B, self.lora_B.detach().clone()], dim=1)
+        self.reset_adapter()
+
+    def resize_bank_(self, bank_rank: int) -> None:
+        """Give the bank ``bank_rank`` (zero) rows so a checkpoint's values can be loaded into it."""
+        if bank_rank < 0:
+            raise ValueError(f"bank rank must be >= 0, got {bank_rank}")
+        factory = {"device": self.bank_A.device, "dtype": self.bank_A.dtype}
+        self.bank_A = torch.zeros(bank_rank, self.in_features, **factory)
+        self.bank_B = torch.zeros(self.out_features, bank_rank, **factory)
+
+    def delta_weight(self, include_current: bool = True) -> torch.Tensor:
+        """The adapters' weight update ``s · (B_old A_old + B A)`` (``d_out × d_in``)."""
+        delta = self.bank_B @ self.bank_A
+        if include_current:
+            delta = delta + self.lora_B @ self.lora_A
+        return self.scaling * delta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dropped = self.dropout(x)
+        update = (dropped @ self.lora_A.t()) @ self.lora_B.t()
+        if self.bank_rank:
+            update = update + (dropped @ self.bank_A.t()) @ self.bank_B.t()
+        return self.base(x) + self.scaling * update
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)
+
+
+def apply_task_lora(root: nn.Module, layers: dict[str, nn.Linear], rank: int, alpha: float, dropout: float = 0.0) -> dict[str, TaskLoRALinear]:
+    """Wrap each named linear layer of ``root`` in a :class:`TaskLoRALinear`, in place."""
+    wrapped = {}
+    for name, layer in layers.items():
+        adapter = TaskLoRALinear(layer, rank, alpha, dropout)
+        _set_submodule(root, name, adapter)
+        wrapped[name] = adapter
+    return wrapped

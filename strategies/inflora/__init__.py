@@ -1,0 +1,202 @@
+"""``inflora``: InfLoRA, interference-free low-rank adaptation (Liang & Li, CVPR 2024).
+
+Per task, each adapted layer gets a new LoRA branch whose down-projection ``A_t`` is *designed*
+rather than learned (``methods.md`` §5.3; official code ``liangyanshuo/InfLoRA``):
+
+1. before training, pass the task's training data through the model and accumulate each
+   adapted layer's input second moment ``C = mean(x xᵀ)``;
+2. remove from ``C`` the old tasks' input subspace kept by DualGPM (or retain only the free
+   subspace), take its SVD and set ``A_t`` to the top-r left singular vectors divided by √3;
+   ``A_t`` stays frozen, so the update ``B_t A_t`` only acts on new directions;
+3. train only ``B_t`` (zero-initialised) and the task head;
+4. after training, recompute ``C`` under the trained model and update DualGPM with an energy
+   threshold that ramps linearly from ``lamb`` to ``lame`` over the tasks; ``A_t, B_t`` join the
+   frozen bank.
+
+Branches are unscaled (``B A x``), as in the official ViT code. The ViT K/V placement of the
+paper maps to generic targets ``k, v``; the classic MLP uses its hidden layers (``fc``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from clbench.api import Backbone, Experience, Strategy, StrategyConfig
+from clbench.errors import UsageError
+from clbench.nn.multi_lora import TaskLoRALinear, apply_task_lora
+from clbench.strategies.inflora.dualgpm import DualGPM, design_down_projection, energy_threshold
+
+# Default targets per backbone kind: the paper adapts K and V of every attention block; the
+# classic MLP has only its hidden layers.
+DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("k", "v"), "clip": ("k", "v")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class InfLoRAConfig(StrategyConfig):
+    """InfLoRA: per-task LoRA with a designed, frozen A_t orthogonal to old tasks' inputs.
+
+    Defaults from the official ImageNet-R config (``configs/mimg10_inflora.json``): rank 10,
+    lamb 0.98, lame 1.0, Adam, lr 5e-4, cosine schedule. Epochs follow the benchmark (the paper
+    trains 50 per task on ImageNet-R).
+
+    Attributes:
+        rank: rank r of each task's branch.
+        lamb: DualGPM energy threshold after the first task.
+        lame: the threshold the linear ramp heads to at the last task.
+        targets: generic layer names to adapt or module-name globs; empty = the kind's default
+            (classic: fc; llm: k, v; clip: k, v).
+        train_head: also train the classifier head (classic backbones).
+        stats_batches: cap on the batches used to estimate each input matrix (0 = the whole
+            task's training data, as the official code).
+    """
+
+    rank: int = 10
+    lamb: float = 0.98
+    lame: float = 1.0
+    targets: tuple[str, ...] = ()
+    train_head: bool = True
+    stats_batches: int = 0
+    optimizer: str | None = "adam"
+    lr: float | None = 5e-4
+    scheduler: str | None = "cosine"
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"rank must be >= 1, got {self.rank}")
+        if not (0 < self.lamb <= 1 and 0 < self.lame <= 1):
+            raise ValueError(f"lamb and lame must be in (0, 1], got {self.lamb} and {self.lame}")
+        if self.stats_batches < 0:
+            raise ValueError(f"stats_batches must be >= 0, got {self.stats_batches}")
+
+
+class InputMoments:
+    """Accumulates ``Σ x xᵀ`` and the token count of each watched layer's input (forward hooks)."""
+
+    def __init__(self, layers: dict[str, nn.Module]) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = dict.fromkeys(layers, 0)
+        self._handles = [layer.register_forward_pre_hook(self._hook(name)) for name, layer in layers.items()]
+
+    def _hook(self, name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def record(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+            x = inputs[0].detach()
+            x = x.reshape(-1, x.shape[-1]).double()  # float64: sums over many tokens
+            gram = x.t() @ x
+            self.sums[name] = self.sums[name] + gram if name in self.sums else gram
+            self.counts[name] += x.shape[0]
+        return record
+
+    def close(self) -> dict[str, torch.Tensor]:
+        """Remove the hooks and return each layer's mean ``x xᵀ`` (float64, on the CPU)."""
+        for handle in self._handles:
+            handle.remove()
+        missing = [n for n, c in self.counts.items() if c == 0]
+        if missing:
+            raise UsageError(f"inflora: adapted layer(s) {', '.join(missing)} saw no input; check the targets")
+        return {name: (self.sums[name] / self.counts[name]).cpu() for name in self.counts}
+
+
+class InfLoRA(Strategy):
+    """Freeze the backbone; per task, add a LoRA branch with a designed frozen A and train its B."""
+
+    Config = InfLoRAConfig
+    config: InfLoRAConfig
+
+    def setup(self, backbone: Backbone) -> None:
+        super().setup(backbone)
+        for p in backbone.model.parameters():
+            p.requires_grad_(False)
+        targets = self.config.targets or DEFAULT_TARGETS.get(backbone.kind, ("fc",))
+        layers = backbone.adapter_targets(targets)
+        too_narrow = [n for n, layer in layers.items() if layer.in_features < self.config.rank]
+        if too_narrow:
+            raise UsageError(f"inflora: rank {self.config.rank} exceeds the input width of {', '.join(too_narrow)}; lower -S rank")
+        # alpha = rank: the official branches are unscaled (B A x).
+        self.adapters: dict[str, TaskLoRALinear] = apply_task_lora(backbone.model, layers, self.config.rank, float(self.config.rank))
+        for adapter in self.adapters.values():
+            adapter.lora_A.requires_grad_(False)  # A_t is designed, never trained
+        if self.config.train_head and backbone.kind == "classic":
+            for p in backbone.adapter_targets(["head"])["head"].parameters():
+                p.requires_grad_(True)
+        self.memory: dict[str, DualGPM] = {}
+        self.tasks_done = 0
+        self.thresholds: list[float] = []
+
+    # ---- input statistics ------------------------------------------------------------------
+    @torch.no_grad()
+    def input_moments(self, experience: Experience) -> dict[str, torch.Tensor]:
+        """Each adapted layer's mean ``x xᵀ`` over the task's training data, current model."""
+        model = self.model
+        was_training = model.training
+        model.eval()  # no dropout while measuring, like the official no-grad pass
+        moments = InputMoments(dict(self.adapters))
+        try:
+            loader = DataLoader(experience.train, batch_size=self.ctx.train.batch_size, shuffle=False, collate_fn=self.backbone.collate)
+            for i, batch in enumerate(loader):
+                if self.config.stats_batches and i >= self.config.stats_batches:
+                    break
+                self.backbone.loss(self.backbone.move_batch(batch))  # a forward pass fires the hooks
+        finally:
+            result = moments.close()
+            model.train(was_training)
+        return result
+
+    # ---- hooks -----------------------------------------------------------------------------
+    def before_task(self, experience: Experience) -> None:
+        """Design every layer's ``A_t`` from the task's inputs outside the old subspace."""
+        moments = self.input_moments(experience)
+        for name, adapter in self.adapters.items():
+            a = design_down_projection(moments[name], self.memory.get(name), self.config.rank)
+            adapter.set_adapter_A_(a.to(adapter.lora_A.device))
+            with torch.no_grad():
+                adapter.lora_B.zero_()
+
+    def after_task(self, experience: Experience) -> None:
+        """Update DualGPM with the trained model's inputs, then freeze the branch into the bank."""
+        total = len(self.ctx.stream.tasks)
+        threshold = energy_threshold(self.tasks_done, total, self.config.lamb, self.config.lame)
+        moments = self.input_moments(experience)
+        for name, adapter in self.adapters.items():
+            if name in self.memory:
+                self.memory[name].update(moments[name], threshold)
+            else:
+                self.memory[name] = DualGPM.first(moments[name], threshold)
+            adapter.consolidate_()
+            adapter.lora_A.requires_grad_(False)
+        self.thresholds.append(threshold)
+        self.tasks_done += 1
+
+    def telemetry(self) -> dict[str, Any]:
+        """Subspace sizes DualGPM keeps (used dimensions per layer) and the bank rank."""
+        used = [m.used_dims for m in self.memory.values()]
+        dims = [m.dim for m in self.memory.values()]
+        return {
+            "adapted_layers": len(self.adapters),
+            "bank_rank_per_layer": next(iter(self.adapters.values())).bank_rank if self.adapters else 0,
+            "gpm_used_dims_mean": sum(used) / len(used) if used else 0.0,
+            "gpm_used_fraction_mean": sum(u / d for u, d in zip(used, dims, strict=True)) / len(used) if used else 0.0,
+            "gpm_retain_layers": sum(m.mode == "retain" for m in self.memory.values()),
+            "energy_threshold": self.thresholds[-1] if self.thresholds else None,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "tasks_done": self.tasks_done,
+            "thresholds": list(self.thresholds),
+            "bank_ranks": {name: a.bank_rank for name, a in self.adapters.items()},
+            "memory": {name: {"basis": m.basis.clone(), "mode": m.mode} for name, m in self.memory.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Rebuild the banks' sizes and the DualGPM memory; the runner then loads the banks."""
+        self.tasks_done = int(state["tasks_done"])
+        self.thresholds = [float(t) for t in state["thresholds"]]
+        for name, rank in state["bank_ranks"].items():
+            self.adapters[name].resize_bank_(int(rank))
+        self.memory = {name: DualGPM(entry["basis"].double(), str(entry["mode"])) for name, entry in state["memory"].items()}
