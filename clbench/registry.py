@@ -15,6 +15,7 @@ benchmark files and optionally a ``LOADERS`` mapping). Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class Plugin:
     dist: str
     version: str
     entry_point: EntryPoint
+    argument: str | None = None  # the ARG of a ``name:ARG`` strategy name
 
     @property
     def qualified(self) -> str:
@@ -92,10 +94,20 @@ def refresh() -> None:
 def resolve(kind: str, name: str) -> Plugin:
     """The plugin registered as ``name`` (or ``dist/name``).
 
+    A strategy name may carry an argument, ``name:ARG`` (e.g. ``avalanche:EWC``): the plugin
+    registered as ``name`` is returned under the full name ``name:ARG`` (so run directories and
+    results keep the argument), and :func:`get_strategy` hands ``ARG`` to the class.
+
     Raises:
         UsageError: unknown name (with did-you-mean suggestions) or a name claimed twice.
     """
     dist_filter, _, bare = name.rpartition("/")
+    bare, colon, argument = bare.partition(":")
+    if colon and kind == "strategies":
+        if not argument.strip():
+            raise UsageError(f"strategy name {name!r} ends with ':'; write NAME:ARGUMENT, e.g. avalanche:Naive")
+        plugin = resolve(kind, f"{dist_filter}/{bare}" if dist_filter else bare)
+        return dataclasses.replace(plugin, name=f"{plugin.name}:{argument.strip()}", argument=argument.strip())
     key = normalize(bare)
     candidates = [p for p in plugins(kind) if p.name == key and (not dist_filter or normalize(p.dist) == normalize(dist_filter))]
     if len(candidates) > 1:
@@ -121,6 +133,14 @@ def get_strategy(name: str) -> tuple[type[Any], Plugin]:
     cls = plugin.load()
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise UsageError(f"strategy {plugin.name!r} from {plugin.dist} ({plugin.value}) is not a clbench.api.Strategy subclass")
+    if plugin.argument is not None:
+        # ``name:ARG``: the class builds the concrete strategy (its own Config) for ARG.
+        specialise = getattr(cls, "for_argument", None)
+        if specialise is None:
+            raise UsageError(f"strategy {plugin.name.partition(':')[0]!r} takes no ':ARGUMENT' suffix; use it as {plugin.name.partition(':')[0]!r}")
+        cls = specialise(plugin.argument)
+        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+            raise UsageError(f"strategy {plugin.name!r}: for_argument did not return a clbench.api.Strategy subclass")
     return cls, plugin
 
 
