@@ -114,6 +114,16 @@ class CoDyRALinear(nn.Module):
         return self.base.out_features
 
     @property
+    def weight(self) -> torch.Tensor:
+        """The frozen base weight (code that reads ``layer.weight``, e.g. for its dtype, still works)."""
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """The frozen base bias."""
+        return self.base.bias
+
+    @property
     def rank(self) -> int:
         """Current number of ranks (r, or fewer after :meth:`prune_zero_ranks_`)."""
         return int(self.gate.shape[0])
