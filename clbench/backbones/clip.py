@@ -31,6 +31,7 @@ tasks' classes are encoded once per task without gradient and masked.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,23 @@ from clbench.errors import UsageError
 ENCODER_PREFIXES = {"vision": ("visual.transformer.resblocks.*.",), "text": ("transformer.resblocks.*.", "text.transformer.resblocks.*.")}
 LAYER_SUFFIXES = {"q": "attn.q_proj", "k": "attn.k_proj", "v": "attn.v_proj", "o": "attn.out_proj", "fc": "mlp.c_fc", "proj": "mlp.c_proj"}
 NON_ENCODER_PARAMS = ("logit_scale", "logit_bias")
+
+
+def _weight_dtype_from_norm(block: nn.Module) -> torch.dtype:
+    """The block's parameter dtype, read from its first LayerNorm (never wrapped by adapters)."""
+    return block.ln_1.weight.dtype  # type: ignore[no-any-return]
+
+
+def make_adapter_safe(model: nn.Module) -> None:
+    """Let open_clip find its cast dtype after adapters wrap ``mlp.c_fc``.
+
+    open_clip reads ``resblocks[0].mlp.c_fc.weight.dtype`` on every ``encode_text``; an adapter
+    wrapper has no ``weight``, so each residual block reads the dtype from its LayerNorm
+    instead (a bound method, so deep copies of the model stay bound to their own blocks).
+    """
+    for module in model.modules():
+        if hasattr(module, "get_weight_dtype") and hasattr(module, "ln_1"):
+            module.get_weight_dtype = types.MethodType(_weight_dtype_from_norm, module)
 
 
 def clip_target_patterns() -> dict[str, tuple[str, ...]]:
@@ -93,6 +111,7 @@ class CLIPBackbone(Backbone):
 
     def __init__(self, spec: str, model: nn.Module, train_transform: Any, eval_transform: Any, tokenizer: Any, weights_source: str = "") -> None:
         split_attention_modules(model)
+        make_adapter_safe(model)
         super().__init__(spec, model)
         self.train_transform = train_transform
         self.eval_transform = eval_transform

@@ -127,6 +127,14 @@ def show_strategy(name: str) -> None:
         print(f"  {field.name} = {default!r}: {docs.get(field.name, '')}")
 
 
+def _compact(values: object) -> str:
+    """``a..b`` for a contiguous run of integers (long class lists), else the value as is."""
+    if isinstance(values, list) and len(values) > 3 and all(isinstance(v, int) for v in values) \
+            and values == list(range(values[0], values[0] + len(values))):
+        return f"{values[0]}..{values[-1]}"
+    return str(values)
+
+
 def show_benchmark(name: str) -> None:
     spec, _ = registry.load_benchmark(name)
     print(f"benchmark {spec.name} v{spec.version}  ({spec.source})")
@@ -136,12 +144,18 @@ def show_benchmark(name: str) -> None:
     print(f"headline metrics: {', '.join(spec.metrics)}")
     train = dataclasses.asdict(spec.train)
     print("training: " + ", ".join(f"{k}={v}" for k, v in train.items() if v is not None))
-    print(f"\ntasks ({len(spec.trained_tasks)} trained, {len(spec.probes)} eval-only):")
+    from clbench.data.vision_base import task_class_count
+
+    counts = [task_class_count(t.loader, t.options) for t in spec.tasks]
+    known = [c for c, t in zip(counts, spec.tasks, strict=True) if c is not None and not t.eval_only]
+    total = f"; {sum(known)} classes in all" if known and len(known) == len(spec.trained_tasks) else ""
+    print(f"\ntasks ({len(spec.trained_tasks)} trained, {len(spec.probes)} eval-only{total}):")
     width = max(len(t.name) for t in spec.tasks)
-    for i, task in enumerate(spec.tasks, start=1):
-        options = ", ".join(f"{k}={v}" for k, v in task.options.items())
+    for i, (task, count) in enumerate(zip(spec.tasks, counts, strict=True), start=1):
+        options = ", ".join(f"{k}={_compact(v) if k == 'classes' else v}" for k, v in task.options.items())
+        classes = f"{count} classes" if count is not None else ""
         role = "probe" if task.eval_only else f"task {i}"
-        print(f"  {role:<7} {task.name:<{width}}  {task.loader} [{task.metric}] {options}")
+        print(f"  {role:<7} {task.name:<{width}}  {classes:>11}  {task.loader} [{task.metric}] {options}")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
