@@ -43,11 +43,6 @@ def normalize_answer(text: str) -> str:
     return " ".join("".join(ch for ch in text.lower() if ch not in _PUNCTUATION).split())
 
 
-def first_line(text: str) -> str:
-    """The generated text up to its first newline, stripped (a label answer is one line)."""
-    return text.strip().split("\n", 1)[0].strip()
-
-
 # ---- exact match and accuracy ---------------------------------------------------------------
 def exact_match(prediction: str, answer: str) -> float:
     """1.0 when prediction and answer are equal after :func:`normalize_answer`, else 0.0."""
@@ -57,8 +52,13 @@ def exact_match(prediction: str, answer: str) -> float:
 
 
 def label_accuracy(prediction: str, answer: str) -> float:
-    """Exact match of the first generated line against the label word (classification as text)."""
-    return exact_match(first_line(prediction), answer)
+    """Classification cast as text: the whole generated answer matches the label word.
+
+    The same normalised match as :func:`exact_match` (O-LoRA scores its label words with it;
+    TRACE's accuracy compares the raw strings), applied to the whole decoded output, so a
+    model that keeps talking after the label is wrong, as in both papers.
+    """
+    return exact_match(prediction, answer)
 
 
 def extract_choice(text: str) -> str:

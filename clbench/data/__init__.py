@@ -90,6 +90,9 @@ BUILTIN_LOADERS = {
     "imagenet-r": "clbench.data.vision_folders:load_imagenet_r",
     "domainnet": "clbench.data.vision_folders:load_domainnet",
     "fashion-mnist": "clbench.data.vision_folders:load_fashion_mnist",
+    "fortunes": "clbench.data.fortunes:load_fortunes_task",
+    "cl-text": "clbench.data.text:load_cl_text_task",
+    "trace": "clbench.data.trace:load_trace_task",
 }
 
 
