@@ -1,0 +1,19 @@
+"""``coso``: Continuous Subspace Optimization (arXiv 2505.11816, NeurIPS 2025).
+
+CoSO fine-tunes full weight matrices (by default the attention output projections) with an
+optimizer that works in a sequence of low-rank subspaces taken from each step's gradient SVD,
+after projecting every gradient off a historical subspace that holds the important gradient
+directions of earlier tasks (found with a Frequent Directions sketch). See
+``docs/strategies/coso.md`` and ``methods.md`` §3.
+
+Modules: :mod:`.config` (settings and official presets), :mod:`.projector` (deflation, SVD,
+energy selection), :mod:`.frequent_directions` (the sketch), :mod:`.optimizer` (``CoSOAdamW``),
+:mod:`.strategy` (the strategy hooks).
+"""
+
+from clbench.strategies.coso.config import PRESETS, CoSOConfig
+from clbench.strategies.coso.frequent_directions import FrequentDirections
+from clbench.strategies.coso.optimizer import CoSOAdamW
+from clbench.strategies.coso.strategy import CoSO
+
+__all__ = ["PRESETS", "CoSO", "CoSOAdamW", "CoSOConfig", "FrequentDirections"]
