@@ -4,7 +4,7 @@ This module imports Triton at import time, so only :mod:`clbench.kernels.triton_
 and only when a CUDA tensor (or a test under ``TRITON_INTERPRET=1``, which must be set before this
 import) asks for it.
 
-Kernels (fp32 accumulation everywhere; the ``GATE`` constexpr follows :class:`~clbench.kernels.plan.GateKind`):
+Kernels (fp32 accumulation, fp64 for fp64 inputs: the accumulator type follows the ``z`` buffer; the ``GATE`` constexpr follows :class:`~clbench.kernels.plan.GateKind`):
 
 * :func:`shrink_route_kernel` (K1): per block of tokens, ``z = x A_allᵀ`` over all ``R`` ranks, then the
   whole gate in registers (row norm, top-k by ``k`` rounds of ``argmax``, softmax at τ, δ), writing
@@ -33,10 +33,10 @@ def _gate_tile(p_ptr, norm_ptr, vec_ptr, mat_ptr, z, rows, cols, row_ok, col_ok,
     """Gate before (``p``) and after (``g``) the δ threshold for a ``[rows, cols]`` tile of responses ``z``."""
     valid = row_ok[:, None] & col_ok[None, :]
     if GATE == 2:
-        vec = tl.load(vec_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+        vec = tl.load(vec_ptr + cols, mask=col_ok, other=0.0).to(z.dtype)
         p = tl.zeros_like(z) + vec[None, :]
     elif GATE == 3:
-        p = tl.load(mat_ptr + rows[:, None] * stride_matm + cols[None, :], mask=valid, other=0.0).to(tl.float32)
+        p = tl.load(mat_ptr + rows[:, None] * stride_matm + cols[None, :], mask=valid, other=0.0).to(z.dtype)
     else:
         p = tl.load(p_ptr + rows[:, None] * stride_pm + cols[None, :], mask=valid, other=0.0)
     g = p
@@ -64,7 +64,7 @@ def shrink_route_kernel(
     row_ok = rows < M
     col_ok = cols < R
     valid = row_ok[:, None] & col_ok[None, :]
-    z = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
+    z = tl.zeros((BLOCK_M, BLOCK_R), dtype=z_ptr.dtype.element_ty)
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
@@ -82,10 +82,10 @@ def shrink_route_kernel(
         else:
             score = z
             if HAS_VEC:
-                score = z + tl.load(vec_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+                score = z + tl.load(vec_ptr + cols, mask=col_ok, other=0.0).to(z.dtype)[None, :]
             score = tl.abs(score)
         score = tl.where(col_ok[None, :], score, float("-inf"))
-        selected = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
+        selected = tl.zeros((BLOCK_M, BLOCK_R), dtype=z.dtype)
         for _ in range(k_sel):
             best = tl.argmax(score, axis=1)
             hit = cols[None, :] == best[:, None]
@@ -144,7 +144,7 @@ def gated_gemm_kernel(
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < M
     col_ok = cols < N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=left_ptr.dtype.element_ty)
 
     for rb in range(0, NUM_RANK_BLOCKS):
         run = True
@@ -157,7 +157,7 @@ def gated_gemm_kernel(
             ranks = rb * 16 + tl.arange(0, 16)
             rank_ok = ranks < R
             left = tl.load(left_ptr + rows[:, None] * stride_lm + ranks[None, :],
-                           mask=row_ok[:, None] & rank_ok[None, :], other=0.0).to(tl.float32)
+                           mask=row_ok[:, None] & rank_ok[None, :], other=0.0).to(acc.dtype)
             if GATE >= 0:
                 p, g = _gate_tile(p_ptr, norm_ptr, vec_ptr, mat_ptr, left, rows, ranks, row_ok, rank_ok, stride_lm,
                                   stride_matm, threshold, eps, GATE, HAS_THRESHOLD)
@@ -175,7 +175,7 @@ def gated_gemm_kernel(
                     mask=k_ok[:, None] & col_ok[None, :], other=0.0)
         acc = tl.dot(x, w, acc, input_precision=DOT_PRECISION)
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(acc.dtype)[None, :]
     tl.store(out_ptr + rows[:, None] * stride_om + cols[None, :] * stride_on, acc.to(out_ptr.dtype.element_ty),
              mask=row_ok[:, None] & col_ok[None, :])
 
@@ -202,7 +202,7 @@ def dy_pass_kernel(
     gz = g * z
     train_col = cols - R_frozen
     train_ok = col_ok & (cols >= R_frozen)
-    u = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
+    u = tl.zeros((BLOCK_M, BLOCK_R), dtype=z.dtype)
     for n0 in range(0, N, BLOCK_N):
         ns = n0 + tl.arange(0, BLOCK_N)
         n_ok = ns < N
@@ -213,7 +213,7 @@ def dy_pass_kernel(
                         mask=n_ok[:, None] & col_ok[None, :], other=0.0)
             u = tl.dot(dy, b, u, input_precision=DOT_PRECISION)
         if NEED_DB:
-            part = tl.dot(tl.trans(dy), gz.to(dy.dtype), input_precision=DOT_PRECISION)
+            part = tl.dot(tl.trans(dy), gz.to(dy.dtype), input_precision=DOT_PRECISION, out_dtype=z.dtype)
             tl.atomic_add(db_ptr + ns[:, None] * stride_dbn + train_col[None, :], part * train_scale,
                           mask=n_ok[:, None] & train_ok[None, :])
     if NEED_DGATE:

@@ -55,6 +55,11 @@ def _pow2_ranks(num_ranks: int) -> int:
     return max(16, 1 << (num_ranks - 1).bit_length())
 
 
+def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 accumulation (and saved ``z``/``p``) for 16/32-bit inputs; fp64 for fp64 inputs (exact tests)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _dot_precision(dtype: torch.dtype) -> str:
     if dtype == torch.float32 and not interpreted() and torch.backends.cuda.matmul.allow_tf32:
         return "tf32"
@@ -88,10 +93,11 @@ def shrink_route(x2: torch.Tensor, a_all: torch.Tensor, plan: GatePlan, usage: t
     r = a_all.shape[0]
     block_r = _pow2_ranks(r)
     cfg = tile_config(block_r)
-    z = torch.empty(m, r, device=x2.device, dtype=torch.float32)
+    acc = accumulator_dtype(x2.dtype)
+    z = torch.empty(m, r, device=x2.device, dtype=acc)
     topk = plan.kind in (GateKind.TOPK_SOFTMAX, GateKind.TOPK_MAGNITUDE)
-    p = torch.empty(m, r, device=x2.device, dtype=torch.float32) if topk else z
-    norm = torch.empty(m, device=x2.device, dtype=torch.float32)
+    p = torch.empty(m, r, device=x2.device, dtype=acc) if topk else z
+    norm = torch.empty(m, device=x2.device, dtype=acc)
     tiles = triton_cdiv(m, cfg.route_m)
     flags = torch.empty(tiles, block_r // tk.RANK_BLOCK, device=x2.device, dtype=torch.int32)
     counts = torch.zeros(r, device=x2.device, dtype=torch.int32) if usage is not None else flags
@@ -164,18 +170,18 @@ def forward(plan: GatePlan, x2: torch.Tensor, weight: torch.Tensor, bias: torch.
 def dy_pass(plan: GatePlan, routed: Routed, dy: torch.Tensor, b_all: torch.Tensor, frozen: int, train_scale: float,
             *, need_db: bool, need_dz: bool, need_dgate: bool
             ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """K3: ``dB_train`` (fp32, ``[d_out, R_t]``), ``dZ`` (fp32 ``[M, R]``) and the gate tensor's gradient (fp32)."""
+    """K3: ``dB_train`` (``[d_out, R_t]``), ``dZ`` (``[M, R]``) and the gate tensor's gradient, in the accumulator dtype."""
     from clbench.kernels import triton_kernels as tk
 
     m, n = dy.shape
     r = routed.z.shape[1]
     cfg = routed.config
     z = routed.z
-    db = torch.zeros(n, r - frozen, device=dy.device, dtype=torch.float32) if need_db else z
+    db = torch.zeros(n, r - frozen, device=dy.device, dtype=z.dtype) if need_db else z
     dz = torch.empty_like(z) if need_dz else z
     dgate = z
     if need_dgate:
-        dgate = torch.zeros(r, device=dy.device, dtype=torch.float32) if plan.kind == GateKind.STATIC \
+        dgate = torch.zeros(r, device=dy.device, dtype=z.dtype) if plan.kind == GateKind.STATIC \
             else torch.empty_like(z)
     vec, mat, stride_mat = _gate_operands(plan, z)
     tk.dy_pass_kernel[(triton_cdiv(m, cfg.route_m),)](
@@ -217,7 +223,7 @@ class TritonRankGatedLora(torch.autograd.Function):
         grad_x = grad_a = None
         if need[8]:
             # dA_train = dZ_trainᵀ x: a plain GEMM (cuBLAS), as LoRAFusion keeps it.
-            grad_a = (dz[:, frozen:].t() @ x2.float()).to(a_all.dtype)
+            grad_a = (dz[:, frozen:].t() @ x2.to(dz.dtype)).to(a_all.dtype)
         if need[3]:
             grad_x = torch.empty_like(x2)
             gated_gemm(dz, a_all, dy, weight, None, grad_x)

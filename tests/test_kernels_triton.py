@@ -39,6 +39,44 @@ def test_triton_kernels_under_the_interpreter() -> None:
     assert " passed" in result.stdout and "failed" not in result.stdout
 
 
+# Other engineers' layer tests that pick CLBENCH_KERNELS=cpu; the plugin maps that to Triton in the child.
+LAYER_TESTS = ("test_mora_layer.py", "test_codyra.py", "test_flylora*.py", "test_smora*.py")
+# These compare against the base layer bit for bit; a fused GEMM sums in another order (differences ~1e-16).
+BITWISE_ONLY = ("test_mora_layer.py::test_threshold_above_one_gives_the_base_layer_at_inference[cpu]",
+                "test_codyra.py::test_fresh_adapter_is_the_base_layer_with_the_official_initialisation[cpu]")
+
+
+@pytest.mark.slow
+def test_method_layer_tests_pass_through_the_triton_path() -> None:
+    """MoRA, CoDyRA, FlyLoRA and SMoRA mechanism tests, re-run with their fast path sent to the Triton kernels."""
+    if CHILD:
+        pytest.skip("already the child")
+    here = Path(__file__).parent
+    files = sorted({str(path) for pattern in LAYER_TESTS for path in here.glob(pattern)})
+    if not files:
+        pytest.skip("no method layer tests in this checkout")
+    deselect = [arg for node in BITWISE_ONLY if (here / node.split("::")[0]).exists()
+                for arg in ("--deselect", f"{here.name}/{node}")]
+    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(here), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "pytest", *files, *deselect, "-q", "-p", "no:cacheprovider",
+                             "-p", "test_kernels_triton_plugin", "-m", "not slow and not gpu"],
+                            capture_output=True, text=True, env=env, cwd=here.parent, timeout=1800)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+@interp
+@pytest.mark.parametrize("gate_name", GATE_NAMES)
+def test_interp_fp64_is_exact(gate_name: str) -> None:
+    """With fp64 inputs the kernels accumulate in fp64: outputs and gradients agree to rounding."""
+    problem = make_problem(gate_name, dtype=torch.float64, seed=7)
+    y_ref, g_ref = run_and_grad(problem, "reference")
+    y_tri, g_tri = run_and_grad(problem, "triton")
+    assert relative_error(y_tri, y_ref) < 1e-12
+    for name, ref in g_ref.items():
+        assert relative_error(g_tri[name], ref) < 1e-12, name
+
+
 @pytest.fixture
 def poisoned(monkeypatch: pytest.MonkeyPatch):
     """Make every ``torch.empty``/``empty_like`` in the Triton path return poison instead of stale memory."""
