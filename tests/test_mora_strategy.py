@@ -131,3 +131,56 @@ def test_cli_runs_mora_on_digits_split(cli, tmp_path: Path) -> None:  # noqa: AN
     assert results["telemetry"][-1]["mora"]["routing_columns"] == results["benchmark"]["tasks"]
     status, _, err = cli("run", "digits-split", "-s", "mora", "-S", "topk=0", "--out", tmp_path / "bad", "--no-progress")
     assert status == 2 and "topk" in err and "Traceback" not in err
+
+
+# ---- CLIP on the MTIL protocol ------------------------------------------------------------
+MTIL_TINY = """version = 1
+description = "MTIL protocol (task-incremental, per-task CLIP heads) on two tiny on-disk domains."
+protocol = "task-incremental"
+backbone = "{spec}"
+metrics = ["mtil_transfer", "mtil_avg", "mtil_last", "bwt"]
+[train]
+iterations = 3
+batch_size = 8
+eval_batch_size = 64
+[[tasks]]
+name = "mnist"
+loader = "mnist"
+options = {{ classes = [0, 1], k_shot = 4 }}
+[[tasks]]
+name = "eurosat"
+loader = "eurosat"
+options = {{ classes = [0, 1], k_shot = 4 }}
+"""
+
+
+def test_mora_on_the_mtil_protocol_with_a_tiny_clip(tmp_path: Path) -> None:
+    """Both encoders' q/k/v/o/fc/proj wrapped, banks grow, routing telemetry over image and text tokens."""
+    import open_clip
+    import torch
+
+    from test_vision_fixtures import write_eurosat, write_mnist_like, write_tiny_clip_config
+
+    config = write_tiny_clip_config(tmp_path / "model", name="tiny-clip-mora")
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "model" / "tiny.pt"
+    torch.save(open_clip.create_model("tiny-clip-mora").state_dict(), checkpoint)
+    root = tmp_path / "data"
+    write_mnist_like(root / "MNIST" / "raw", per_class=4, test_per_class=2)
+    write_eurosat(root, per_class=5)
+    bench = tmp_path / "mtil-tiny.toml"
+    bench.write_text(MTIL_TINY.format(spec=f"clip:{config}@{checkpoint}"), encoding="utf-8")
+    results = run(RunOptions(benchmark=str(bench), strategy="mora", out=tmp_path / "runs", data_root=root, progress=False,
+                             overrides={"iterations": "2", "batch_size": "8", "rank": "2"}))
+    assert results["status"] == "complete" and results["train"]["iterations"] == 2 and tuple(results["train"]["betas"]) == (0.9, 0.9999)
+    first, last = (entry["mora"] for entry in (results["telemetry"][0], results["telemetry"][-1]))
+    assert first["adapted_modules"] == 24  # 6 layer types x 2 blocks x 2 encoders
+    assert set(first["bank_parameters_by_target"]) == {"q", "k", "v", "o", "fc", "proj"}
+    assert (first["bank_atoms_per_module"], last["bank_atoms_per_module"]) == (2, 4)
+    assert last["routing_columns"] == ["mnist", "eurosat"] and len(last["routing_matrix"]) == 2
+    assert all(sum(row) == pytest.approx(1, abs=1e-5) or sum(row) == 0 for row in last["routing_matrix"])
+    assert min(last["routing_tokens"]) > 0
+    matrix = results["matrix"]["values"]
+    assert len(matrix) == 3 and all(0 <= v <= 1 for row in matrix for v in row)
+    assert set(results["metrics"]) >= {"mtil_transfer", "mtil_avg", "mtil_last"}
