@@ -128,12 +128,16 @@ class LwF(Strategy):
             terms = []
             for task in classified:  # score the batch with each old task's head
                 as_old = {**batch, "task_id": torch.full_like(batch["task_id"], task.index)}
+                if "tasks" in batch:  # CLIP scores the classes of the tasks a batch names
+                    as_old["tasks"] = (task.index,)
                 with torch.no_grad():
                     old = _columns(self.teacher.outputs(as_old), task.class_ids, num_classes)
                 new = _columns(self.backbone.outputs(as_old), task.class_ids, num_classes)
                 terms.append(distillation_kl(old, new, temperature))
             return torch.stack(terms).mean()
         union = tuple(sorted({c for e in classified for c in e.class_ids}))
+        if "tasks" in batch:  # CLIP: logits against the previous tasks' class texts
+            batch = {**batch, "tasks": tuple(e.index for e in classified)}
         with torch.no_grad():
             old = _columns(self.teacher.outputs(batch), union, num_classes)
         return distillation_kl(old, _columns(self.backbone.outputs(batch), union, num_classes), temperature)
