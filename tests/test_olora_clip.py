@@ -1,0 +1,71 @@
+"""The LoRA-family baselines (olora, inflora, smora, flylora) on CLIP: a tiny open_clip model saved
+and reloaded through ``pretrained=<file>``, two MTIL-style domains of fixture images, the
+strategies' default CLIP targets (q, v; InfLoRA k, v) in both encoders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_vision_fixtures import write_eurosat, write_mnist_like, write_tiny_clip_config
+
+BENCHMARK = """version = 1
+description = "Two MTIL-style domains on fixture data."
+protocol = "task-incremental"
+backbone = "{backbone}"
+metrics = ["mtil_transfer", "mtil_avg", "mtil_last"]
+[train]
+iterations = 2
+batch_size = 8
+eval_batch_size = 64
+lr = 0.01
+[defaults]
+k_shot = 3
+[[tasks]]
+name = "mnist"
+loader = "mnist"
+options = {{ classes = [0, 1, 2, 3] }}
+[[tasks]]
+name = "eurosat"
+loader = "eurosat"
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import open_clip
+
+    base = tmp_path_factory.mktemp("clip-baselines")
+    config = write_tiny_clip_config(base, name="tiny-clip-baselines")
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    checkpoint = base / "tiny.pt"
+    torch.save(open_clip.create_model("tiny-clip-baselines").state_dict(), checkpoint)
+    data = base / "data"
+    write_mnist_like(data / "MNIST" / "raw", per_class=4, test_per_class=3)
+    write_eurosat(data, per_class=4)
+    bench = base / "mtil-tiny.toml"
+    bench.write_text(BENCHMARK.format(backbone=f"clip:{config}@{checkpoint}"), encoding="utf-8")
+    return {"base": base, "data": data, "bench": bench}
+
+
+@pytest.mark.slow  # four CLIP runs: minutes on a loaded 2-core machine
+def test_lora_family_baselines_run_on_clip(cli, tiny_clip: dict[str, Path]) -> None:
+    out = tiny_clip["base"] / "runs"
+    status, _, stderr = cli("run", tiny_clip["bench"], "-s", "olora,inflora,smora,flylora", "--data-root", tiny_clip["data"], "--out", out,
+                            "--no-progress", "--device", "cpu", "-S", "olora.rank=2", "-S", "inflora.rank=2", "-S", "smora.rank=4",
+                            "-S", "smora.k=2", "-S", "flylora.rank=4", "-S", "flylora.k=2")
+    assert status == 0, stderr
+    for strategy in ("olora", "inflora", "smora", "flylora"):
+        results = json.loads((out / "mtil-tiny" / strategy / "seed-0" / "results.json").read_text())
+        assert results["status"] == "complete", strategy
+        values = results["matrix"]["values"]
+        assert len(values) == 3 and all(0.0 <= v <= 1.0 for row in values for v in row)
+        telemetry = results["telemetry"][-1]
+        assert telemetry["adapted_layers"] > 0  # q and v (InfLoRA: k and v) of both encoders
+        assert results["tasks"][0]["steps"] == 2
+    inflora = json.loads((out / "mtil-tiny" / "inflora" / "seed-0" / "results.json").read_text())
+    assert inflora["telemetry"][-1]["bank_rank_per_layer"] == 4  # two tasks of rank 2 frozen in the bank
