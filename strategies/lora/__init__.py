@@ -16,7 +16,7 @@ import torch
 from clbench.api import Backbone, Experience, Strategy, StrategyConfig
 from clbench.nn import LoRALinear, apply_lora
 
-DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("q", "v"), "clip": ("q", "k", "v", "o", "fc", "proj")}
+DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("q", "v"), "clip": ("q", "k", "v", "o", "fc", "proj"), "vit": ("qkv",)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,9 +61,10 @@ class SequentialLoRA(Strategy):
         targets = self.config.targets or DEFAULT_TARGETS.get(backbone.kind, ("fc",))
         layers = backbone.adapter_targets(targets)
         self.adapters = apply_lora(backbone.model, layers, self.config.rank, self.config.alpha, self.config.dropout)
-        if self.config.train_head and backbone.kind == "classic":
-            for p in backbone.adapter_targets(["head"])["head"].parameters():
-                p.requires_grad_(True)
+        if self.config.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
+            for head in backbone.adapter_targets(["head"]).values():
+                for p in head.parameters():
+                    p.requires_grad_(True)
 
     def after_task(self, experience: Experience) -> None:
         if self.config.merge_after_task:
