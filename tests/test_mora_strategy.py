@@ -99,6 +99,15 @@ def test_banks_grow_per_task_and_telemetry_describes_routing(reference: dict) ->
     assert reference["train"]["scheduler"] == "cosine" and reference["train"]["lr"] == 5e-3
 
 
+def test_report_draws_the_routing_matrix(reference: dict, tmp_path: Path) -> None:
+    from clbench.report import build_report
+
+    written = build_report([Path(reference["_path"]).parent], tmp_path / "report")
+    names = {p.name for p in written} | {p.name for p in (tmp_path / "report").rglob("*")}
+    assert any("routing-matrix" in n and n.endswith(".png") for n in names), sorted(names)
+    assert any("active-experts-per-token" in n or n.startswith("telemetry-mora") for n in names)
+
+
 def test_resumed_run_reproduces_the_uninterrupted_one(bench: Path, reference: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     class Crash(RuntimeError):
         pass
@@ -124,7 +133,7 @@ def test_resumed_run_reproduces_the_uninterrupted_one(bench: Path, reference: di
 
 
 def test_cli_runs_mora_on_digits_split(cli, tmp_path: Path) -> None:  # noqa: ANN001
-    status, out, err = cli("run", "digits-split", "-s", "mora", "-S", "epochs=1", "--out", tmp_path, "--no-progress")
+    status, out, err = cli("run", "digits-split", "-s", "mora", "-S", "epochs=1", "-S", "batch_size=64", "--out", tmp_path, "--no-progress")
     assert status == 0, err
     results = json.loads((tmp_path / "digits-split" / "mora" / "seed-0" / "results.json").read_text())
     assert results["status"] == "complete" and len(results["telemetry"]) == 5
@@ -175,8 +184,10 @@ def test_mora_on_the_mtil_protocol_with_a_tiny_clip(tmp_path: Path) -> None:
                              overrides={"iterations": "2", "batch_size": "8", "rank": "2"}))
     assert results["status"] == "complete" and results["train"]["iterations"] == 2 and tuple(results["train"]["betas"]) == (0.9, 0.9999)
     first, last = (entry["mora"] for entry in (results["telemetry"][0], results["telemetry"][-1]))
-    assert first["adapted_modules"] == 24  # 6 layer types x 2 blocks x 2 encoders
-    assert set(first["bank_parameters_by_target"]) == {"q", "k", "v", "o", "fc", "proj"}
+    # 2 blocks x 2 encoders per target, width 32, MLP width 128, r = 2 atoms per task
+    per_task = {"q": 4 * 2 * 64, "k": 4 * 2 * 64, "v": 4 * 2 * 64, "o": 4 * 2 * 64, "fc": 4 * 2 * 160, "proj": 4 * 2 * 160}
+    assert first["bank_parameters_by_target"] == per_task
+    assert last["bank_parameters_by_target"] == {k: 2 * v for k, v in per_task.items()}
     assert (first["bank_atoms_per_module"], last["bank_atoms_per_module"]) == (2, 4)
     assert last["routing_columns"] == ["mnist", "eurosat"] and len(last["routing_matrix"]) == 2
     assert all(sum(row) == pytest.approx(1, abs=1e-5) or sum(row) == 0 for row in last["routing_matrix"])

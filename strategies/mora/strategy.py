@@ -11,6 +11,7 @@ grown banks on resume before the runner loads the saved tensors.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from clbench.nn import MoRALinear, apply_mora
 from clbench.strategies.mora.config import MoRAConfig
 
 UNTRAINED = "(untrained)"
+log = logging.getLogger("clbench")
 
 
 class MoRA(Strategy):
@@ -42,6 +44,8 @@ class MoRA(Strategy):
                     layers[name] = layer
                     self.target_of[name] = target
         self.layers: dict[str, MoRALinear] = apply_mora(backbone.model, dict(sorted(layers.items())), self.settings)
+        # The resolved per-kind values (the config records None for "the kind's default").
+        log.info("mora: %d adapted layers, settings %s", len(self.layers), dataclasses.asdict(self.settings))
         if self.config.train_head and backbone.kind == "classic":
             for p in backbone.adapter_targets(["head"])["head"].parameters():
                 p.requires_grad_(True)
@@ -104,8 +108,6 @@ class MoRA(Strategy):
         all_active = sum(sum(self._routing[n][0]) for n in self._routing_order)
         any_layer = next(iter(self.layers.values()))
         return {"mora": {
-            "rank_per_task": self.settings.rank,
-            "adapted_modules": len(self.layers),
             "bank_atoms_per_module": any_layer.total_atoms,
             "frozen_atoms_per_module": any_layer.frozen_atoms,
             "bank_parameters": sum(by_target.values()),
@@ -116,7 +118,6 @@ class MoRA(Strategy):
             "routing_columns": self.routing_columns(),
             "routing_matrix": matrix,
             "routing_tokens": tokens_by_row,
-            "layer_settings": dataclasses.asdict(self.settings),
         }}
 
     # ---- checkpoint and resume -----------------------------------------------------------------
