@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from clbench.api import Backbone, Experience, Strategy, StrategyConfig
 from clbench.errors import UsageError
-from clbench.nn.multi_lora import TaskLoRALinear, apply_task_lora
+from clbench.nn import TaskLoRALinear, apply_task_lora
 from clbench.strategies.inflora.dualgpm import DualGPM, design_down_projection, energy_threshold
 
 # Default targets per backbone kind: the paper adapts K and V of every attention block; the

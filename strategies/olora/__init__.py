@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from clbench.api import Backbone, Batch, Experience, Strategy, StrategyConfig
-from clbench.nn.multi_lora import TaskLoRALinear, apply_task_lora
+from clbench.nn import TaskLoRALinear, apply_task_lora
 
 # Default targets per backbone kind. LLM: q and v as in O-LoRA's T5/LLaMA scripts; classic MLP:
 # its hidden layers (the only adaptable layers); CLIP: q and v as well [I: no official CLIP run].
