@@ -7,10 +7,15 @@ from typing import Any
 
 from clbench.api import StrategyConfig
 
-DEFAULT_TARGETS = {"clip": ("q", "k", "v", "o", "fc", "proj"), "llm": ("q", "k", "v", "o"), "classic": ("fc",)}
+DEFAULT_TARGETS = {"clip": ("q", "k", "v", "o", "fc", "proj"), "llm": ("q", "k", "v", "o"), "classic": ("fc",),
+                   "vit": ("qkv", "o", "fc", "proj")}
 """Adapted layers per backbone kind: every CLIP weight of both encoders (``qkvoinout``, the
 official runner), the attention projections of an LLM (the TRACE harness default), the hidden
-layers of a classic MLP (its head is trained fully, as it has no pretrained weights)."""
+layers of a classic model and every block weight of a ViT (classic and ViT heads, which have no
+pretrained weights, are trained fully)."""
+
+HEAD_TRAINED_KINDS = frozenset({"classic", "vit"})
+"""Backbone kinds whose task heads start untrained, so ``train_head`` trains them fully."""
 
 CLIP_TRAINING = {"iterations": 500, "batch_size": 64, "lr": 5e-4, "optimizer": "adamw", "betas": (0.9, 0.9999),
                  "weight_decay": 0.0, "scheduler": "cosine"}
@@ -32,7 +37,8 @@ class CoDyRAConfig(StrategyConfig):
     Attributes:
         rank: ranks r of each fresh adapter (the gates then select how many survive).
         targets: layers to adapt (q, k, v, o, fc, proj, or module-name globs); empty = the kind's
-            default: CLIP q,k,v,o,fc,proj of both encoders; LLM q,k,v,o; classic fc (hidden layers).
+            default: CLIP q,k,v,o,fc,proj of both encoders; LLM q,k,v,o; classic fc (hidden
+            layers); ViT qkv,o,fc,proj.
         kappa_max: threshold of the last κ level, subtracted from |w| after each sparse-phase step
             (not scaled by the learning rate).
         dense_fraction: fraction of each task's steps trained with no thresholding.
@@ -42,7 +48,8 @@ class CoDyRAConfig(StrategyConfig):
             LLM and classic backbones, whose tasks are far shorter than the paper's 500 steps.
         prox: ``soft`` (the spec: w ← sign(w)·max(|w| − κ, 0)) or ``official`` (the code's in-place
             masks, which also zero gates with κ < |w| < 2κ).
-        train_head: also train the classifier head fully (classic backbones only).
+        train_head: also train the classifier heads fully (classic and ViT backbones, whose heads
+            are randomly initialised).
         track_drift: keep every merged factor to report the cumulative drift ‖W_t − W_0‖_F.
     """
 

@@ -23,7 +23,7 @@ from typing import Any
 from clbench.api import Backbone, Experience, Strategy
 from clbench.nn.codyra import CoDyRALinear, apply_codyra, merge_codyra
 from clbench.training import steps_per_task
-from clbench.strategies.codyra.config import DEFAULT_TARGETS, CoDyRAConfig
+from clbench.strategies.codyra.config import DEFAULT_TARGETS, HEAD_TRAINED_KINDS, CoDyRAConfig
 from clbench.strategies.codyra.schedule import KappaSchedule
 from clbench.strategies.codyra.telemetry import DriftTracker, task_report
 
@@ -40,9 +40,9 @@ class CoDyRA(Strategy):
             p.requires_grad_(False)
         targets = self.config.targets or DEFAULT_TARGETS.get(backbone.kind, ("fc",))
         self.target_names = tuple(backbone.adapter_targets(targets))  # checks the targets now, before any training
-        if self.config.train_head and backbone.kind == "classic":
-            for p in backbone.adapter_targets(["head"])["head"].parameters():
-                p.requires_grad_(True)
+        if self.config.train_head and backbone.kind in HEAD_TRAINED_KINDS and "head" in backbone.target_patterns:
+            for head in backbone.adapter_targets(["head"]).values():
+                head.requires_grad_(True)
         self.adapters: dict[str, CoDyRALinear] = {}
         self.schedule = KappaSchedule(0, self.config.kappa_max, self.config.dense_fraction, self.config.kappa_levels)
         self.prox_steps = 0
