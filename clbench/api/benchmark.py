@@ -24,6 +24,7 @@ TASK_METRICS = ("accuracy", "exact_match", "choice_accuracy", "rouge_l", "edit_s
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("constant", "cosine")
 AMP_MODES = ("none", "bf16", "fp16")
+REPORT_TABLES = ("mtil", "trace")
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
@@ -131,6 +132,8 @@ class BenchmarkSpec:
         strategies: strategies run when ``clbench run`` names none.
         seeds: seeds run when ``clbench run`` names none.
         metrics: headline metric names (from :mod:`clbench.metrics`) for summaries.
+        tables: paper-style tables reports add (``mtil``: Transfer/Avg./Last per task;
+            ``trace``: OP and BWT); MTIL's is also added whenever ``metrics`` name MTIL metrics.
         source: where the spec was read from (file path), for messages.
     """
 
@@ -144,9 +147,12 @@ class BenchmarkSpec:
     strategies: tuple[str, ...] = ("finetune",)
     seeds: tuple[int, ...] = (0,)
     metrics: tuple[str, ...] = ("last_accuracy", "average_incremental_accuracy", "forgetting_chaudhry", "bwt", "fwt")
+    tables: tuple[str, ...] = ()
     source: str = ""
 
     def __post_init__(self) -> None:
+        for table in self.tables:
+            _check_choice(f"report table of benchmark {self.name!r}", table, REPORT_TABLES)
         _check_choice(f"protocol of benchmark {self.name!r}", self.protocol, PROTOCOLS)
         if not self.trained_tasks:
             raise UsageError(f"benchmark {self.name!r} has no trained task")
@@ -175,6 +181,7 @@ class BenchmarkSpec:
             "tasks": [t.name for t in self.trained_tasks],
             "probes": [t.name for t in self.probes],
             "metrics": list(self.metrics),
+            "tables": list(self.tables),
         }
 
 
@@ -190,7 +197,7 @@ def parse_benchmark(data: dict[str, Any], name: str, source: str = "") -> Benchm
         UsageError: on a missing or unknown key, naming the file and the key.
     """
     where = source or name
-    allowed = {"version", "description", "protocol", "backbone", "strategies", "seeds", "metrics", "train", "tasks", "defaults"}
+    allowed = {"version", "description", "protocol", "backbone", "strategies", "seeds", "metrics", "train", "tasks", "defaults", "tables"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}")
@@ -221,6 +228,7 @@ def parse_benchmark(data: dict[str, Any], name: str, source: str = "") -> Benchm
         strategies=tuple(data.get("strategies", ("finetune",))),
         seeds=tuple(int(s) for s in data.get("seeds", (0,))),
         metrics=tuple(data.get("metrics", BenchmarkSpec.__dataclass_fields__["metrics"].default)),
+        tables=tuple(data.get("tables", ())),
         source=source,
     )
 

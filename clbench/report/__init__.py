@@ -1,125 +1,111 @@
-"""Reports from results files alone: forgetting curves, accuracy heat maps, a Markdown summary.
+"""Reports from results files alone: forgetting curves, heat maps, tables and telemetry plots.
 
-``build_report(inputs, out)`` (and ``clbench report``) reads ``results.json`` files — given
-directly, as run directories, or found under folders — groups them by benchmark and strategy
-configuration, averages seeds, and writes figures plus ``report.md`` under ``out/<benchmark>/``.
-It never imports torch and never re-runs anything.
+``build_report(inputs, out, formats)`` (and ``clbench report``) reads ``results.json`` files —
+given directly, as run directories, or found under folders — groups them by benchmark version
+and strategy configuration, aggregates seeds (mean ± std) and writes, per benchmark, PNG and
+SVG figures plus ``report.md`` and a self-contained ``report.html`` under ``out/<benchmark>/``.
+It never imports torch and never re-runs anything; the same inputs give byte-identical files.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from clbench import metrics as formulas
-from clbench.errors import ResultsError
-from clbench.results import RESULTS_FILE, load_results, trained_matrix
+from clbench.errors import UsageError
+from clbench.report.aggregate import BenchmarkGroup, find_results, load_groups
+from clbench.report.document import Document, Figure, Heading, Paragraph, render_html, render_markdown
+from clbench.report.tables import cost_table, declared_tables, final_row_table, metrics_table, mtil_table, trace_table
+from clbench.results import trained_matrix
 
-HEADLINE = ("last_accuracy", "average_incremental_accuracy", "forgetting_chaudhry", "bwt", "fwt")
+FORMATS = ("md", "html")
 
-
-def find_results(inputs: Sequence[Path]) -> list[Path]:
-    """Results files named by ``inputs`` (files, run directories, or folders searched recursively)."""
-    found: list[Path] = []
-    for path in inputs:
-        if path.is_file():
-            found.append(path)
-        elif (path / RESULTS_FILE).is_file():
-            found.append(path / RESULTS_FILE)
-        elif path.is_dir():
-            found.extend(sorted(path.rglob(RESULTS_FILE)))
-        else:
-            raise ResultsError(f"{path}: no such file or directory")
-    if not found:
-        raise ResultsError(f"no {RESULTS_FILE} found under {', '.join(map(str, inputs))}")
-    return sorted(set(found))
+__all__ = ["FORMATS", "build_report", "find_results"]
 
 
-def _config_key(results: dict[str, Any]) -> str:
-    blob = json.dumps({"config": results["strategy"]["config"], "backbone": results["backbone"]["spec"], "train": results.get("train")}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+def _slug(label: str) -> str:
+    return label.replace("@", "-").replace("/", "-").replace(":", "-")
 
 
-def load_runs(inputs: Sequence[Path]) -> dict[tuple[str, int], dict[str, list[dict[str, Any]]]]:
-    """Complete runs grouped by (benchmark, version) then by strategy label.
+def _benchmark_document(group: BenchmarkGroup, folder: Path) -> Document:
+    from clbench.report.figures import accuracy_heatmap, average_accuracy_curves, forgetting_curves
+    from clbench.report.telemetry import telemetry_figures
 
-    Runs of one strategy with different settings get distinct labels (``name@hash``) so they
-    are never averaged together. Incomplete runs are an error naming the file.
-    """
-    groups: dict[tuple[str, int], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    configs: dict[tuple[tuple[str, int], str], set[str]] = defaultdict(set)
-    loaded = []
-    for file in find_results(inputs):
-        data = load_results(file)
-        if data["status"] != "complete":
-            raise ResultsError(f"{file}: run is not complete (status {data['status']!r}); finish it with clbench run ... --resume")
-        loaded.append(data)
-        configs[((data["benchmark"]["name"], data["benchmark"]["version"]), data["strategy"]["name"])].add(_config_key(data))
-    for data in loaded:
-        bench = (data["benchmark"]["name"], data["benchmark"]["version"])
-        name = data["strategy"]["name"]
-        label = name if len(configs[(bench, name)]) == 1 else f"{name}@{_config_key(data)}"
-        groups[bench][label].append(data)
-    return groups
-
-
-def _mean_std(values: list[float | None]) -> str:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return "–"
-    mean = 100 * float(np.mean(finite))
-    return f"{mean:.2f} ± {100 * float(np.std(finite, ddof=1)):.2f}" if len(finite) > 1 else f"{mean:.2f}"
-
-
-def _mean_matrix(runs: list[dict[str, Any]]) -> np.ndarray:
-    full = [np.array([[np.nan if v is None else v for v in row] for row in r["matrix"]["values"]], dtype=float) for r in runs]
-    return np.mean(full, axis=0)
-
-
-def _benchmark_report(name: str, version: int, strategies: dict[str, list[dict[str, Any]]], folder: Path) -> list[Path]:
-    from clbench.report.figures import accuracy_heatmap, forgetting_curves
-
-    first = next(iter(strategies.values()))[0]
+    first = group.first
     columns = first["matrix"]["columns"]
     rows = first["matrix"]["rows"]
     n_tasks = len(first["benchmark"]["tasks"])
-    labels = sorted(strategies)
-    written = forgetting_curves([(label, _mean_matrix(strategies[label])) for label in labels], columns, n_tasks,
-                                folder / "forgetting-curves", f"{name} v{version}: accuracy on each task as tasks are learned")
-    lines = [f"# {name} (benchmark version {version})", "", f"Protocol: {first['benchmark']['protocol']}; backbone: `{first['backbone']['spec']}`.",
-             "Scores in %, mean ± sample std over seeds. Metrics over the trained tasks; formulas in `clbench.metrics`.", "",
-             "| strategy | seeds | " + " | ".join(HEADLINE) + " | probes Δ |", "|---" * (len(HEADLINE) + 3) + "|"]
+    row0 = "init" if first["backbone"].get("kind") == "classic" else "zero-shot"
+    labels = list(group.strategies)
+    doc = Document(f"clbench report: {group.name} v{group.version}")
+    doc.add(Heading(f"{group.name} (benchmark version {group.version})"),
+            Paragraph(f"Protocol: {first['benchmark']['protocol']}; {n_tasks} tasks; backbone `{first['backbone']['spec']}`; "
+                      f"strategies: {', '.join(labels)}. Row 0 is the model before any training ({row0})."))
+    for note in group.notes:
+        doc.add(Paragraph(f"Note: {note}"))
+    doc.add(Heading("Metrics", 2), metrics_table(group))
+    tables = declared_tables(first)
+    if "mtil" in tables:
+        doc.add(Heading("MTIL-style table", 2), mtil_table(group))
+    if "trace" in tables:
+        doc.add(Heading("TRACE-style table", 2), trace_table(group))
+    doc.add(final_row_table(group))
+
+    forgetting_curves([(label, group.strategies[label].mean_matrix()) for label in labels], columns, n_tasks, folder / "forgetting-curves",
+                      f"{group.name} v{group.version}: accuracy on each task as tasks are learned", row0_label=row0)
+    curves = []
     for label in labels:
-        runs = strategies[label]
-        cells = [_mean_std([formulas.compute_metrics(trained_matrix(r), [m])[m] for r in runs]) for m in HEADLINE]
-        probes = ", ".join(f"{p}: {_mean_std([r['probes'][p]['delta'] for r in runs])}" for p in first["benchmark"].get("probes", [])) or "–"
-        lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + f" | {probes} |")
-    lines += ["", "![forgetting curves](forgetting-curves.png)", ""]
+        per_seed = [formulas.accuracy_curve(trained_matrix(r)) for r in group.strategies[label].runs]
+        start = float(np.mean([np.mean(trained_matrix(r)[0]) for r in group.strategies[label].runs]))
+        curves.append((label, list(np.mean(per_seed, axis=0)), start))
+    average_accuracy_curves(curves, n_tasks, folder / "average-accuracy", f"{group.name}: mean accuracy over the tasks seen so far", row0)
+    doc.add(Heading("Forgetting curves", 2),
+            Figure("forgetting-curves", "Accuracy on each task (lines) after each task is learned; hollow markers are row 0, probes dotted grey."),
+            Figure("average-accuracy", "A_t, the mean accuracy over tasks 1..t after learning task t, per strategy; hollow markers: row 0."))
+
+    doc.add(Heading("Accuracy matrices", 2))
     for label in labels:
-        slug = label.replace("@", "-").replace("/", "-")
-        written += accuracy_heatmap(_mean_matrix(strategies[label]), rows, columns, folder / f"matrix-{slug}", f"{name}: {label} (mean of {len(strategies[label])} seed(s))")
-        seeds = ", ".join(str(r["seed"]) for r in sorted(strategies[label], key=lambda r: r["seed"]))
-        run = strategies[label][0]
-        settings = {k: v for k, v in run["strategy"]["config"].items() if v is not None and k not in run.get("train", {})}
+        strategy = group.strategies[label]
+        stem = f"matrix-{_slug(label)}"
+        accuracy_heatmap(strategy.mean_matrix(), rows, columns, folder / stem, f"{group.name}: {label} (mean of {len(strategy.runs)} seed(s))")
+        doc.add(Figure(stem, f"{label}: accuracy matrix (row t = after training task t), mean over seeds {', '.join(map(str, strategy.seeds))}."))
+
+    telemetry = telemetry_figures(group, folder)
+    if telemetry:
+        doc.add(Heading("Strategy telemetry", 2))
+        doc.add(*(Figure(stem, caption) for stem, caption in telemetry))
+
+    doc.add(Heading("Runs", 2), cost_table(group))
+    for label in labels:
+        run = group.strategies[label].runs[0]
+        settings = {k: v for k, v in run["strategy"]["config"].items() if v is not None}
         training = ", ".join(f"{k}={v}" for k, v in sorted(run.get("train", {}).items()))
-        lines += [f"## {label}", "", f"Seeds {seeds}; strategy settings `{json.dumps(settings, sort_keys=True)}`; training: {training}.", "",
-                  f"![accuracy matrix of {label}](matrix-{slug}.png)", ""]
-    report = folder / "report.md"
-    report.write_text("\n".join(lines), encoding="utf-8")
-    return [*written, report]
+        doc.add(Paragraph(f"{label}: {run['strategy'].get('package')} {run['strategy'].get('version')}; seeds "
+                          f"{', '.join(map(str, group.strategies[label].seeds))}; settings `{settings}`; training: {training}."))
+    return doc
 
 
-def build_report(inputs: Sequence[Path | str], out: Path | str = Path("reports")) -> list[Path]:
-    """Write figures and ``report.md`` for every benchmark found in ``inputs``; returns the files."""
-    groups = load_runs([Path(p) for p in inputs])
-    written = []
-    for (name, version), strategies in sorted(groups.items()):
-        written += _benchmark_report(name, version, strategies, Path(out) / name)
+def build_report(inputs: Sequence[Path | str], out: Path | str = Path("reports"), formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Write figures and reports for every benchmark found in ``inputs``; returns the written files.
+
+    Raises:
+        ResultsError: an unreadable, partial or incompatible results file (naming it).
+        UsageError: an unknown output format.
+    """
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise UsageError(f"unknown report format(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(FORMATS)}")
+    written: list[Path] = []
+    for group in load_groups([Path(p) for p in inputs]):
+        folder = Path(out) / group.name
+        folder.mkdir(parents=True, exist_ok=True)
+        doc = _benchmark_document(group, folder)
+        if "md" in formats:
+            (folder / "report.md").write_text(render_markdown(doc), encoding="utf-8")
+        if "html" in formats:
+            (folder / "report.html").write_text(render_html(doc, folder), encoding="utf-8")
+        written += sorted(p for p in folder.iterdir() if p.suffix in {".png", ".svg", ".md", ".html"})
     return written

@@ -36,7 +36,8 @@ def _save(fig: plt.Figure, stem: Path) -> list[Path]:
     return paths
 
 
-def forgetting_curves(panels: Sequence[tuple[str, np.ndarray]], columns: Sequence[str], n_tasks: int, stem: Path, title: str) -> list[Path]:
+def forgetting_curves(panels: Sequence[tuple[str, np.ndarray]], columns: Sequence[str], n_tasks: int, stem: Path, title: str,
+                      row0_label: str = "init") -> list[Path]:
     """Accuracy on each task vs tasks trained, one panel per strategy.
 
     Args:
@@ -45,6 +46,8 @@ def forgetting_curves(panels: Sequence[tuple[str, np.ndarray]], columns: Sequenc
         n_tasks: number of trained tasks T.
         stem: output path without suffix.
         title: figure title.
+        row0_label: what row 0 is (``init`` for random models, ``zero-shot`` for pretrained ones);
+            row-0 points are drawn hollow.
     """
     n = len(panels)
     cols = min(n, 3)
@@ -57,10 +60,11 @@ def forgetting_curves(panels: Sequence[tuple[str, np.ndarray]], columns: Sequenc
             style = dict(color="#555555", linestyle=":", marker="x") if probe else dict(
                 color=OKABE_ITO[i % len(OKABE_ITO)], linestyle=DASHES[(i // len(OKABE_ITO)) % len(DASHES)], marker=MARKERS[i % len(MARKERS)])
             ax.plot(x, 100 * matrix[:, i], label=f"{name} (probe)" if probe else name, markersize=4, linewidth=1.4, **style)
+            ax.plot([0], [100 * matrix[0, i]], marker=style["marker"], markerfacecolor="white", markeredgecolor=style["color"], linestyle="none", markersize=6)
             if not probe:
                 ax.axvline(i + 1, color="#dddddd", linewidth=0.6, zorder=0)
         ax.set_title(label, fontsize=10)
-        ax.set_xticks(x, ["init"] + [str(t) for t in range(1, n_tasks + 1)])
+        ax.set_xticks(x, [row0_label] + [str(t) for t in range(1, n_tasks + 1)])
         ax.set_xlabel("tasks trained")
         ax.set_ylim(-2, 102)
         ax.grid(axis="y", color="#eeeeee")
@@ -74,19 +78,86 @@ def forgetting_curves(panels: Sequence[tuple[str, np.ndarray]], columns: Sequenc
     return _save(fig, stem)
 
 
-def accuracy_heatmap(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], stem: Path, title: str) -> list[Path]:
-    """The accuracy matrix as a heat map with every value printed (percent)."""
-    data = 100 * np.asarray(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(columns), 1.0 + 0.45 * len(rows)))
-    image = ax.imshow(np.ma.masked_invalid(data), cmap="cividis", vmin=0, vmax=100, aspect="auto")
+def heatmap(data: np.ndarray, rows: Sequence[str], columns: Sequence[str], stem: Path, title: str, *, xlabel: str, ylabel: str,
+            value_format: str = "{:.1f}", vmin: float | None = None, vmax: float | None = None, colorbar: str = "") -> list[Path]:
+    """A heat map with every finite value printed in its cell (``cividis``: grey-scale safe)."""
+    data = np.asarray(data, dtype=float)
+    finite = data[np.isfinite(data)]
+    low = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
+    high = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+    if high <= low:
+        high = low + 1.0
+    fig, ax = plt.subplots(figsize=(1.6 + 0.75 * len(columns), 1.0 + 0.32 * max(len(rows), 3)))
+    image = ax.imshow(np.ma.masked_invalid(data), cmap="cividis", vmin=low, vmax=high, aspect="auto")
+    small = 7 if len(rows) <= 40 else 5
     for (r, c), value in np.ndenumerate(data):
         if np.isfinite(value):
-            ax.text(c, r, f"{value:.1f}", ha="center", va="center", fontsize=7, color="black" if value > 55 else "white")
+            bright = (value - low) / (high - low) > 0.55
+            ax.text(c, r, value_format.format(value), ha="center", va="center", fontsize=small, color="black" if bright else "white")
     ax.set_xticks(range(len(columns)), columns, rotation=40, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    ax.set_xlabel("evaluated task")
-    ax.set_ylabel("after training")
+    ax.set_yticks(range(len(rows)), rows, fontsize=small + 1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    fig.colorbar(image, ax=ax, fraction=0.04, label="accuracy (%)")
+    fig.colorbar(image, ax=ax, fraction=0.04, label=colorbar)
     fig.tight_layout()
+    return _save(fig, stem)
+
+
+def accuracy_heatmap(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], stem: Path, title: str) -> list[Path]:
+    """The accuracy matrix as a heat map with every value printed (percent)."""
+    return heatmap(100 * np.asarray(matrix, dtype=float), rows, columns, stem, title, xlabel="evaluated task", ylabel="after training",
+                   vmin=0, vmax=100, colorbar="accuracy (%)")
+
+
+def _style(i: int) -> dict[str, object]:
+    """Colour, dash and marker all change with ``i``, so lines stay apart in grey-scale too."""
+    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": DASHES[i % len(DASHES)], "marker": MARKERS[i % len(MARKERS)]}
+
+
+def average_accuracy_curves(curves: Sequence[tuple[str, Sequence[float], float]], n_tasks: int, stem: Path, title: str, row0_label: str) -> list[Path]:
+    """A_t (mean accuracy over the tasks seen so far) after each task, one line per strategy.
+
+    Args:
+        curves: ``(label, [A_1..A_T], mean row-0 score over the trained tasks)`` per strategy.
+        row0_label: how row 0 is called for this backbone (``init`` or ``zero-shot``).
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    x = np.arange(1, n_tasks + 1)
+    for i, (label, values, row0) in enumerate(curves):
+        style = _style(i)
+        ax.plot(x, 100 * np.asarray(values, dtype=float), label=label, linewidth=1.5, markersize=5, **style)  # type: ignore[arg-type]
+        ax.plot([0], [100 * row0], marker=style["marker"], markerfacecolor="white", markeredgecolor=style["color"], linestyle="none", markersize=6)
+    ax.set_xticks(np.arange(0, n_tasks + 1), [f"{row0_label}\n(row 0)"] + [str(t) for t in x])
+    ax.set_xlabel("tasks trained")
+    ax.set_ylabel("mean accuracy over seen tasks (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(axis="y", color="#eeeeee")
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, stem)
+
+
+def telemetry_curves(series: dict[str, dict[str, list[float]]], tasks: Sequence[str], stem: Path, title: str) -> list[Path]:
+    """One panel per telemetry value, one line per strategy, x = tasks trained."""
+    n = len(series)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.0 * rows), squeeze=False)
+    labels = sorted({label for by_label in series.values() for label in by_label})
+    x = np.arange(1, len(tasks) + 1)
+    for ax, (path, by_label) in zip(axes.flat, sorted(series.items()), strict=False):
+        for label, values in sorted(by_label.items()):
+            ax.plot(x[: len(values)], values, label=label, linewidth=1.4, markersize=4, **_style(labels.index(label)))  # type: ignore[arg-type]
+        ax.set_title(path, fontsize=8)
+        ax.set_xticks(x, [str(t) for t in x])
+        ax.set_xlabel("after task", fontsize=8)
+        ax.grid(axis="y", color="#eeeeee")
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(fig, stem)
