@@ -250,4 +250,4 @@ def test_module_names_split_into_groups_and_layers() -> None:
     assert module_group_and_layer("fc2") == ("fc*", 2)
     assert module_group_and_layer("head") == ("head", None)
     grid = rank_grid({"b.0.q": 3, "b.0.v": 1, "b.1.q": 16, "head": 2})
-    assert grid == {"rows": ["b.*.q", "b.*.v", "head"], "columns": [0, 1, None], "values": [[3, 16, None], [1, None, None], [None, None, 2]]}
+    assert grid == {"rows": ["b.*.q", "b.*.v", "head"], "columns": [0, 1, None], "matrix": [[3, 16, None], [1, None, None], [None, None, 2]]}

@@ -35,7 +35,7 @@ def test_runs_on_digits_with_rank_and_drift_telemetry(small_digits: Path, tmp_pa
     cumulative = []
     for report in reports:
         assert set(report["effective_rank"]) == {"fc1"} and 0 <= report["effective_rank"]["fc1"] <= 16
-        assert report["effective_rank_grid"] == {"rows": ["fc*"], "columns": [1], "values": [[report["effective_rank"]["fc1"]]]}
+        assert report["effective_rank_grid"] == {"rows": ["fc*"], "columns": [1], "matrix": [[report["effective_rank"]["fc1"]]]}
         assert report["delta_w_fro_total"] == pytest.approx(report["delta_w_fro"]["fc1"]) and report["delta_w_fro_total"] > 0
         assert report["prox_steps"] > 0 and report["kappa_max"] > 0.005  # rescaled to the paper's total shrinkage
         cumulative.append(report["cumulative_drift_fro"])

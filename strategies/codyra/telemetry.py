@@ -44,10 +44,11 @@ def module_group_and_layer(name: str) -> tuple[str, int | None]:
 
 
 def rank_grid(ranks: dict[str, int]) -> dict[str, Any]:
-    """Effective ranks as a (module group × layer) table: ``{"rows", "columns", "values"}``.
+    """Effective ranks as a (module group × layer) table: ``{"rows", "columns", "matrix"}``.
 
     Rows keep the modules' order of first appearance; columns are sorted layer indices (modules
-    without a layer index get column ``null``); cells with no module are ``null``.
+    without a layer index get column ``null``); cells with no module are ``null``. ``matrix`` with
+    sibling ``rows`` and ``columns`` is the layout the report labels its telemetry heat maps from.
     """
     rows: list[str] = []
     columns: set[int | None] = set()
@@ -59,7 +60,7 @@ def rank_grid(ranks: dict[str, int]) -> dict[str, Any]:
         columns.add(layer)
         cells[(group, layer)] = rank
     ordered = sorted(columns, key=lambda c: (c is None, c if c is not None else 0))
-    return {"rows": rows, "columns": ordered, "values": [[cells.get((r, c)) for c in ordered] for r in rows]}
+    return {"rows": rows, "columns": ordered, "matrix": [[cells.get((r, c)) for c in ordered] for r in rows]}
 
 
 class DriftTracker:
