@@ -11,7 +11,7 @@ Options shared by every loader:
     shot_seed: seed of the k-shot draw (default: the benchmark's split seed).
 
 Datasets without an official train/test split (Caltech101, EuroSAT, SUN397) are split 80/20
-with a generator seeded by the split seed and the dataset name, so the split never depends on
+within each class, with a generator seeded by the split seed and the dataset name, so the split never depends on
 the task order or the run seed.
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from clbench.data import LoaderContext, TaskData
 from clbench.data.classnames import prompt_templates, readable_classnames
-from clbench.data.vision_base import ImageTaskDataset, dataset_rng, parse_classes, parse_k_shot, random_split, require_root, select_examples
+from clbench.data.vision_base import ImageTaskDataset, dataset_rng, parse_classes, parse_k_shot, require_root, select_examples, stratified_split
 from clbench.errors import MissingAssetError
 
 TRAIN_FRACTION = 0.8
@@ -134,7 +134,7 @@ def load_torchvision_task(key: str, options: Mapping[str, Any], ctx: LoaderConte
         test_pool = np.arange(len(test_source))
     else:
         train_source = test_source = _open(key, str(root), "all", ctx.allow_download)
-        train_pool, test_pool = random_split(len(train_source), TRAIN_FRACTION, dataset_rng(ctx.split_seed, key, "split"))
+        train_pool, test_pool = stratified_split(_targets(train_source), TRAIN_FRACTION, dataset_rng(ctx.split_seed, key, "split"))
     stored = _stored_classnames(train_source)
     classes = parse_classes(options, len(stored), key)
     train_targets = _targets(train_source)

@@ -126,6 +126,22 @@ def random_split(n: int, train_fraction: float, rng: np.random.Generator) -> tup
     return np.sort(order[:cut]), np.sort(order[cut:])
 
 
+def stratified_split(targets: np.ndarray, train_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-class train/test split (every class with 2+ examples lands in both parts)."""
+    targets = np.asarray(targets, dtype=np.int64)
+    train: list[np.ndarray] = []
+    test: list[np.ndarray] = []
+    for cls in np.unique(targets):
+        members = rng.permutation(np.flatnonzero(targets == cls))
+        cut = int(round(len(members) * train_fraction))
+        if len(members) >= 2:
+            cut = min(max(cut, 1), len(members) - 1)
+        train.append(members[:cut])
+        test.append(members[cut:])
+    empty = np.zeros(0, dtype=np.int64)
+    return np.sort(np.concatenate(train)) if train else empty, np.sort(np.concatenate(test)) if test else empty
+
+
 def require_root(data_root: Path | None, dataset: str, how: str) -> Path:
     """The data root, or a one-line error saying how to give one."""
     if data_root is None:

@@ -1,0 +1,83 @@
+"""Time one CLIP training step (forward, loss, backward, AdamW step) in fp32 and under bf16 autocast.
+
+The step is the one the runner takes for MoRA/CoDyRA-style training: a frozen CLIP (random
+init: no package ships CLIP weights) with LoRA adapters on q, k, v, o, fc and proj of both
+encoders, the §1.3 loss (image->text over the task's classes plus text->image) on a batch of
+preprocessed 224x224 images, text embeddings of the task's classes recomputed every step.
+
+    python perf/clip_step.py                      # ViT-B-32, batch 32, 10 classes, fp32 and bf16
+    python perf/clip_step.py --arch ViT-B-16 --steps 3 --amp bf16
+
+Prints seconds per step (median of the timed steps, after warm-up). On a shared machine the
+numbers vary with the load: report them with the machine and its load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from clbench.api.stream import ExampleListDataset, Experience, Stream
+from clbench.backbones.clip import build_clip
+from clbench.nn import apply_lora
+from clbench.training import autocast
+
+
+def build(arch: str, classes: int, rank: int) -> tuple[object, list[torch.nn.Parameter]]:
+    backbone = build_clip(f"clip:{arch}")
+    empty = ExampleListDataset([])
+    exp = Experience(index=0, name="task", train=empty, test=empty, class_ids=tuple(range(classes)), templates=("a photo of a {}.",))
+    backbone.bind(Stream(protocol="task-incremental", experiences=(exp,), class_names=tuple(f"class {i}" for i in range(classes))))
+    backbone.model.requires_grad_(False)
+    layers = backbone.adapter_targets(["q", "k", "v", "o", "fc", "proj"])
+    apply_lora(backbone.model, layers, rank=rank, alpha=float(rank))
+    backbone.model.train()
+    params = [p for p in backbone.model.parameters() if p.requires_grad]
+    return backbone, params
+
+
+def time_steps(backbone: object, params: list[torch.nn.Parameter], batch: dict, amp: str, warmup: int, steps: int) -> list[float]:
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        with autocast(torch.device("cpu"), amp):
+            loss = backbone.loss(batch)  # type: ignore[attr-defined]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="ViT-B-32")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--amp", default="none,bf16", help="comma-separated: none, bf16")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    backbone, params = build(args.arch, args.classes, args.rank)
+    size = backbone.model.visual.image_size  # type: ignore[attr-defined]
+    size = size[0] if isinstance(size, tuple) else size
+    batch = {"image": torch.randn(args.batch, 3, size, size), "y": torch.arange(args.batch) % args.classes,
+             "task_id": torch.zeros(args.batch, dtype=torch.long), "tasks": (0,)}
+    print(f"{args.arch} random init, LoRA r={args.rank} on q,k,v,o,fc,proj of both encoders ({len(params)} tensors, "
+          f"{sum(p.numel() for p in params):,} trainable params), batch {args.batch}, {args.classes} classes")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
+    for amp in args.amp.split(","):
+        times = time_steps(backbone, params, batch, amp.strip(), args.warmup, args.steps)
+        print(f"amp={amp:<5} s/step median {statistics.median(times):.3f}  min {min(times):.3f}  max {max(times):.3f}  ({len(times)} steps)")
+
+
+if __name__ == "__main__":
+    main()
