@@ -8,7 +8,8 @@ of ``x`` and the trainable slice, W0 frozen):
 * ``peft``: peft's LoRA ``Linear`` of the same total rank, ungated (what plain LoRA costs users);
 * ``compiled``: ``torch.compile`` of the eager reference;
 * ``cpu``: clbench's torch fast path (scatter + in-place ``addmm_``, hand-written backward);
-* ``triton``: clbench's Triton kernels (CUDA only).
+* ``triton``: clbench's Triton kernels (CUDA only);
+* ``triton-noskip``: the Triton forward with rank-block skipping off (forward only, CUDA only).
 
 Timing: on CUDA ``triton.testing.do_bench`` medians (L2 flushed between calls); on CPU the median
 of ``time.process_time`` over repeats with a fixed thread count (wall-clock on shared small
@@ -46,7 +47,8 @@ SHAPE_SETS: dict[str, list[LayerShape]] = {
     ],
     "llama": [LayerShape("llama-qkvo-r64", 1536, 4096, 4096, 64, 8, 8)],
 }
-IMPLEMENTATIONS = ("base", "eager", "peft", "compiled", "cpu", "triton")
+IMPLEMENTATIONS = ("base", "eager", "peft", "compiled", "cpu", "triton", "triton-noskip")
+CUDA_ONLY = ("triton", "triton-noskip")
 MODES = ("fwd", "fwdbwd")
 
 
@@ -155,6 +157,8 @@ def _layer_fn(impl: str, p: Problem) -> tuple[Callable[[torch.Tensor], torch.Ten
     if impl in ("cpu", "triton"):
         return (lambda x: rank_gated_lora(x, p.weight, p.bias, p.a_frozen, p.b_frozen, p.a_train, p.b_train, p.gate,
                                           backend=impl)), [p.a_train, p.b_train]
+    if impl == "triton-noskip":
+        return _triton_without_skipping(p), []
     if impl == "compiled":
         compiled = torch.compile(rank_gated_lora_reference)
         return (lambda x: compiled(x, p.weight, p.bias, p.a_frozen, p.b_frozen, p.a_train, p.b_train,
@@ -164,6 +168,22 @@ def _layer_fn(impl: str, p: Problem) -> tuple[Callable[[torch.Tensor], torch.Ten
         params = [param for name, param in layer.named_parameters() if "lora_" in name]
         return layer, params
     raise UsageError(f"unknown implementation {impl!r}; choose from {', '.join(IMPLEMENTATIONS)}")
+
+
+def _triton_without_skipping(p: Problem) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The Triton forward (K1 + K2) with every rank block computed: what rank-block skipping saves."""
+    from clbench.kernels.plan import join_banks, plan_gate
+    from clbench.kernels.triton_path import forward
+
+    a_all, b_all, _ = join_banks(p.a_frozen, p.b_frozen, p.a_train, p.b_train, 1.0)
+
+    def layer(x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            raise NotImplementedError("triton-noskip is timed for the forward only")
+        plan = plan_gate(p.gate, a_all.shape[0], x.shape[0])
+        return forward(plan, x, p.weight, p.bias, a_all, b_all, None, skip_blocks=False)[0]
+
+    return layer
 
 
 def _peft_layer(p: Problem) -> torch.nn.Module:
@@ -221,6 +241,8 @@ def run_benchmark(device: torch.device, shapes: list[LayerShape], impls: list[st
         for mode in modes:
             base_s: float | None = None
             for impl in impls:
+                if impl == "triton-noskip" and mode != "fwd":
+                    continue
                 kind = "base" if impl == "base" else "gated"
                 try:
                     seconds = _bench_one(impl, mode, problem, device, repeats, warmup)

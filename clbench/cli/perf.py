@@ -25,8 +25,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda (default: auto)")
     p.add_argument("--shapes", default="default",
                    help="tiny (harness smoke test), small, clip, llama or all (default: small on CPU, all on CUDA)")
-    p.add_argument("--impl", default=None, help="comma-separated subset of base,eager,peft,compiled,cpu,triton "
-                                                "(default: all that apply to the device)")
+    p.add_argument("--impl", default=None, help="comma-separated subset of base,eager,peft,compiled,cpu,triton,"
+                                                "triton-noskip (default: all that apply to the device)")
     p.add_argument("--mode", default="fwd,fwdbwd", help="fwd, fwdbwd or both comma-separated (default: both)")
     p.add_argument("--repeats", type=int, default=11, help="timed calls per measurement (CPU median; default 11)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing on CPU (default 2)")
@@ -57,9 +57,9 @@ def cmd_perf(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     shapes = perfbench.shapes_for(args.shapes, device)
-    default_impls = [i for i in perfbench.IMPLEMENTATIONS if device.type == "cuda" or i != "triton"]
+    default_impls = [i for i in perfbench.IMPLEMENTATIONS if device.type == "cuda" or i not in perfbench.CUDA_ONLY]
     impls = default_impls if args.impl is None else _split(args.impl, perfbench.IMPLEMENTATIONS, "implementation")
-    if "triton" in impls and device.type != "cuda":
+    if any(i in perfbench.CUDA_ONLY for i in impls) and device.type != "cuda":
         raise UsageError("--impl triton needs --device cuda (the interpreter is for tests, not timing)")
     modes = _split(args.mode, perfbench.MODES, "mode")
     if "base" not in impls:
