@@ -19,6 +19,7 @@ from clbench.nn import MoRASettings
 #         thre 0.2; lora scaling 1; F.normalize eps 1e-12).
 #   llm:  TRACE/runner_moram.sh (q/k/v/o; r=8, alpha 16 so s=2, dropout 0.1, topk 8, temp 0.03,
 #         threshold 0.2; F.normalize eps 1e-8).
+#   vit: not in the paper; CLIP's values on timm's block weights, training from the benchmark.
 #   classic: not in the paper; chosen for the digits MLP (see docs/strategies/mora.md): the
 #         first hidden layer(s), r=8, topk=8, τ=0.05, δ=0.2, scale 1, and the head trained fully.
 ADAPTER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -28,6 +29,10 @@ ADAPTER_DEFAULTS: dict[str, dict[str, Any]] = {
             "scale": 2.0, "dropout": 0.1, "norm_eps": 1e-8},
     "classic": {"targets": ("fc",), "rank": 8, "topk": 8, "temperature": 0.05, "threshold": 0.2,
                 "scale": 1.0, "dropout": 0.0, "norm_eps": 1e-12},
+    # timm ViT (class-incremental image benchmarks): not in the paper; the CLIP values on every
+    # block weight (q/k/v are one fused qkv linear in timm, so they share one atom bank).
+    "vit": {"targets": ("qkv", "o", "fc", "proj"), "rank": 16, "topk": 16, "temperature": 0.01, "threshold": 0.2,
+            "scale": 1.0, "dropout": 0.0, "norm_eps": 1e-12},
 }
 
 # AdamW, lr 5e-4, betas (0.9, 0.9999), no weight decay, cosine without warm-up, 500 iterations of
@@ -49,7 +54,8 @@ class MoRAConfig(StrategyConfig):
     CLIP r=16, topk=16, τ=0.01, δ=0.2, scale 1, both encoders' q/k/v/o/fc/proj, AdamW 5e-4,
     betas (0.9, 0.9999), cosine, 500 iterations of batch 64 per task; LLM r=8, alpha 16 (scale 2),
     dropout 0.1, topk=8, τ=0.03, δ=0.2, q/k/v/o, AdamW 5e-4 cosine; classic MLP r=8, topk=8,
-    τ=0.05, δ=0.2, hidden layers, AdamW 5e-3 cosine.
+    τ=0.05, δ=0.2, hidden layers, AdamW 5e-3 cosine; ViT the CLIP adapter values on qkv/o/fc/proj
+    with the benchmark's training settings.
 
     Attributes:
         rank: rank-1 atoms added per task and per adapted layer (r).
@@ -61,13 +67,13 @@ class MoRAConfig(StrategyConfig):
             (default: CLIP and classic rank, i.e. scale 1; LLM 16).
         dropout: dropout on the adapter input (default: LLM 0.1, else 0).
         norm_eps: floor on the response norm (default: LLM 1e-8, else 1e-12).
-        targets: generic layer names to adapt (q, k, v, o, fc, proj) or module-name globs; empty
-            = the kind's default (CLIP and classic as above, LLM q, k, v, o).
+        targets: generic layer names to adapt (q, k, v, o, fc, proj; qkv on ViT) or module-name
+            globs; empty = the kind's default (as above).
         bake_scaling_on_freeze: false (faithful to the official LLM code): a task's values enter
             the frozen bank without the alpha / rank scale they were trained with; true: the
             bank keeps the scaled values (the fixed variant, for ablations).
-        train_head: also train the classifier head fully (classic backbones, whose head has no
-            pretrained weights).
+        train_head: also train the classifier heads fully (classic and ViT backbones, whose heads
+            have no pretrained weights).
     """
 
     rank: int | None = None

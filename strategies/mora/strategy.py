@@ -46,9 +46,10 @@ class MoRA(Strategy):
         self.layers: dict[str, MoRALinear] = apply_mora(backbone.model, dict(sorted(layers.items())), self.settings)
         # The resolved per-kind values (the config records None for "the kind's default").
         log.info("mora: %d adapted layers, settings %s", len(self.layers), dataclasses.asdict(self.settings))
-        if self.config.train_head and backbone.kind == "classic":
-            for p in backbone.adapter_targets(["head"])["head"].parameters():
-                p.requires_grad_(True)
+        if self.config.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
+            for head in backbone.adapter_targets(["head"]).values():
+                for p in head.parameters():
+                    p.requires_grad_(True)
         self.frozen_tasks: list[str] = []  # owner of each r-atom block of the bank, in order
         self.current_task: str | None = None  # owner of the trainable atoms
         self._routing: dict[str, tuple[list[float], int]] = {}  # evaluated task -> (activations per owner, tokens)
