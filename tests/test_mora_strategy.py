@@ -195,3 +195,19 @@ def test_mora_on_the_mtil_protocol_with_a_tiny_clip(tmp_path: Path) -> None:
     matrix = results["matrix"]["values"]
     assert len(matrix) == 3 and all(0 <= v <= 1 for row in matrix for v in row)
     assert set(results["metrics"]) >= {"mtil_transfer", "mtil_avg", "mtil_last"}
+
+
+# ---- LLM: the quickstart ----------------------------------------------------------------------
+@pytest.mark.slow
+def test_mora_on_the_quickstart(tmp_path: Path) -> None:
+    """SmolLM2-135M (offline GGUF wheel) on the quickstart: q/k/v/o banks grow, probe rows routed too."""
+    results = run(RunOptions(benchmark="quickstart", strategy="mora", out=tmp_path, progress=False))
+    assert results["status"] == "complete"
+    entries = [entry["mora"] for entry in results["telemetry"]]
+    tasks = results["benchmark"]["tasks"]
+    assert [e["bank_atoms_per_module"] for e in entries] == [8 * (t + 1) for t in range(len(tasks))]
+    assert set(entries[0]["bank_parameters_by_target"]) == {"q", "k", "v", "o"}
+    assert entries[-1]["routing_columns"] == tasks
+    assert entries[-1]["routing_rows"] == [*tasks, *results["benchmark"]["probes"]]
+    assert 0 < entries[-1]["active_experts_per_token"] <= 8
+    assert results["train"]["lr"] == 5e-4 and results["train"]["scheduler"] == "cosine"
