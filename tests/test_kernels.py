@@ -177,3 +177,13 @@ def test_bad_gate_shapes_are_reported() -> None:
     with pytest.raises(ValueError, match="k >= 1"):
         TopKMagnitudeGate(k=0)
     assert R_FROZEN < R
+
+
+@pytest.mark.parametrize("gate_name", ["softmax_threshold", "static", "dense"])
+def test_cpu_path_in_bf16_stays_within_the_bf16_tolerance(gate_name: str) -> None:
+    """bf16 operands: outputs and gradients within 1e-2 relative of fp64 (kernels.md §4d)."""
+    y_ref, g_ref = run_and_grad(make_problem(gate_name, dtype=torch.float64, seed=3), "reference")
+    y_cpu, g_cpu = run_and_grad(make_problem(gate_name, dtype=torch.bfloat16, seed=3), "cpu")
+    assert y_cpu.dtype == torch.bfloat16 and relative_error(y_cpu, y_ref) < 1e-2
+    for name, ref in g_ref.items():
+        assert relative_error(g_cpu[name], ref) < 1e-2, name
