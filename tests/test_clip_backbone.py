@@ -223,3 +223,22 @@ def test_collate_preprocesses_pil_images_by_mode(backbone: CLIPBackbone) -> None
     assert batch["image"].shape == (3, 3, 32, 32) and batch["tasks"] == (2,) and batch["y"].tolist() == [0, 1, 2]
     again = backbone.collate(items)
     assert torch.equal(batch["image"], again["image"])  # eval transform is deterministic
+
+
+def test_bf16_autocast_scores_and_trains_close_to_fp32(tiny: dict[str, Any]) -> None:
+    from clbench.training import autocast
+
+    backbone = build_clip(tiny["spec"])
+    stream = _stream("task-incremental", ("mnist",))
+    backbone.bind(stream)
+    backbone.model.requires_grad_(False)
+    backbone.model.visual.transformer.resblocks[0].attn.q_proj.weight.requires_grad_(True)
+    batch = {"image": torch.randn(6, 3, 32, 32), "y": torch.arange(6), "task_id": torch.zeros(6, dtype=torch.long), "tasks": (0,)}
+    fp32 = backbone.loss(batch)
+    with autocast(torch.device("cpu"), "bf16"):
+        bf16 = backbone.loss(batch)
+        backbone.eval_start()
+        scores = backbone.score(batch, stream.experiences[0])
+    bf16.backward()
+    assert torch.isfinite(bf16) and abs(float(bf16.detach()) - float(fp32.detach())) < 0.05 * abs(float(fp32.detach()))
+    assert scores.shape == (6,) and backbone.model.visual.transformer.resblocks[0].attn.q_proj.weight.grad is not None
