@@ -55,6 +55,11 @@ def _pow2_ranks(num_ranks: int) -> int:
     return max(16, 1 << (num_ranks - 1).bit_length())
 
 
+def triton_cdiv(a: int, b: int) -> int:
+    """Ceiling division."""
+    return -(-a // b)
+
+
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     """fp32 accumulation (and saved ``z``/``p``) for 16/32-bit inputs; fp64 for fp64 inputs (exact tests)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -113,11 +118,6 @@ def shrink_route(x2: torch.Tensor, a_all: torch.Tensor, plan: GatePlan, usage: t
     if usage is not None:
         usage.add_(counts.to(usage.dtype))
     return Routed(z, p, norm, flags, block_r, cfg)
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    """Ceiling division."""
-    return -(-a // b)
 
 
 def gated_gemm(left: torch.Tensor, right: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None,
