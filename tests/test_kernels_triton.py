@@ -27,16 +27,26 @@ interp = pytest.mark.skipif(not CHILD, reason="runs in the TRITON_INTERPRET=1 ch
 HAS_CUDA = torch.cuda.is_available()
 
 
-def test_triton_kernels_under_the_interpreter() -> None:
-    """Runs this file's interpreter tests in a child with ``TRITON_INTERPRET=1`` (set before Triton loads)."""
+def _run_interpreter_child(markers: str) -> None:
     if CHILD:
         pytest.skip("already the child")
     env = {**os.environ, "TRITON_INTERPRET": "1", "CLBENCH_TRITON_CHILD": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-x", "-p", "no:cacheprovider",
-                             "-k", "interp", "-m", "not slow and not gpu"],
-                            capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent, timeout=600)
+                             "-k", "interp", "-m", markers],
+                            capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent, timeout=1200)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_triton_kernels_under_the_interpreter() -> None:
+    """Runs this file's interpreter tests in a child with ``TRITON_INTERPRET=1`` (set before Triton loads)."""
+    _run_interpreter_child("not slow and not gpu")
+
+
+@pytest.mark.slow
+def test_triton_kernels_under_the_interpreter_larger_shapes() -> None:
+    """The slow interpreter tests (more tokens, a CLIP-sized bank of 160 ranks)."""
+    _run_interpreter_child("slow and not gpu")
 
 
 # Other engineers' layer tests that pick CLBENCH_KERNELS=cpu; the plugin maps that to Triton in the child.
@@ -144,6 +154,8 @@ def test_interp_every_gate_matches_reference(gate_name: str, poisoned) -> None:
     ("magnitude_bias", dict(r_frozen=11, r_train=13, k=1)),
     ("softmax", dict(r_frozen=0, r_train=13, k=13)),
     pytest.param("softmax", dict(m=70, d_in=33, d_out=19, r_frozen=16, r_train=8, k=8), marks=pytest.mark.slow),
+    pytest.param("softmax", dict(m=40, d_in=40, d_out=50, r_frozen=144, r_train=16, k=16), marks=pytest.mark.slow),
+    pytest.param("static", dict(m=40, d_in=40, d_out=50, r_frozen=144, r_train=16), marks=pytest.mark.slow),
 ])
 def test_interp_odd_ranks_and_extreme_k(gate_name: str, shape: dict, poisoned) -> None:
     _check_against_reference(gate_name, "cpu", **shape)
