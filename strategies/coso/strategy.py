@@ -70,8 +70,8 @@ class CoSO(Strategy):
         self.current_task = 0
         if has_task_heads(backbone):
             backbone.set_visible_tasks(1)  # type: ignore[attr-defined]
-        log.info("coso: preset %s, %d layers (%s), r=%d, l=%d, T_gap=%d", self.settings.preset, len(self.layers),
-                 ", ".join(self.layers), self.settings.proj_rank, self.settings.sketch_rank, self.settings.update_gap)
+        log.info("coso: preset %s, %d layers (targets %s), r=%d, l=%d, T_gap=%d", self.settings.preset, len(self.layers),
+                 ",".join(targets), self.settings.proj_rank, self.settings.sketch_rank, self.settings.update_gap)
 
     # ---- heads --------------------------------------------------------------------------------
     def _head_parameters(self, task_index: int) -> list[nn.Parameter]:
