@@ -14,7 +14,8 @@ of ``x`` and the trainable slice, W0 frozen):
 Timing: on CUDA ``triton.testing.do_bench`` medians (L2 flushed between calls); on CPU the median
 of ``time.process_time`` over repeats with a fixed thread count (wall-clock on shared small
 machines is too noisy, kernels.md §4e). Each row reports time per call, the ratio to ``base``,
-achieved GB/s (unique bytes of §4b over the time) and the fraction of the physical floor.
+achieved GB/s (unique bytes of §4b over the time), the fraction of the physical floor, the
+spread between timing rounds, the forward's error against an fp64 reference and (CUDA) peak memory.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class Row:
     ratio_to_base: float | None
     gbps: float | None
     floor_fraction: float | None
+    spread: float | None = None
+    error: float | None = None
+    peak_mib: float | None = None
     note: str = ""
 
 
@@ -207,7 +211,8 @@ def _peft_layer(p: Problem) -> torch.nn.Module:
     return layer
 
 
-def _bench_one(impl: str, mode: str, p: Problem, device: torch.device, repeats: int, warmup: int) -> float:
+def _make_step(impl: str, mode: str, p: Problem) -> tuple[Callable[[], None], Callable[[torch.Tensor], torch.Tensor]]:
+    """The timed call of one (impl, mode), run once so compilation and JIT are excluded, and the layer."""
     layer, params = _layer_fn(impl, p)
     if mode == "fwd":
         x = p.x
@@ -221,14 +226,42 @@ def _bench_one(impl: str, mode: str, p: Problem, device: torch.device, repeats: 
 
         def step() -> None:
             torch.autograd.grad(layer(x), inputs, p.dy)
-    step()  # compile / JIT before timing
-    return _time(step, device, repeats=repeats, warmup=warmup)
+    step()
+    return step, layer
+
+
+def _fp64_outputs(p: Problem) -> dict[str, torch.Tensor]:
+    """fp64 references of the base layer and of the gated layer on the benchmark's inputs."""
+    def d(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.detach().double()
+
+    with torch.no_grad():
+        base = F.linear(d(p.x), d(p.weight), d(p.bias))
+        gated = rank_gated_lora_reference(d(p.x), d(p.weight), d(p.bias), d(p.a_frozen), d(p.b_frozen), d(p.a_train),
+                                          d(p.b_train), p.gate)
+    return {"base": base, "gated": gated}
+
+
+def _output_error(impl: str, layer: Callable[[torch.Tensor], torch.Tensor], p: Problem,
+                  refs: dict[str, torch.Tensor]) -> float | None:
+    """``‖y − y_fp64‖ / ‖y_fp64‖`` of the forward (``None`` for peft, which is ungated LoRA, another operation)."""
+    if impl == "peft":
+        return None
+    with torch.no_grad():
+        y = layer(p.x).double()
+    ref = refs["base" if impl == "base" else "gated"]
+    return float((y - ref).norm() / ref.norm())
 
 
 def run_benchmark(device: torch.device, shapes: list[LayerShape], impls: list[str], modes: list[str], *,
-                  repeats: int, warmup: int, threads: int | None,
+                  repeats: int, warmup: int, threads: int | None, rounds: int = 2,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Time every (shape, impl, mode); returns the JSON-ready results (``rows`` plus run metadata)."""
+    """Time every (shape, impl, mode) in ``rounds`` interleaved rounds; returns JSON-ready results.
+
+    Each row's time is the median over rounds of the per-round medians and ``spread`` is the
+    rounds' range relative to it: a difference between implementations smaller than the spread is
+    noise (kernels.md §4c). ``error`` is the forward's relative error against the fp64 reference.
+    """
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if device.type == "cpu" and threads:
         torch.set_num_threads(threads)
@@ -238,31 +271,49 @@ def run_benchmark(device: torch.device, shapes: list[LayerShape], impls: list[st
     for shape in shapes:
         problem = make_problem(shape, device, dtype)
         floors = layer_floors(shape, elem, figures)
+        refs = _fp64_outputs(problem)
         for mode in modes:
-            base_s: float | None = None
+            steps: dict[str, Callable[[], None]] = {}
+            errors: dict[str, float | None] = {}
+            peaks: dict[str, float | None] = {}
+            failed: dict[str, str] = {}
             for impl in impls:
                 if impl == "triton-noskip" and mode != "fwd":
                     continue
-                kind = "base" if impl == "base" else "gated"
                 try:
-                    seconds = _bench_one(impl, mode, problem, device, repeats, warmup)
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
+                    steps[impl], layer = _make_step(impl, mode, problem)
+                    peaks[impl] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+                    errors[impl] = _output_error(impl, layer, problem, refs) if mode == "fwd" else None
                 except Exception as exc:  # one failing implementation must not hide the others' numbers
-                    rows.append(Row(shape.name, impl, mode, None, None, None, None, f"{type(exc).__name__}: {exc}"[:160]))
-                    log(f"  {shape.name} {mode} {impl}: skipped ({rows[-1].note})")
+                    failed[impl] = f"{type(exc).__name__}: {exc}"[:160]
+                    log(f"  {shape.name} {mode} {impl}: skipped ({failed[impl]})")
+            samples: dict[str, list[float]] = {impl: [] for impl in steps}
+            for _ in range(rounds):
+                for impl, step in steps.items():
+                    samples[impl].append(_time(step, device, repeats=repeats, warmup=warmup))
+            base_s = statistics.median(samples["base"]) if "base" in samples else None
+            for impl in impls:
+                if impl in failed:
+                    rows.append(Row(shape.name, impl, mode, None, None, None, None, note=failed[impl]))
+                if impl not in samples:
                     continue
-                if impl == "base":
-                    base_s = seconds
-                nbytes = floors[f"{kind}_{mode}_bytes"]
+                seconds = statistics.median(samples[impl])
+                kind = "base" if impl == "base" else "gated"
                 rows.append(Row(shape.name, impl, mode, seconds, None if base_s is None else seconds / base_s,
-                                nbytes / seconds / 1e9, floors[f"{kind}_{mode}"] / seconds))
+                                floors[f"{kind}_{mode}_bytes"] / seconds / 1e9, floors[f"{kind}_{mode}"] / seconds,
+                                spread=(max(samples[impl]) - min(samples[impl])) / seconds, error=errors[impl],
+                                peak_mib=peaks[impl]))
                 log(f"  {shape.name} {mode} {impl}: {seconds * 1e3:.3f} ms")
+        del problem, refs
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return {
         "device": figures.name, "device_figures": {"bandwidth_Bps": figures.bandwidth, "peak_flops": figures.peak_flops,
                                                    "source": figures.source},
         "dtype": str(dtype).split(".")[-1], "timer": "triton do_bench median" if device.type == "cuda"
-        else f"process_time median of {repeats}, {torch.get_num_threads()} thread(s)",
+        else f"process_time median of {repeats}, {torch.get_num_threads()} thread(s)", "rounds": rounds,
         "torch": torch.__version__, "shapes": [s.as_dict() for s in shapes],
         "floors_s": {s.name: layer_floors(s, elem, figures) for s in shapes},
         "rows": [row.__dict__ for row in rows],
@@ -271,17 +322,22 @@ def run_benchmark(device: torch.device, shapes: list[LayerShape], impls: list[st
 
 def format_table(results: dict[str, Any]) -> str:
     """The side-by-side table (printed last so it survives when only the tail of the output is kept)."""
-    head = f"{'shape':<16} {'mode':<7} {'impl':<9} {'ms/call':>10} {'x base':>7} {'GB/s':>8} {'% floor':>8}  note"
-    lines = [f"device: {results['device']} ({results['dtype']}; {results['timer']})",
+    head = (f"{'shape':<16} {'mode':<7} {'impl':<13} {'ms/call':>10} {'spread':>7} {'x base':>7} {'GB/s':>8} "
+            f"{'% floor':>8} {'err fp64':>9} {'peak MiB':>9}  note")
+    lines = [f"device: {results['device']} ({results['dtype']}; {results['timer']}; {results['rounds']} rounds)",
              f"floors from: {results['device_figures']['source']}", head, "-" * len(head)]
+
+    def fmt(value: float | None, spec: str, width: int) -> str:
+        return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
+
     for row in results["rows"]:
         if row["seconds"] is None:
-            lines.append(f"{row['shape']:<16} {row['mode']:<7} {row['impl']:<9} {'-':>10} {'-':>7} {'-':>8} {'-':>8}  "
-                         f"{row['note']}")
+            lines.append(f"{row['shape']:<16} {row['mode']:<7} {row['impl']:<13} {'-':>10}  {row['note']}")
             continue
-        ratio = "-" if row["ratio_to_base"] is None else f"{row['ratio_to_base']:.2f}"
-        lines.append(f"{row['shape']:<16} {row['mode']:<7} {row['impl']:<9} {row['seconds'] * 1e3:>10.3f} {ratio:>7} "
-                     f"{row['gbps']:>8.1f} {100 * row['floor_fraction']:>7.1f}%  {row['note']}")
+        lines.append(f"{row['shape']:<16} {row['mode']:<7} {row['impl']:<13} {row['seconds'] * 1e3:>10.3f} "
+                     f"{fmt(None if row['spread'] is None else 100 * row['spread'], '.1f', 6)}% "
+                     f"{fmt(row['ratio_to_base'], '.2f', 7)} {row['gbps']:>8.1f} {100 * row['floor_fraction']:>7.1f}% "
+                     f"{fmt(row['error'], '.1e', 9)} {fmt(row['peak_mib'], '.0f', 9)}  {row['note']}")
     return "\n".join(lines)
 
 

@@ -56,6 +56,10 @@ def test_perf_harness_times_the_cpu_implementations(tmp_path: Path) -> None:
     results = _run_tiny(["base", "eager", "cpu"])
     rows = {(r["impl"], r["mode"]): r for r in results["rows"]}
     assert rows[("base", "fwd")]["ratio_to_base"] == 1.0
+    # The timed implementations compute the layer: forward error against fp64 at fp32 level.
+    for impl in ("base", "eager", "cpu"):
+        assert rows[(impl, "fwd")]["error"] < 1e-5, impl
+    assert rows[("cpu", "fwd")]["spread"] >= 0
     table = perfbench.format_table(results)
     assert table.splitlines()[-1].startswith("tiny") and "% floor" in table
     perfbench.write_json(results, tmp_path / "out" / "perf.json")
@@ -72,7 +76,7 @@ def test_perf_cli_writes_json(cli, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args", [["--impl", "fastest"], ["--shapes", "huge"], ["--mode", "sideways"],
-                                  ["--device", "tpu"], ["--repeats", "0"]])
+                                  ["--device", "tpu"], ["--repeats", "0"], ["--rounds", "0"]])
 def test_perf_cli_rejects_bad_options_in_one_line(cli, args: list[str]) -> None:
     status, out, err = cli("perf", "--shapes", "tiny", *args) if "--shapes" not in args else cli("perf", *args)
     assert status == 2

@@ -29,6 +29,7 @@ def add_parser(sub: Any) -> None:
                                                 "triton-noskip (default: all that apply to the device)")
     p.add_argument("--mode", default="fwd,fwdbwd", help="fwd, fwdbwd or both comma-separated (default: both)")
     p.add_argument("--repeats", type=int, default=11, help="timed calls per measurement (CPU median; default 11)")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds; their range is the noise (default 2)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing on CPU (default 2)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: process time is per thread)")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
@@ -52,8 +53,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
         raise UsageError(f"--device must be auto, cpu or cuda, got {args.device!r}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is visible here; use --device cpu")
-    if args.repeats < 1 or args.warmup < 0 or args.threads < 1:
-        raise UsageError("--repeats and --threads must be >= 1 and --warmup >= 0")
+    if args.repeats < 1 or args.rounds < 1 or args.warmup < 0 or args.threads < 1:
+        raise UsageError("--repeats, --rounds and --threads must be >= 1 and --warmup >= 0")
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     shapes = perfbench.shapes_for(args.shapes, device)
@@ -65,7 +66,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
     if "base" not in impls:
         impls = ["base", *impls]  # every ratio is against the base layer timed in the same run
     results = perfbench.run_benchmark(device, shapes, impls, modes, repeats=args.repeats, warmup=args.warmup,
-                                      threads=args.threads)
+                                      threads=args.threads, rounds=args.rounds)
     if args.json is not None:
         perfbench.write_json(results, args.json)
     print(perfbench.format_table(results))
