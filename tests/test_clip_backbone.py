@@ -211,7 +211,7 @@ def test_loss_with_frozen_text_caches_current_texts(backbone: CLIPBackbone) -> N
     state = backbone._train_states[(0,)]
     assert state.frozen_current_text is not None and len(state.previous_text) == 0 and state.include_text_to_image
     assert backbone.model.visual.transformer.resblocks[1].attn.v_proj.weight.grad is not None
-    logits = backbone.outputs(batch)
+    logits = backbone.outputs({k: v for k, v in batch.items() if k != "tasks"})  # task ids read from task_id
     assert logits.shape == (4, 10)
     backbone.model.requires_grad_(False)
 

@@ -18,7 +18,7 @@ from clbench.data import LoaderContext, build_stream
 from clbench.data import vision, vision_folders
 from clbench.data.vision_base import ImageTaskDataset, select_examples
 from clbench.errors import MissingAssetError, UsageError
-from test_vision_fixtures import write_domainnet, write_eurosat, write_idx, write_image_folder, write_mnist_like
+from test_vision_fixtures import write_domainnet, write_eurosat, write_image_folder, write_mnist_like
 
 WNIDS = ["n01443537", "n01484850", "n01494475"]  # goldfish, great white shark, hammerhead (ImageNet ids)
 

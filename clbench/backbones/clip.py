@@ -205,11 +205,19 @@ class CLIPBackbone(Backbone):
         Columns follow the ascending global ids of those classes; texts are encoded under the
         caller's grad mode, so a distillation loss gets gradients into an adapted text encoder.
         """
-        classes = torch.cat([self.task_classes[t] for t in batch["tasks"]]).unique()
+        classes = torch.cat([self.task_classes[t] for t in self.batch_tasks(batch)]).unique()
         texts = self._bank().first_template_embeddings(self.model, classes)
         return self.model.logit_scale.exp() * self.image_features(batch["image"]) @ texts.t()
 
     # ---- training -----------------------------------------------------------------------
+    @staticmethod
+    def batch_tasks(batch: Batch) -> tuple[int, ...]:
+        """The sorted task ids of a batch (from ``collate``'s ``tasks``, else from ``task_id``)."""
+        tasks = batch.get("tasks")
+        if tasks is None:  # a batch not made by collate: one synchronisation to read the ids
+            tasks = tuple(sorted(set(torch.as_tensor(batch["task_id"]).reshape(-1).tolist())))
+        return tuple(tasks)
+
     def _trainable(self, vision: bool) -> bool:
         for name, param in self.model.named_parameters():
             if not param.requires_grad or name in NON_ENCODER_PARAMS:
@@ -243,7 +251,7 @@ class CLIPBackbone(Backbone):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """The §1.3 CLIP loss for the classes of the batch's task(s)."""
-        state = self._training_state(batch["tasks"])
+        state = self._training_state(self.batch_tasks(batch))
         current_text = state.frozen_current_text
         if current_text is None:
             current_text = self._bank().first_template_embeddings(self.model, state.current_ids)
