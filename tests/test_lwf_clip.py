@@ -17,6 +17,7 @@ from clbench.runner import RunOptions, run
 from clbench.strategies.lwf import LwF, LwFConfig, distillation_kl
 from test_vision_fixtures import write_eurosat, write_mnist_like, write_tiny_clip_config
 
+
 BENCHMARK = """version = 1
 description = "Two MTIL-style domains on fixture data."
 protocol = "{protocol}"
@@ -37,7 +38,10 @@ name = "eurosat"
 loader = "eurosat"
 """
 
+
 @pytest.fixture(scope="module")
+
+
 def clip_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import open_clip
 
@@ -57,10 +61,12 @@ def clip_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         benches[protocol] = bench
     return {"data": data, **benches}
 
+
 @pytest.mark.parametrize("protocol", ["class-incremental", "task-incremental"])
+
+
 def test_lwf_distills_logits_against_the_previous_class_texts(clip_setup: dict[str, Path], protocol: str) -> None:
     spec = load_benchmark_file(clip_setup[protocol])
-
     stream = build_stream(spec, data_root=clip_setup["data"])
     backbone = build_backbone(spec.backbone)
     backbone.bind(stream)
@@ -82,7 +88,10 @@ def test_lwf_distills_logits_against_the_previous_class_texts(clip_setup: dict[s
     assert float(expected) > 0
     assert float(strategy.distillation(batch).detach()) == pytest.approx(float(expected), rel=1e-4)
 
+
 @pytest.mark.parametrize(("strategy", "overrides"), [("ewc", {"fisher_samples": "4"}), ("lwf", {}), ("replay", {"buffer_size": "5"})])
+
+
 def test_runs_end_to_end_on_clip(strategy: str, overrides: dict[str, str], clip_setup: dict[str, Path], tmp_path: Path) -> None:
     result = run(RunOptions(benchmark=str(clip_setup["task-incremental"]), strategy=strategy, out=tmp_path, progress=False,
                             overrides=overrides, data_root=clip_setup["data"], device="cpu"))
