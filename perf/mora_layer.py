@@ -12,7 +12,9 @@ Usage::
     python perf/mora_layer.py --tokens 4096 --threads 1
     python perf/mora_layer.py --device cuda --dtype bfloat16 --backends triton,reference
 
-Prints one line per backend with the MoRA/LoRA ratio, plus the base linear layer for scale.
+Prints one line per backend with the MoRA/LoRA ratio, plus the base linear layer for scale. On the
+CPU the default clock is the process's CPU time (all threads), so a machine shared with other jobs
+does not distort the ratios; ``--clock wall`` gives elapsed time.
 """
 
 from __future__ import annotations
@@ -34,26 +36,39 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_step(layer: nn.Module, x: torch.Tensor, cotangent: torch.Tensor, repeats: int, warmup: int) -> float:
-    """Median seconds of forward + backward + zeroing the gradients."""
+def make_step(layer: nn.Module, x: torch.Tensor, cotangent: torch.Tensor) -> Callable[[], None]:
+    """One training step's layer work: forward, backward of ``cotangent``, gradients dropped."""
     params = [p for p in layer.parameters() if p.requires_grad]
 
     def step() -> None:
-        out = layer(x)
-        out.backward(cotangent)
+        layer(x).backward(cotangent)
+        x.grad = None
         for p in params:
             p.grad = None
 
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        _sync(x.device)
-        start = time.perf_counter()
-        step()
-        _sync(x.device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return step
+
+
+def time_round_robin(steps: dict[str, tuple[Callable[[], None], str]], repeats: int, warmup: int, device: torch.device,
+                     clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median seconds per step of each variant, timed in turn within every repeat.
+
+    Round-robin timing keeps a shared, fluctuating machine load from favouring whichever
+    variant happened to run in a quiet moment. Each variant is ``(step, CLBENCH_KERNELS value)``.
+    ``clock`` is wall time by default; ``time.process_time`` counts the CPU time of every thread
+    of this process, which a busy shared machine does not inflate.
+    """
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(warmup + repeats):
+        for name, (step, backend) in steps.items():
+            os.environ["CLBENCH_KERNELS"] = backend
+            _sync(device)
+            start = clock()
+            step()
+            _sync(device)
+            if i >= warmup:
+                times[name].append(clock() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def build_mora(base: nn.Linear, rank: int, total: int, topk: int) -> MoRALinear:
@@ -79,6 +94,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--backends", default="reference,cpu", help="comma list for CLBENCH_KERNELS")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default=None,
+                        help="wall time or process CPU time (default: cpu on the CPU, where other jobs inflate wall time; wall on CUDA)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
@@ -91,22 +108,26 @@ def main() -> None:
     x = torch.randn(args.tokens, args.dim, device=device, dtype=dtype, requires_grad=True)
     cotangent = torch.randn(args.tokens, args.dim, device=device, dtype=dtype)
 
-    def measure(make: Callable[[], nn.Module]) -> float:
-        layer = make().to(device, dtype).train()
-        return time_step(layer, x, cotangent, args.repeats, args.warmup)
-
     print(f"device={device} dtype={args.dtype} threads={torch.get_num_threads()} tokens={args.tokens} d={args.dim} "
-          f"R={args.total_rank} (trainable {args.rank}) k={args.topk}")
+          f"R={args.total_rank} (trainable {args.rank}) k={args.topk} repeats={args.repeats} (median, round-robin)")
     frozen = nn.Linear(args.dim, args.dim).to(device, dtype)
     frozen.load_state_dict(base.state_dict())
     frozen.requires_grad_(False)
-    base_time = measure(lambda: frozen)
-    lora_time = measure(lambda: LoRALinear(base, rank=args.total_rank, alpha=float(args.total_rank)))
+    lora = LoRALinear(base, rank=args.total_rank, alpha=float(args.total_rank)).to(device, dtype).train()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    steps = {"base": (make_step(frozen, x, cotangent), "auto"), "lora": (make_step(lora, x, cotangent), "auto")}
+    for backend in backends:
+        mora = build_mora(base, args.rank, args.total_rank, args.topk).to(device, dtype).train()
+        steps[f"mora-{backend}"] = (make_step(mora, x, cotangent), backend)
+    clock_name = args.clock or ("cpu" if device.type == "cpu" else "wall")
+    clock = time.process_time if clock_name == "cpu" else time.perf_counter
+    print(f"clock: {clock_name} time")
+    result = time_round_robin(steps, args.repeats, args.warmup, device, clock)
+    base_time, lora_time = result["base"], result["lora"]
     print(f"base linear (frozen, dx only)      {base_time * 1e3:8.2f} ms")
     print(f"LoRA rank {args.total_rank:<4d} (all trainable)   {lora_time * 1e3:8.2f} ms   {lora_time / base_time:5.2f}x base")
-    for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-        os.environ["CLBENCH_KERNELS"] = backend
-        mora_time = measure(lambda: build_mora(base, args.rank, args.total_rank, args.topk))
+    for backend in backends:
+        mora_time = result[f"mora-{backend}"]
         print(f"MoRA R={args.total_rank} k={args.topk} [{backend:9s}]    {mora_time * 1e3:8.2f} ms   {mora_time / base_time:5.2f}x base   "
               f"MoRA/LoRA = {mora_time / lora_time:.2f}")
 
