@@ -245,3 +245,25 @@ def test_bad_groups_are_rejected() -> None:
         _coso(torch.nn.Parameter(torch.zeros(4)))
     with pytest.raises(ValueError, match="svd"):
         _coso(torch.nn.Parameter(torch.zeros(4, 4)), svd="qr")
+
+
+@pytest.mark.gpu
+def test_cuda_steps_match_the_cpu_steps() -> None:
+    """On CUDA (cuSOLVER SVD) the optimizer gives the CPU result; one refresh, so column signs
+    chosen by either SVD cancel in P·N."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    gen = torch.Generator().manual_seed(9)
+    history, _ = torch.linalg.qr(torch.randn(64, 6, generator=gen))
+    w0 = torch.randn(64, 48, generator=gen)
+    grads = [torch.randn(64, 48, generator=gen) for _ in range(5)]
+    results = []
+    for device in ("cpu", "cuda"):
+        weight = torch.nn.Parameter(w0.clone().to(device))
+        opt = _coso(weight, proj_rank=5, sketch_rank=8, update_gap=100)
+        opt.set_history(weight, history.to(device))
+        for g in grads:
+            weight.grad = g.to(device)
+            opt.step()
+        results.append(weight.detach().cpu())
+    torch.testing.assert_close(results[1], results[0], rtol=1e-4, atol=1e-5)

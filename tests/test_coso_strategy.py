@@ -142,3 +142,23 @@ def test_runs_end_to_end_on_split_digits_with_a_tiny_vit(tmp_path: Path) -> None
         assert all(0.0 <= v <= 1.0 for v in row)
     saved = json.loads((Path(data["_path"])).read_text())
     assert saved["telemetry"][0]["coso_history_dims"].keys() == {"encoder.blocks.0.attn.proj", "encoder.blocks.1.attn.proj"}
+
+
+def test_run_interrupted_after_a_task_resumes_to_identical_results(small_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = {"iterations": "8", "proj_rank": "4", "sketch_rank": "8"}
+    full = run(RunOptions(benchmark=str(small_digits), strategy="coso", overrides=overrides, out=tmp_path / "full", progress=False))
+
+    original = CoSO.after_task
+
+    def crash_on_second_task(self: CoSO, experience: object) -> None:
+        if experience.index == 1:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+        original(self, experience)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CoSO, "after_task", crash_on_second_task)
+    with pytest.raises(KeyboardInterrupt):
+        run(RunOptions(benchmark=str(small_digits), strategy="coso", overrides=overrides, out=tmp_path / "cut", progress=False))
+    monkeypatch.setattr(CoSO, "after_task", original)
+    resumed = run(RunOptions(benchmark=str(small_digits), strategy="coso", overrides=overrides, out=tmp_path / "cut", resume=True, progress=False))
+    assert resumed["matrix"]["values"] == full["matrix"]["values"]
+    assert resumed["telemetry"] == full["telemetry"]
