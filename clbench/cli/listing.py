@@ -164,7 +164,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.name.endswith(".toml") or registry.normalize(args.name.rpartition("/")[2]) in index:
         show_benchmark(args.name)
         shown = True
-    if any(p.name == registry.normalize(args.name.rpartition("/")[2]) for p in registry.plugins("strategies")):
+    base = args.name.rpartition("/")[2].partition(":")[0]  # NAME of a NAME:ARG strategy (avalanche:EWC)
+    if any(p.name == registry.normalize(base) for p in registry.plugins("strategies")):
         if shown:
             print()
         show_strategy(args.name)

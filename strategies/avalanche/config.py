@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -65,6 +66,15 @@ def _plain(annotation: Any) -> Any | None:
     return None
 
 
+def _parameter_docs(strategy_cls: type) -> dict[str, str]:
+    """``:param name: text`` entries of the avalanche constructor's docstring, one line each."""
+    text = inspect.getdoc(strategy_cls.__init__) or ""
+    docs = {}
+    for match in re.finditer(r":param (\w+):(.*?)(?=:param |:return|\Z)", text, flags=re.S):
+        docs[match.group(1)] = " ".join(match.group(2).split())
+    return docs
+
+
 def constructor_parameters(strategy_cls: type) -> dict[str, inspect.Parameter]:
     """The avalanche strategy's own keyword parameters (adapter-supplied ones left out)."""
     params = inspect.signature(strategy_cls.__init__).parameters
@@ -113,7 +123,9 @@ def config_for(name: str, strategy_cls: type) -> type[AvalancheConfig]:
         if missing:
             raise ValueError(f"avalanche:{name} needs {', '.join(missing)}; pass -S {missing[0]}=VALUE")
 
-    doc = f"Settings of ``avalanche:{name}``: clbench's shared fields plus {name}'s constructor hyperparameters."
+    described = _parameter_docs(strategy_cls)
+    lines = [f"    {s[0]}: {described.get(s[0], '(see avalanche)')}" for s in specs]
+    doc = f"Settings of ``avalanche:{name}``: clbench's shared fields plus {name}'s constructor hyperparameters.\n\nAttributes:\n" + "\n".join(lines)
     return dataclasses.make_dataclass(f"Avalanche{name}Config", specs, bases=(AvalancheConfig,), frozen=True, kw_only=True,
                                       namespace={"__post_init__": check_required, "__doc__": doc,
                                                  "avalanche_parameters": tuple(s[0] for s in specs)})
