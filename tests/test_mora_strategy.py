@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from clbench.api import Backbone, Experience, ExampleListDataset, RunContext, Stream, TrainSettings
 from clbench.config import build_config
 from clbench.errors import UsageError
 from clbench.runner import RunOptions, run
@@ -75,6 +77,54 @@ def test_overrides_win_and_are_checked() -> None:
         build_config(MoRAConfig, {"temperature": "0"}, owner="strategy 'mora'")
     with pytest.raises(UsageError, match="no setting"):
         build_config(MoRAConfig, {"tau": "0.1"}, owner="strategy 'mora'")
+
+
+class _OneLayer(Backbone):
+    """A bare backbone: one 8 -> 3 linear layer, adaptable as ``fc``."""
+
+    kind = "classic"
+    target_patterns = {"fc": ("0",)}
+
+    def loss(self, batch):  # noqa: ANN001, ANN201 - not trained here
+        raise NotImplementedError
+
+    def score(self, batch, experience):  # noqa: ANN001, ANN201
+        raise NotImplementedError
+
+
+def test_routing_matrix_counts_activations_per_owning_task() -> None:
+    """Two tasks whose inputs live in orthogonal subspaces, each owning the atoms keyed on its own
+    subspace: every activation lands on the owner's atoms, so the routing matrix is the identity."""
+    torch.manual_seed(0)
+    backbone = _OneLayer("one-layer", torch.nn.Sequential(torch.nn.Linear(8, 3)))
+    empty = ExampleListDataset([])
+    tasks = [Experience(index=i, name=name, train=empty, test=empty) for i, name in enumerate(("low", "high"))]
+    ctx = RunContext(stream=Stream(protocol="task-incremental", experiences=tuple(tasks)), train=TrainSettings(), device=torch.device("cpu"), seed=0)
+    strategy = MoRA(MoRAConfig(rank=4, topk=4, threshold=0.15, train_head=False), ctx)
+    strategy.setup(backbone)
+    layer = strategy.layers["0"]
+    eye = torch.eye(8)
+    for task, keys in zip(tasks, (eye[:4], eye[4:]), strict=True):
+        strategy.before_task(task)
+        with torch.no_grad():
+            layer.lora_A.copy_(keys)
+            layer.lora_B.normal_()
+    inputs = {"low": torch.rand(10, 8) * torch.tensor([1.0] * 4 + [0.0] * 4) + 0.5 * torch.tensor([1.0] * 4 + [0.0] * 4),
+              "high": torch.rand(6, 8) * torch.tensor([0.0] * 4 + [1.0] * 4) + 0.5 * torch.tensor([0.0] * 4 + [1.0] * 4)}
+    backbone.model.eval()
+    with torch.no_grad():
+        for task in tasks:
+            strategy.eval_task_start(task)
+            backbone.model(inputs[task.name])
+            strategy.eval_task_end(task)
+    mora = strategy.telemetry()["mora"]
+    assert mora["routing_rows"] == ["low", "high"] and mora["routing_columns"] == ["low", "high"]
+    assert mora["routing_matrix"] == [[1.0, 0.0], [0.0, 1.0]]
+    assert mora["routing_tokens"] == [10, 6]
+    # inputs in [0.5, 1.5]^4: every own-subspace score is >= 0.5 / sqrt(0.5² + 3 · 1.5²) ≈ 0.19 > δ = 0.15,
+    # so the owner's 4 atoms all stay active; the other task's scores are 0 < δ
+    assert mora["active_experts_per_token_by_task"] == [4.0, 4.0] and mora["active_experts_per_token"] == 4.0
+    assert (mora["bank_atoms_per_module"], mora["frozen_atoms_per_module"], mora["bank_parameters"]) == (8, 4, 8 * (8 + 3))
 
 
 def test_banks_grow_per_task_and_telemetry_describes_routing(reference: dict) -> None:
@@ -166,7 +216,6 @@ options = {{ classes = [0, 1], k_shot = 4 }}
 def test_mora_on_the_mtil_protocol_with_a_tiny_clip(tmp_path: Path) -> None:
     """Both encoders' q/k/v/o/fc/proj wrapped, banks grow, routing telemetry over image and text tokens."""
     import open_clip
-    import torch
 
     from test_vision_fixtures import write_eurosat, write_mnist_like, write_tiny_clip_config
 
