@@ -130,18 +130,29 @@ def test_bad_settings_are_one_line_usage_errors(small_digits: Path, tmp_path: Pa
         run(RunOptions(benchmark=str(small_digits), strategy="coso", backbone="vit:tiny", overrides={"targets": "q"}, out=tmp_path, progress=False))
 
 
-def test_runs_end_to_end_on_split_digits_with_a_tiny_vit(tmp_path: Path) -> None:
-    overrides = {"iterations": "20", "lr": "0.01", "head_lr": "0.01", "proj_rank": "4", "sketch_rank": "8"}
-    data = run(RunOptions(benchmark="digits-split", strategy="coso", backbone="vit:tiny", overrides=overrides, out=tmp_path, progress=False))
+def _check_vit_run(data: dict, n_tasks: int) -> None:
     assert data["status"] == "complete"
     assert data["backbone"]["kind"] == "vit"
-    assert len(data["telemetry"]) == 5
+    assert len(data["telemetry"]) == n_tasks
     dims = [t["coso_history_dims_total"] for t in data["telemetry"]]
     assert dims == sorted(dims) and dims[-1] > 0
     for row in data["matrix"]["values"][1:]:
         assert all(0.0 <= v <= 1.0 for v in row)
     saved = json.loads((Path(data["_path"])).read_text())
     assert saved["telemetry"][0]["coso_history_dims"].keys() == {"encoder.blocks.0.attn.proj", "encoder.blocks.1.attn.proj"}
+
+
+def test_runs_end_to_end_class_incremental_with_a_tiny_vit(small_digits: Path, tmp_path: Path) -> None:
+    overrides = {"iterations": "20", "lr": "0.01", "head_lr": "0.01", "proj_rank": "4", "sketch_rank": "8"}
+    data = run(RunOptions(benchmark=str(small_digits), strategy="coso", backbone="vit:tiny", overrides=overrides, out=tmp_path, progress=False))
+    _check_vit_run(data, 3)
+
+
+@pytest.mark.slow
+def test_runs_end_to_end_on_split_digits_with_a_tiny_vit(tmp_path: Path) -> None:
+    overrides = {"lr": "0.01", "head_lr": "0.01"}
+    data = run(RunOptions(benchmark="digits-split", strategy="coso", backbone="vit:tiny", overrides=overrides, out=tmp_path, progress=False))
+    _check_vit_run(data, 5)
 
 
 def test_run_interrupted_after_a_task_resumes_to_identical_results(small_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

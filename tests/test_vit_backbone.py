@@ -144,9 +144,15 @@ def test_missing_assets_and_bad_specs_fail_in_one_line(tmp_path: Path, monkeypat
         build_vit("vit:tiny@x.pt")
 
 
-def test_lora_runs_on_the_vit_kind_with_its_heads_trained(small_digits: Path, tmp_path: Path) -> None:
-    from clbench.runner import RunOptions, run
+def test_lora_adapts_qkv_and_trains_the_heads_on_the_vit_kind(small_digits: Path) -> None:
+    from clbench.api import RunContext
+    from clbench.strategies.lora import SequentialLoRA
 
-    data = run(RunOptions(benchmark=str(small_digits), strategy="lora", backbone="vit:tiny", overrides={"iterations": "3"}, out=tmp_path, progress=False))
-    assert data["status"] == "complete" and data["backbone"]["kind"] == "vit"
-    assert data["backbone"]["trainable_parameters"] > 0
+    backbone, stream = _digits_backbone(small_digits)
+    ctx = RunContext(stream=stream, train=registry.load_benchmark(str(small_digits))[0].train, device=torch.device("cpu"), seed=0)
+    strategy = SequentialLoRA(SequentialLoRA.Config(), ctx)
+    strategy.setup(backbone)
+    assert sorted(strategy.adapters) == ["encoder.blocks.0.attn.qkv", "encoder.blocks.1.attn.qkv"]
+    trainable = {n for n, p in backbone.model.named_parameters() if p.requires_grad}
+    assert {f"heads.{t}.weight" for t in range(3)} <= trainable
+    assert not any(n.startswith("encoder.") and "lora_" not in n for n in trainable)
