@@ -6,6 +6,11 @@ fresh atoms, so optimizer state is rebuilt per task); ``eval_task_start`` / ``ev
 count, per evaluated task, which task's atoms the gates activate; ``telemetry`` reports bank size,
 active experts per token and the routing matrix; ``state_dict`` / ``load_state_dict`` rebuild the
 grown banks on resume before the runner loads the saved tensors.
+
+Settings left as ``None`` take the paper runners' values for the backbone kind (CLIP r=16, topk=16,
+τ=0.01, δ=0.2, AdamW 5e-4 betas (0.9, 0.9999), cosine, 500 iterations of batch 64; LLM r=8,
+alpha 16, dropout 0.1, topk=8, τ=0.03, δ=0.2, AdamW 5e-4 cosine; see docs/strategies/mora.md);
+only training settings with no MoRA default fall back to the benchmark's.
 """
 
 from __future__ import annotations
