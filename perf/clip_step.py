@@ -8,7 +8,7 @@ preprocessed 224x224 images, text embeddings of the task's classes recomputed ev
     python perf/clip_step.py                      # ViT-B-32, batch 32, 10 classes, fp32 and bf16
     python perf/clip_step.py --arch ViT-B-16 --steps 3 --amp bf16
 
-Prints seconds per step (median of the timed steps, after warm-up). On a shared machine the
+Prints wall-clock and process-CPU seconds per step (medians of the timed steps, after warm-up). On a shared machine the
 numbers vary with the load: report them with the machine and its load average.
 """
 
@@ -40,19 +40,21 @@ def build(arch: str, classes: int, rank: int) -> tuple[object, list[torch.nn.Par
     return backbone, params
 
 
-def time_steps(backbone: object, params: list[torch.nn.Parameter], batch: dict, amp: str, warmup: int, steps: int) -> list[float]:
+def time_steps(backbone: object, params: list[torch.nn.Parameter], batch: dict, amp: str, warmup: int, steps: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and process CPU seconds of each timed step (CPU time is less sensitive to a busy machine)."""
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    times = []
+    wall, cpu = [], []
     for i in range(warmup + steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         with autocast(torch.device("cpu"), amp):
             loss = backbone.loss(batch)  # type: ignore[attr-defined]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def main() -> None:
@@ -75,8 +77,9 @@ def main() -> None:
           f"{sum(p.numel() for p in params):,} trainable params), batch {args.batch}, {args.classes} classes")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
     for amp in args.amp.split(","):
-        times = time_steps(backbone, params, batch, amp.strip(), args.warmup, args.steps)
-        print(f"amp={amp:<5} s/step median {statistics.median(times):.3f}  min {min(times):.3f}  max {max(times):.3f}  ({len(times)} steps)")
+        wall, cpu = time_steps(backbone, params, batch, amp.strip(), args.warmup, args.steps)
+        print(f"amp={amp:<5} wall s/step median {statistics.median(wall):.3f} (min {min(wall):.3f}, max {max(wall):.3f}); "
+              f"CPU s/step median {statistics.median(cpu):.3f} over {torch.get_num_threads()} threads ({len(wall)} steps, load {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":
