@@ -284,8 +284,12 @@ def build_vit(spec: str) -> ViTBackbone:
         if not path.is_file():
             raise MissingAssetError(f"ViT checkpoint {path} does not exist; pass an existing .safetensors/.bin/.pth/.npz file after '@'")
         overlay = {"file": str(path)}
-    elif cfg is not None and cfg.hf_hub_id and not _downloads_allowed() and not _cached_hub_weights(cfg.hf_hub_id):
-        raise MissingAssetError(f"weights of timm model {name!r} are not in the Hugging Face cache ({cfg.hf_hub_id}); set "
+    elif cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        # timm would silently fall back to random weights: never substitute a fake backbone.
+        raise MissingAssetError(f"timm knows no pretrained weights for {name!r}; name a tagged model (e.g. vit_base_patch16_224.augreg_in21k) "
+                                f"or pass a checkpoint as vit:{name}@/path/to/checkpoint")
+    elif not _downloads_allowed() and not (cfg.hf_hub_id and _cached_hub_weights(cfg.hf_hub_id)):
+        raise MissingAssetError(f"weights of timm model {name!r} are not in the Hugging Face cache ({cfg.hf_hub_id or cfg.url}); set "
                                 f"{ALLOW_DOWNLOAD_ENV}=1 to download them or use vit:{name}@/path/to/checkpoint")
     try:
         encoder = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay or None)
