@@ -77,6 +77,9 @@ class CoSOConfig(StrategyConfig):
             approximate; opt-in speed option).
         svd_oversample: extra columns of the randomized SVD.
         svd_power_iters: subspace iterations of the randomized SVD.
+        align_signs: flip each new projector column to agree in sign with the previous
+            projector's, so the unrotated Adam moments keep their meaning across refreshes
+            (always on for the randomized SVD; off for the full SVD, as in the official code).
         orthonormalize_history: QR-re-orthonormalise the historical basis after each append (off
             in the official code, which only concatenates).
         train_head: train the current task's head (task-head and classic backbones).
@@ -95,6 +98,7 @@ class CoSOConfig(StrategyConfig):
     svd: str = "full"
     svd_oversample: int = 10
     svd_power_iters: int = 2
+    align_signs: bool = False
     orthonormalize_history: bool = False
     train_head: bool = True
     scheduler: str | None = "cosine"

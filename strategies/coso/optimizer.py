@@ -43,6 +43,7 @@ COSO_DEFAULTS: dict[str, Any] = {
     "svd": "full",
     "svd_oversample": 10,
     "svd_power_iters": 2,
+    "align_signs": False,
 }
 
 
@@ -52,8 +53,10 @@ class CoSOAdamW(torch.optim.Optimizer):
     Args:
         params: parameters or parameter groups. A group with ``coso=True`` is optimised by CoSO
             and may set ``proj_rank`` (r), ``sketch_rank`` (ℓ), ``update_gap`` (T_gap),
-            ``sketch_decay`` (β), ``svd`` (``full`` or ``randomized``), ``svd_oversample`` and
-            ``svd_power_iters``; every parameter in it must be a matrix.
+            ``sketch_decay`` (β), ``svd`` (``full`` or ``randomized``), ``svd_oversample``,
+            ``svd_power_iters`` and ``align_signs`` (align the projector's column signs with the
+            previous projector's; always on for the randomized SVD); every parameter in it must
+            be a matrix.
         lr: learning rate.
         betas: Adam betas.
         eps: added to ``sqrt(vel)``.
@@ -159,10 +162,11 @@ class CoSOAdamW(torch.optim.Optimizer):
         u, s = top_singular(grad, max(rank, sketch_rank + 1), group["svd"], group["svd_oversample"], group["svd_power_iters"])
         proj = u[:, :rank].contiguous()
         previous = state.get("projector")
-        if group["svd"] == "randomized" and previous is not None and previous.shape == proj.shape:
-            # A randomized SVD returns each singular vector with an arbitrary sign, step after step;
-            # since Adam's moments are not rotated with P, a flipped column would flip the sign
-            # of that direction's momentum. Align each column with the previous projector's.
+        if (group["svd"] == "randomized" or group["align_signs"]) and previous is not None and previous.shape == proj.shape:
+            # An SVD returns each singular vector with an arbitrary sign (a randomized one, a new
+            # sign every step); since Adam's moments are not rotated with P, a flipped column
+            # flips the sign of that direction's momentum. Align each column with the previous
+            # projector's. Opt-in for the full SVD, whose official code does not align.
             signs = torch.sign((previous * proj).sum(dim=0))
             proj = proj * torch.where(signs == 0, torch.ones_like(signs), signs)
         state["projector"] = proj
