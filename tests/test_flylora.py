@@ -1,6 +1,6 @@
 """FlyLoRA on the rank-gated op: sparse random A (pattern and scale), top-k by magnitude with the
 bias, the bias update, only B trains, a dense reference on the reference and CPU kernel paths,
-end to end and resume."""
+end to end."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from clbench import runner as runner_module
 from clbench.runner import RunOptions, run
 from clbench.strategies.flylora.layer import FlyLoRALinear, sparse_random_projection
 
@@ -105,26 +104,9 @@ def test_bias_update_rule() -> None:
     torch.testing.assert_close(layer.routing_bias, torch.tensor([-1e-3, 1e-3, 1e-3, 1e-3], dtype=torch.float64))
 
 
-def _interrupt_after_first_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = runner_module._Run.save_checkpoint
-
-    def save_then_die(self: runner_module._Run, tasks_done: int) -> None:
-        original(self, tasks_done)
-        if tasks_done == 1:
-            raise KeyboardInterrupt("simulated kill after the first checkpoint")
-
-    monkeypatch.setattr(runner_module._Run, "save_checkpoint", save_then_die)
-
-
-def test_flylora_runs_end_to_end_and_resumes_to_identical_metrics(small_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_flylora_runs_end_to_end_on_digits(small_digits: Path, tmp_path: Path) -> None:
     overrides = {"epochs": "2", "lr": "0.01", "rank": "16", "k": "4"}
-    reference = run(RunOptions(benchmark=str(small_digits), strategy="flylora", seed=1, out=tmp_path / "ref", progress=False, overrides=overrides))
-    assert reference["matrix"]["values"][1][0] > 0.75  # the first task is learnt (B and the head only)
-    assert all(row["routing_bias_spread"] > 0 for row in reference["telemetry"])
-    with monkeypatch.context() as patch:
-        _interrupt_after_first_task(patch)
-        with pytest.raises(KeyboardInterrupt):
-            run(RunOptions(benchmark=str(small_digits), strategy="flylora", seed=1, out=tmp_path / "cut", progress=False, overrides=overrides))
-    resumed = run(RunOptions(benchmark=str(small_digits), strategy="flylora", seed=1, out=tmp_path / "cut", progress=False, overrides=overrides,
-                             resume=True))
-    assert resumed["matrix"]["values"] == reference["matrix"]["values"]
+    result = run(RunOptions(benchmark=str(small_digits), strategy="flylora", seed=1, out=tmp_path, progress=False, overrides=overrides))
+    assert result["status"] == "complete"
+    assert result["matrix"]["values"][1][0] > 0.75  # the first task is learnt (B and the head only)
+    assert all(row["routing_bias_spread"] > 0 for row in result["telemetry"])  # the balancing bias moved

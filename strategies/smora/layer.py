@@ -12,7 +12,7 @@ layer.py``), per token ``x`` (after adapter dropout):
   that selected rank ``i`` (u = 1e-5): load balancing without an auxiliary loss.
 
 The adapter part is one call of the shared rank-gated operation with a
-:class:`~clbench.kernels.gates.DenseGate` (the router runs outside the op, and the gate values
+:class:`~clbench.kernels.DenseGate` (the router runs outside the op, and the gate values
 carry the router's gradient). Dropout applies to the adapter's input only; since the op takes
 one input for both the base layer and the adapter, training with dropout calls it on the
 dropped input and adds the base layer's response to the difference ``x − dropout(x)``.
@@ -26,8 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from clbench.kernels import rank_gated_lora
-from clbench.kernels.gates import DenseGate
+from clbench.kernels import DenseGate, rank_gated_lora
 
 
 def smora_gates(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
