@@ -111,6 +111,7 @@ def test_train_params_restricts_what_trains(small_digits: Path) -> None:
         EWCConfig(gamma=2.0)
 
 
+@pytest.mark.slow  # end-to-end training runs; the mechanism tests above run by default
 def test_penalty_keeps_the_first_task(small_digits: Path, tmp_path: Path) -> None:
     from clbench.runner import RunOptions, run
 

@@ -93,6 +93,7 @@ def test_task_incremental_distills_each_old_head(small_digits: Path) -> None:
     assert float(strategy.distillation(batch)) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow  # end-to-end training runs; the mechanism tests above run by default
 def test_distillation_changes_training_on_task_incremental_digits(small_digits: Path, tmp_path: Path) -> None:
     from clbench.runner import RunOptions, run
 

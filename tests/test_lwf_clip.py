@@ -89,6 +89,7 @@ def test_lwf_distills_logits_against_the_previous_class_texts(clip_setup: dict[s
     assert float(strategy.distillation(batch).detach()) == pytest.approx(float(expected), rel=1e-4)
 
 
+@pytest.mark.slow  # end-to-end training runs; the mechanism tests above run by default
 @pytest.mark.parametrize(("strategy", "overrides"), [("ewc", {"fisher_samples": "4"}), ("lwf", {}), ("replay", {"buffer_size": "5"})])
 
 

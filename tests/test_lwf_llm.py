@@ -85,6 +85,7 @@ def test_lwf_distills_answer_token_distributions(llm_bench: Path) -> None:
     assert float(expected) > 0
 
 
+@pytest.mark.slow  # end-to-end training runs; the mechanism tests above run by default
 @pytest.mark.parametrize(("strategy", "overrides"), [("ewc", {"fisher_samples": "6"}), ("lwf", {}), ("replay", {"buffer_size": "6"})])
 def test_runs_end_to_end_on_a_causal_lm(strategy: str, overrides: dict[str, str], llm_bench: Path, tmp_path: Path) -> None:
     result = run(RunOptions(benchmark=str(llm_bench), strategy=strategy, out=tmp_path, progress=False, overrides=overrides))

@@ -101,6 +101,7 @@ def test_strategy_buffer_telemetry_and_memory(small_digits: Path) -> None:
     assert isinstance(gather_examples(stream.experiences, [0], [3]), TensorTaskDataset)
 
 
+@pytest.mark.slow  # end-to-end training runs; the mechanism tests above run by default
 def test_replay_keeps_old_classes_on_class_incremental_digits(small_digits: Path, tmp_path: Path) -> None:
     from clbench.runner import RunOptions, run
 
