@@ -175,8 +175,12 @@ def test_tiny_t5_learns_label_words_and_every_metric_agrees(tiny_t5: Path) -> No
     examples = EXAMPLES[:2]
     batch = backbone.collate(examples)
     assert backbone.score(batch, experience("accuracy")).tolist() == [0.0, 0.0]
-    train(backbone, examples, 300, 1e-2)
-    assert backbone.generate_texts(batch) == [ex["answer"] for ex in examples]
+    answers = [ex["answer"] for ex in examples]
+    for _ in range(16):  # train in chunks until greedy decoding reproduces the answers (at most 400 steps)
+        train(backbone, examples, 25, 1e-2)
+        if backbone.generate_texts(batch) == answers:
+            break
+    assert backbone.generate_texts(batch) == answers
     for metric in ("accuracy", "exact_match", "rouge_l", "edit_similarity"):
         assert backbone.score(batch, experience(metric)).tolist() == pytest.approx([1.0, 1.0]), metric
 
