@@ -17,6 +17,7 @@ On several processes (``torch.distributed``) only rank 0 writes files and logs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -26,6 +27,7 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from clbench import checkpoint, registry
 from clbench.api.benchmark import BenchmarkSpec
 from clbench.api.strategy import RunContext, Strategy
 from clbench.config import build_config
-from clbench.data import build_stream
+from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream
 from clbench.errors import UsageError
 from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, load_results, probe_summary, write_json_atomic
 from clbench.training import evaluate, peak_memory_mb, train_task
@@ -143,7 +145,8 @@ class _Run:
         self._check_existing()
         seed_everything(options.seed)
         self.stream = build_stream(spec, extra_loaders=loaders, data_root=options.data_root, allow_download=options.allow_download)
-        self.backbone = registry.build_backbone(options.backbone or spec.backbone)
+        with _model_downloads(options.allow_download):
+            self.backbone = registry.build_backbone(options.backbone or spec.backbone)
         if self.backbone.kind not in strategy_cls.backbone_kinds:
             raise UsageError(f"strategy {self.plugin.name!r} supports {', '.join(sorted(strategy_cls.backbone_kinds))} backbones, not {self.backbone.kind} ({self.backbone.spec})")
         self.backbone.bind(self.stream)
@@ -281,6 +284,23 @@ class _Run:
             self.save_checkpoint(t + 1)
             self.write("running")
         return self.write("complete")
+
+
+@contextlib.contextmanager
+def _model_downloads(allow: bool | None) -> Iterator[None]:
+    """Let backbone factories (which read ``$CLBENCH_ALLOW_DOWNLOAD``) see ``--allow-download``."""
+    if not allow:
+        yield
+        return
+    previous = os.environ.get(ALLOW_DOWNLOAD_ENV)
+    os.environ[ALLOW_DOWNLOAD_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(ALLOW_DOWNLOAD_ENV, None)
+        else:
+            os.environ[ALLOW_DOWNLOAD_ENV] = previous
 
 
 def _fmt(row: list[float] | None) -> str:

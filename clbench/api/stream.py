@@ -26,7 +26,7 @@ class Experience:
         name: the task's name (the accuracy-matrix column label).
         train: training examples (empty for eval-only probes).
         test: evaluation examples.
-        metric: ``accuracy`` or ``exact_match``.
+        metric: the task's score, one of :data:`clbench.api.benchmark.TASK_METRICS`.
         class_ids: global label ids of this task's classes (classification), else empty.
         eval_only: a probe that is evaluated but never trained.
         templates: zero-shot prompt templates for the task's classes (``{}`` = class name).
