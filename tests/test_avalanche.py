@@ -65,7 +65,7 @@ def test_task_incremental_wrapper_masks_other_tasks() -> None:
 
 
 def test_runs_in_the_runner_and_refuses_to_resume_plugin_state(small_digits: Path, tmp_path: Path) -> None:
-    result = run(RunOptions(benchmark=str(small_digits), strategy="avalanche:EWC", out=tmp_path, progress=False))
+    result = run(RunOptions(benchmark=str(small_digits), strategy="avalanche:EWC", out=tmp_path, progress=False, overrides={"epochs": "1"}))
     assert result["strategy"]["name"] == "avalanche:EWC" and result["status"] == "complete"
     assert (tmp_path / "digits-small" / "avalanche:EWC" / "seed-0" / "results.json").exists()
     assert result["telemetry"][0]["avalanche_strategy"] == "EWC" and result["telemetry"][0]["avalanche_train_seconds"] > 0
@@ -86,13 +86,14 @@ def test_runs_in_the_runner_and_refuses_to_resume_plugin_state(small_digits: Pat
         strategy.load_state_dict({"tasks_trained": 1})
 
 
-def _matrix(bench: str, strategy: str, seed: int, out: Path) -> tuple[np.ndarray, dict[str, float]]:
+def _matrix(bench: str, strategy: str, seed: int, out: Path, epochs: int | None) -> tuple[np.ndarray, dict[str, float]]:
     # digits-split's learning rate everywhere (the small benchmark's 0.01 makes single runs erratic)
-    result = run(RunOptions(benchmark=bench, strategy=strategy, seed=seed, out=out, progress=False, overrides={"lr": "0.001"}))
+    overrides = {"lr": "0.001", **({"epochs": str(epochs)} if epochs else {})}
+    result = run(RunOptions(benchmark=bench, strategy=strategy, seed=seed, out=out, progress=False, overrides=overrides))
     return np.array(result["matrix"]["values"][1:]), result["metrics"]
 
 
-def _agreement(bench: str, seeds: tuple[int, ...], out: Path) -> None:
+def _agreement(bench: str, seeds: tuple[int, ...], out: Path, epochs: int | None = None, control: bool = True) -> None:
     """Same MLP initialisation, optimizer (a fresh AdamW per task), batch size and epochs: the
     only difference is which RNG shuffles the batches (avalanche's loader vs the runner's), so
     the matrices differ by data-order noise. Measured on digits-split seeds 0-2: mean absolute
@@ -100,18 +101,21 @@ def _agreement(bench: str, seeds: tuple[int, ...], out: Path) -> None:
     the seed of finetune itself moves last accuracy by 0.07. Tolerances: mean 0.02, entry 0.15,
     last accuracy 0.05 averaged over the seeds; avalanche:Replay, a different method, is
     checked to fall outside them so the comparison can fail."""
-    ours = [_matrix(bench, "finetune", s, out / "a") for s in seeds]
-    theirs = [_matrix(bench, "avalanche:Naive", s, out / "b") for s in seeds]
+    ours = [_matrix(bench, "finetune", s, out / "a", epochs) for s in seeds]
+    theirs = [_matrix(bench, "avalanche:Naive", s, out / "b", epochs) for s in seeds]
     diff = np.abs(np.mean([m for m, _ in ours], axis=0) - np.mean([m for m, _ in theirs], axis=0))
     assert diff.mean() <= 0.02 and diff.max() <= 0.15, diff
     last = abs(np.mean([x["last_accuracy"] for _, x in ours]) - np.mean([x["last_accuracy"] for _, x in theirs]))
     assert last <= 0.05
-    replay = _matrix(bench, "avalanche:Replay", seeds[0], out / "c")[0]
-    assert np.abs(replay - ours[0][0]).mean() > 0.02
+    if control:
+        replay = _matrix(bench, "avalanche:Replay", seeds[0], out / "c", epochs)[0]
+        assert np.abs(replay - ours[0][0]).mean() > 0.02
 
 
 def test_avalanche_naive_agrees_with_finetune_on_small_digits(small_digits: Path, tmp_path: Path) -> None:
-    _agreement(str(small_digits), (0,), tmp_path)
+    # The default run's cheaper version: one seed and no control run (the slow test has both).
+    # Fewer epochs would not do: undertrained models differ more with the data order.
+    _agreement(str(small_digits), (0,), tmp_path, control=False)
 
 
 @pytest.mark.slow
