@@ -151,7 +151,7 @@ def resolve_weights(parsed: CLIPSpec, spec: str) -> ResolvedWeights:
     where = cfg.get("hf_hub") or cfg.get("url") or "open_clip"
     raise MissingAssetError(
         f"CLIP weights {parsed.arch}@{parsed.weights} are not in the local caches (Hugging Face hub cache, ~/.cache/clip; source {where}); "
-        f"set {ALLOW_DOWNLOAD_ENV}=1 (without HF_HUB_OFFLINE) to download them, or pass a local file as clip:{parsed.arch}@/path/to/checkpoint.pt")
+        f"rerun with --allow-download ({ALLOW_DOWNLOAD_ENV}=1, without HF_HUB_OFFLINE) to download them, or pass a local file as clip:{parsed.arch}@/path/to/checkpoint.pt")
 
 
 def load_open_clip(spec: str) -> tuple[Any, Any, Any, Any, ResolvedWeights]:
