@@ -126,3 +126,22 @@ def test_olora_runs_freezes_past_adapters_and_resumes_to_identical_metrics(small
                              resume=True))
     assert resumed["matrix"]["values"] == reference["matrix"]["values"]
     assert resumed["metrics"] == reference["metrics"]
+
+
+def test_output_slice_adapts_only_the_chosen_rows() -> None:
+    base = _layer(d_in=4, d_out=12)  # a fused [q; k; v] projection of width 4
+    reference = nn.Linear(4, 12).double()
+    reference.load_state_dict(base.state_dict())
+    layer = TaskLoRALinear(base, rank=2, alpha=2.0, outputs=(4, 12))
+    assert layer.lora_B.shape == (8, 2)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    y = layer(x)
+    torch.testing.assert_close(y[:, :4], reference(x)[:, :4])  # q untouched
+    torch.testing.assert_close(y[:, 4:], reference(x)[:, 4:] + x @ layer.lora_A.t() @ layer.lora_B.t())
+    layer.consolidate_()
+    torch.testing.assert_close(layer(x), y)
+    delta = layer.delta_weight()
+    assert delta.shape == (12, 4) and torch.count_nonzero(delta[:4]) == 0
+    torch.testing.assert_close(reference(x) + x @ delta.t(), y)

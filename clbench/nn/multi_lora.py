@@ -13,6 +13,9 @@ size; :meth:`TaskLoRALinear.delta_weight` gives the merged update when wanted.
 
 The bank's buffers grow with every task, so resuming from a checkpoint must first give them
 their saved shapes: :meth:`TaskLoRALinear.resize_bank_` (the checkpoint then fills the values).
+
+``outputs=(start, stop)`` restricts the adapters to a slice of the layer's outputs, e.g. the key
+and value rows of a fused ``qkv`` projection (InfLoRA adapts K and V, not Q).
 """
 
 from __future__ import annotations
@@ -31,21 +34,27 @@ class TaskLoRALinear(nn.Module):
         rank: rank r of each task's adapter (> 0).
         alpha: scaling numerator; every adapter (past and current) is scaled by ``alpha / rank``.
         dropout: dropout on the adapters' input (the base layer sees the clean input).
+        outputs: ``(start, stop)``: adapt only these output features (``None`` = all of them).
 
     Attributes:
         lora_A: the current adapter's down-projection ``[r, d_in]`` (trainable unless frozen).
-        lora_B: the current adapter's up-projection ``[d_out, r]``, zero at the start of a task.
+        lora_B: the current adapter's up-projection ``[d_adapted, r]`` (``d_adapted`` = the adapted
+            outputs), zero at the start of a task.
         bank_A: past adapters' down-projections, ``[r · tasks, d_in]`` (buffer, no gradient).
-        bank_B: past adapters' up-projections, ``[d_out, r · tasks]`` (buffer, no gradient).
+        bank_B: past adapters' up-projections, ``[d_adapted, r · tasks]`` (buffer, no gradient).
     """
 
     bank_A: torch.Tensor
     bank_B: torch.Tensor
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0, outputs: tuple[int, int] | None = None) -> None:
         super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        start, stop = outputs if outputs is not None else (0, base.out_features)
+        if not 0 <= start < stop <= base.out_features:
+            raise ValueError(f"outputs must be a non-empty slice of [0, {base.out_features}), got {outputs}")
+        self.outputs = (int(start), int(stop))
         self.base = base
         self.rank = rank
         self.scaling = alpha / rank
@@ -53,9 +62,9 @@ class TaskLoRALinear(nn.Module):
             p.requires_grad_(False)
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **factory))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(stop - start, rank, **factory))
         self.register_buffer("bank_A", torch.zeros(0, base.in_features, **factory))
-        self.register_buffer("bank_B", torch.zeros(base.out_features, 0, **factory))
+        self.register_buffer("bank_B", torch.zeros(stop - start, 0, **factory))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.reset_adapter()
 
@@ -97,21 +106,29 @@ class TaskLoRALinear(nn.Module):
             raise ValueError(f"bank rank must be >= 0, got {bank_rank}")
         factory = {"device": self.bank_A.device, "dtype": self.bank_A.dtype}
         self.bank_A = torch.zeros(bank_rank, self.in_features, **factory)
-        self.bank_B = torch.zeros(self.out_features, bank_rank, **factory)
+        self.bank_B = torch.zeros(self.lora_B.shape[0], bank_rank, **factory)
 
     def delta_weight(self, include_current: bool = True) -> torch.Tensor:
-        """The adapters' weight update ``s · (B_old A_old + B A)`` (``d_out × d_in``)."""
+        """The adapters' weight update ``s · (B_old A_old + B A)`` (``d_out × d_in``, zero outside
+        the adapted outputs)."""
         delta = self.bank_B @ self.bank_A
         if include_current:
             delta = delta + self.lora_B @ self.lora_A
-        return self.scaling * delta
+        start, stop = self.outputs
+        full = delta.new_zeros(self.out_features, self.in_features)
+        full[start:stop] = delta
+        return self.scaling * full
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dropped = self.dropout(x)
         update = (dropped @ self.lora_A.t()) @ self.lora_B.t()
         if self.bank_rank:
             update = update + (dropped @ self.bank_A.t()) @ self.bank_B.t()
-        return self.base(x) + self.scaling * update
+        y = self.base(x)
+        start, stop = self.outputs
+        if (start, stop) == (0, self.out_features):
+            return y + self.scaling * update
+        return torch.cat([y[..., :start], y[..., start:stop] + self.scaling * update, y[..., stop:]], dim=-1)
 
 
 def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -120,11 +137,15 @@ def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def apply_task_lora(root: nn.Module, layers: dict[str, nn.Linear], rank: int, alpha: float, dropout: float = 0.0) -> dict[str, TaskLoRALinear]:
-    """Wrap each named linear layer of ``root`` in a :class:`TaskLoRALinear`, in place."""
+def apply_task_lora(root: nn.Module, layers: dict[str, nn.Linear], rank: int, alpha: float, dropout: float = 0.0,
+                    outputs: dict[str, tuple[int, int]] | None = None) -> dict[str, TaskLoRALinear]:
+    """Wrap each named linear layer of ``root`` in a :class:`TaskLoRALinear`, in place.
+
+    ``outputs`` optionally maps a layer name to the output slice its adapters act on.
+    """
     wrapped = {}
     for name, layer in layers.items():
-        adapter = TaskLoRALinear(layer, rank, alpha, dropout)
+        adapter = TaskLoRALinear(layer, rank, alpha, dropout, (outputs or {}).get(name))
         _set_submodule(root, name, adapter)
         wrapped[name] = adapter
     return wrapped

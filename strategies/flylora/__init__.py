@@ -22,7 +22,7 @@ from clbench.strategies.flylora.layer import FlyLoRALinear
 
 # LLM: q and v, the official FlyLoRA LLaMA runs' placement; classic: the hidden layers;
 # CLIP: q and v as well [I].
-DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("q", "v"), "clip": ("q", "v")}
+DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("q", "v"), "clip": ("q", "v"), "vit": ("qkv",)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,8 +38,8 @@ class FlyLoRAConfig(StrategyConfig):
         density: ρ, nonzeros per row of A as a fraction of the input width; 0 means k / rank.
         bias_lr: u, step of the load-balancing bias update after every optimizer step.
         targets: generic layer names or module-name globs; empty = the kind's default
-            (classic: fc; llm: q, v; clip: q, v).
-        train_head: also train the classifier head (classic backbones).
+            (classic: fc; llm: q, v; clip: q, v; vit: qkv).
+        train_head: also train the classifier heads (classic and vit backbones).
     """
 
     rank: int = 32
@@ -78,9 +78,10 @@ class FlyLoRA(Strategy):
             parent_name, _, child = name.rpartition(".")
             setattr(backbone.model.get_submodule(parent_name) if parent_name else backbone.model, child, adapter)
             self.adapters[name] = adapter
-        if cfg.train_head and backbone.kind == "classic":
-            for p in backbone.adapter_targets(["head"])["head"].parameters():
-                p.requires_grad_(True)
+        if cfg.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
+            for head in backbone.adapter_targets(["head"]).values():
+                for p in head.parameters():
+                    p.requires_grad_(True)
         self._task_counts = {name: torch.zeros(cfg.rank, dtype=torch.float64) for name in self.adapters}
 
     def before_task(self, experience: Experience) -> None:

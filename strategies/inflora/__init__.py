@@ -13,8 +13,10 @@ rather than learned (``methods.md`` §5.3; official code ``liangyanshuo/InfLoRA`
    threshold that ramps linearly from ``lamb`` to ``lame`` over the tasks; ``A_t, B_t`` join the
    frozen bank.
 
-Branches are unscaled (``B A x``), as in the official ViT code. The ViT K/V placement of the
-paper maps to generic targets ``k, v``; the classic MLP uses its hidden layers (``fc``).
+Branches are unscaled (``B A x``), as in the official ViT code. On a timm ViT (``vit:``, the
+paper's setting) the branch sits on the fused ``qkv`` projection and adds only to its key and
+value outputs (one shared designed ``A``, ``B = [B_k; B_v]``, exactly the official pair of
+branches); LLMs and CLIP use their separate ``k, v`` layers; the classic MLP its hidden layers.
 """
 
 from __future__ import annotations
@@ -25,16 +27,25 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from clbench.api import Backbone, Experience, Strategy, StrategyConfig
+from clbench.api import Backbone, Batch, Experience, Strategy, StrategyConfig
 from clbench.errors import UsageError
 from clbench.nn import TaskLoRALinear, apply_task_lora
 from clbench.strategies.inflora.dualgpm import DualGPM, design_down_projection, energy_threshold
 
-# Default targets per backbone kind: the paper adapts K and V of every attention block; the
-# classic MLP has only its hidden layers.
-DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("k", "v"), "clip": ("k", "v")}
+# Default targets per backbone kind: the paper adapts K and V of every attention block (on a
+# timm ViT: the key and value outputs of the fused qkv layer); the classic MLP has only its
+# hidden layers.
+DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("k", "v"), "clip": ("k", "v"), "vit": ("qkv",)}
+
+
+def key_value_outputs(name: str, layer: nn.Linear) -> tuple[int, int] | None:
+    """The K and V output rows of a fused ``qkv`` projection (``[q; k; v]``), else ``None``."""
+    if name.endswith("qkv") and layer.out_features == 3 * layer.in_features:
+        return layer.in_features, 3 * layer.in_features
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,8 +61,10 @@ class InfLoRAConfig(StrategyConfig):
         lamb: DualGPM energy threshold after the first task.
         lame: the threshold the linear ramp heads to at the last task.
         targets: generic layer names to adapt or module-name globs; empty = the kind's default
-            (classic: fc; llm: k, v; clip: k, v).
-        train_head: also train the classifier head (classic backbones).
+            (classic: fc; llm: k, v; clip: k, v; vit: the K and V outputs of qkv).
+        kv_only: on fused ``qkv`` layers, adapt only the key and value outputs (the paper).
+        train_head: also train the classifier head: classic backbones' head; on task-head
+            backbones (vit) the current task's head only, as the official code.
         stats_batches: cap on the batches used to estimate each input matrix (0 = the whole
             task's training data, as the official code).
     """
@@ -60,6 +73,7 @@ class InfLoRAConfig(StrategyConfig):
     lamb: float = 0.98
     lame: float = 1.0
     targets: tuple[str, ...] = ()
+    kv_only: bool = True
     train_head: bool = True
     stats_batches: int = 0
     optimizer: str | None = "adam"
@@ -117,8 +131,10 @@ class InfLoRA(Strategy):
         too_narrow = [n for n, layer in layers.items() if layer.in_features < self.config.rank]
         if too_narrow:
             raise UsageError(f"inflora: rank {self.config.rank} exceeds the input width of {', '.join(too_narrow)}; lower -S rank")
+        outputs = {n: kv for n, layer in layers.items() if self.config.kv_only and (kv := key_value_outputs(n, layer))}
         # alpha = rank: the official branches are unscaled (B A x).
-        self.adapters: dict[str, TaskLoRALinear] = apply_task_lora(backbone.model, layers, self.config.rank, float(self.config.rank))
+        self.adapters: dict[str, TaskLoRALinear] = apply_task_lora(backbone.model, layers, self.config.rank, float(self.config.rank),
+                                                                   outputs=outputs)
         for adapter in self.adapters.values():
             adapter.lora_A.requires_grad_(False)  # A_t is designed, never trained
         if self.config.train_head and backbone.kind == "classic":
@@ -150,12 +166,39 @@ class InfLoRA(Strategy):
     # ---- hooks -----------------------------------------------------------------------------
     def before_task(self, experience: Experience) -> None:
         """Design every layer's ``A_t`` from the task's inputs outside the old subspace."""
+        self._select_head(experience)
         moments = self.input_moments(experience)
         for name, adapter in self.adapters.items():
             a = design_down_projection(moments[name], self.memory.get(name), self.config.rank)
             adapter.set_adapter_A_(a.to(adapter.lora_A.device))
             with torch.no_grad():
                 adapter.lora_B.zero_()
+
+    def _select_head(self, experience: Experience) -> None:
+        """Task-head backbones (vit): only the current task's head trains, as the official code,
+        and predictions use the heads of the tasks seen so far (the official ``interface``)."""
+        head_task = getattr(self.backbone, "head_task", None)
+        if self.backbone.kind == "classic" or not head_task:
+            return
+        set_visible = getattr(self.backbone, "set_visible_tasks", None)
+        if set_visible is not None:
+            set_visible(experience.index + 1)
+        if not self.config.train_head:
+            return
+        heads = self.backbone.adapter_targets(["head"])
+        current = f"heads.{head_task[experience.index]}"
+        for name, head in heads.items():
+            for p in head.parameters():
+                p.requires_grad_(name == current)
+
+    def loss(self, batch: Batch, experience: Experience) -> torch.Tensor:
+        """Task-head backbones: cross-entropy over the current task's head only (the official
+        loss masks the batch to the new classes and scores them with the new classifier)."""
+        head_logits = getattr(self.backbone, "head_logits", None)
+        local_labels = getattr(self.backbone, "local_labels", None)
+        if head_logits is None or local_labels is None:
+            return self.backbone.loss(batch)
+        return F.cross_entropy(head_logits(batch, experience.index), local_labels(batch["y"], experience.index))
 
     def after_task(self, experience: Experience) -> None:
         """Update DualGPM with the trained model's inputs, then freeze the branch into the bank."""

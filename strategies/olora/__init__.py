@@ -25,7 +25,7 @@ from clbench.nn import TaskLoRALinear, apply_task_lora
 
 # Default targets per backbone kind. LLM: q and v as in O-LoRA's T5/LLaMA scripts; classic MLP:
 # its hidden layers (the only adaptable layers); CLIP: q and v as well [I: no official CLIP run].
-DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("q", "v"), "clip": ("q", "v")}
+DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("q", "v"), "clip": ("q", "v"), "vit": ("qkv",)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,9 +42,9 @@ class OLoRAConfig(StrategyConfig):
         lambda_orth: λ1, weight of Σ|A_old A_newᵀ| (summed over adapted layers).
         lambda_l2: λ2, weight of the sum of the new adapter's parameter norms.
         targets: generic layer names to adapt (q, k, v, o, fc, proj) or module-name globs;
-            empty = the backbone kind's default (classic: fc; llm: q, v; clip: q, v).
-        train_head: also train the classifier head (classic backbones, whose head is not
-            pretrained).
+            empty = the backbone kind's default (classic: fc; llm: q, v; clip: q, v; vit: qkv).
+        train_head: also train the classifier heads (classic and vit backbones, whose heads are
+            not pretrained).
     """
 
     rank: int = 8
@@ -91,9 +91,10 @@ class OLoRA(Strategy):
         targets = self.config.targets or DEFAULT_TARGETS.get(backbone.kind, ("fc",))
         layers = backbone.adapter_targets(targets)
         self.adapters = apply_task_lora(backbone.model, layers, self.config.rank, self.config.alpha, self.config.dropout)
-        if self.config.train_head and backbone.kind == "classic":
-            for p in backbone.adapter_targets(["head"])["head"].parameters():
-                p.requires_grad_(True)
+        if self.config.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
+            for head in backbone.adapter_targets(["head"]).values():
+                for p in head.parameters():
+                    p.requires_grad_(True)
         self.tasks_done = 0
         self._last_penalty: torch.Tensor | None = None
 

@@ -20,7 +20,7 @@ from clbench.api import Backbone, Experience, Strategy, StrategyConfig
 from clbench.strategies.smora.layer import SMoRALinear
 
 # LLM: q and v (the official README's target_modules); classic: hidden layers; CLIP: q, v [I].
-DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("q", "v"), "clip": ("q", "v")}
+DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("q", "v"), "clip": ("q", "v"), "vit": ("qkv",)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,8 +38,8 @@ class SMoRAConfig(StrategyConfig):
         partition: ranks sharing one router output (``rank_partition``).
         bias_lr: u, step of the load-balancing bias update after every optimizer step.
         targets: generic layer names or module-name globs; empty = the kind's default
-            (classic: fc; llm: q, v; clip: q, v).
-        train_head: also train the classifier head (classic backbones).
+            (classic: fc; llm: q, v; clip: q, v; vit: qkv).
+        train_head: also train the classifier heads (classic and vit backbones).
     """
 
     rank: int = 16
@@ -78,9 +78,10 @@ class SMoRA(Strategy):
             parent_name, _, child = name.rpartition(".")
             setattr(backbone.model.get_submodule(parent_name) if parent_name else backbone.model, child, adapter)
             self.adapters[name] = adapter
-        if cfg.train_head and backbone.kind == "classic":
-            for p in backbone.adapter_targets(["head"])["head"].parameters():
-                p.requires_grad_(True)
+        if cfg.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
+            for head in backbone.adapter_targets(["head"]).values():
+                for p in head.parameters():
+                    p.requires_grad_(True)
         self._task_counts = {name: torch.zeros(cfg.rank, dtype=torch.float64) for name in self.adapters}
 
     def before_task(self, experience: Experience) -> None:
