@@ -144,3 +144,25 @@ def test_inflora_trains_only_B_keeps_A_orthogonal_to_old_inputs_and_resumes(smal
                              resume=True))
     assert resumed["matrix"]["values"] == reference["matrix"]["values"]
     assert resumed["telemetry"] == reference["telemetry"]
+
+
+@pytest.mark.slow  # a ViT run: minutes of wall time on a loaded 2-core machine
+def test_inflora_on_a_tiny_vit_adapts_key_and_value_and_trains_the_current_head(small_digits: Path, tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+    original = InfLoRA.before_task
+
+    def before(self: InfLoRA, experience: object) -> None:
+        original(self, experience)  # type: ignore[arg-type]
+        for name, adapter in self.adapters.items():
+            assert name.endswith("attn.qkv") and adapter.outputs == (adapter.in_features, 3 * adapter.in_features)
+        seen.append(sorted({n.rsplit(".", 1)[0] for n, p in self.model.named_parameters() if p.requires_grad and n.startswith("heads.")}))
+
+    monkeypatch.setattr(InfLoRA, "before_task", before)
+    result = run(RunOptions(benchmark=str(small_digits), strategy="inflora", backbone="vit:tiny", seed=0, out=tmp_path, progress=False,
+                            overrides={"epochs": "3", "rank": "4", "lr": "0.01"}))
+    assert result["status"] == "complete"
+    assert seen == [["heads.0"], ["heads.1"], ["heads.2"]]  # one head per task, only the current one trains
+    values = result["matrix"]["values"]
+    assert values[1][0] > 0.6  # the first task is learnt (0.72 measured; chance 0.5 on a random tiny ViT)
+    assert values[1][1:] == [0.0, 0.0]  # unseen tasks' heads are hidden (the official inference rule)
