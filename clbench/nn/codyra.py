@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from clbench.kernels import StaticGate, rank_gated_lora
+from clbench.nn.lora import replace_submodule
 
 PROX_RULES = ("soft", "official")
 
@@ -187,12 +188,6 @@ class CoDyRALinear(nn.Module):
         return MergedUpdate(kept_rank=kept, scaled_b=scaled_b.cpu().clone(), a=a.cpu().clone(), delta_fro=float(delta.norm()))
 
 
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)
-
-
 def apply_codyra(root: nn.Module, layers: dict[str, nn.Linear], rank: int) -> dict[str, CoDyRALinear]:
     """Wrap each named linear layer of ``root`` in a fresh :class:`CoDyRALinear`, in place.
 
@@ -201,7 +196,7 @@ def apply_codyra(root: nn.Module, layers: dict[str, nn.Linear], rank: int) -> di
     wrapped = {}
     for name, layer in layers.items():
         adapter = CoDyRALinear(layer, rank)
-        _set_submodule(root, name, adapter)
+        replace_submodule(root, name, adapter)
         wrapped[name] = adapter
     return wrapped
 
@@ -215,5 +210,5 @@ def merge_codyra(root: nn.Module, adapters: dict[str, CoDyRALinear]) -> dict[str
     merged = {}
     for name, adapter in adapters.items():
         merged[name] = adapter.merge_()
-        _set_submodule(root, name, adapter.base)
+        replace_submodule(root, name, adapter.base)
     return merged

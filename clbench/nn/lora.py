@@ -66,7 +66,8 @@ class LoRALinear(nn.Module):
         return self.base(x) + self.scaling * update
 
 
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+def replace_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted path ``name`` inside ``root`` (how adapters wrap and unwrap layers)."""
     parent_name, _, child = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, child, module)
@@ -77,7 +78,7 @@ def apply_lora(root: nn.Module, layers: dict[str, nn.Linear], rank: int, alpha: 
     wrapped = {}
     for name, layer in layers.items():
         lora = LoRALinear(layer, rank, alpha, dropout)
-        _set_submodule(root, name, lora)
+        replace_submodule(root, name, lora)
         wrapped[name] = lora
     return wrapped
 
@@ -89,5 +90,5 @@ def unwrap_lora(root: nn.Module) -> int:
         lora = root.get_submodule(name)
         assert isinstance(lora, LoRALinear)
         lora.merge_()
-        _set_submodule(root, name, lora.base)
+        replace_submodule(root, name, lora.base)
     return len(names)

@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from clbench.kernels import TopKSoftmaxGate, rank_gated_lora
+from clbench.nn.lora import replace_submodule
 
 
 @dataclass(frozen=True)
@@ -201,18 +202,12 @@ class MoRALinear(nn.Module):
         return out
 
 
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)
-
-
 def apply_mora(root: nn.Module, layers: dict[str, nn.Linear], settings: MoRASettings) -> dict[str, MoRALinear]:
     """Wrap each named linear layer of ``root`` in a :class:`MoRALinear`, in place."""
     wrapped = {}
     for name, layer in layers.items():
         mora = MoRALinear(layer, settings)
-        _set_submodule(root, name, mora)
+        replace_submodule(root, name, mora)
         wrapped[name] = mora
     return wrapped
 
@@ -227,5 +222,5 @@ def unwrap_mora(root: nn.Module) -> int:
     for name in names:
         mora = root.get_submodule(name)
         assert isinstance(mora, MoRALinear)
-        _set_submodule(root, name, mora.base)
+        replace_submodule(root, name, mora.base)
     return len(names)

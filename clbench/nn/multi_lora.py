@@ -25,6 +25,8 @@ import math
 import torch
 from torch import nn
 
+from clbench.nn.lora import replace_submodule
+
 
 class TaskLoRALinear(nn.Module):
     """A frozen linear layer with a frozen bank of past-task adapters and one current adapter.
@@ -131,12 +133,6 @@ class TaskLoRALinear(nn.Module):
         return torch.cat([y[..., :start], y[..., start:stop] + self.scaling * update, y[..., stop:]], dim=-1)
 
 
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)
-
-
 def apply_task_lora(root: nn.Module, layers: dict[str, nn.Linear], rank: int, alpha: float, dropout: float = 0.0,
                     outputs: dict[str, tuple[int, int]] | None = None) -> dict[str, TaskLoRALinear]:
     """Wrap each named linear layer of ``root`` in a :class:`TaskLoRALinear`, in place.
@@ -146,6 +142,6 @@ def apply_task_lora(root: nn.Module, layers: dict[str, nn.Linear], rank: int, al
     wrapped = {}
     for name, layer in layers.items():
         adapter = TaskLoRALinear(layer, rank, alpha, dropout, (outputs or {}).get(name))
-        _set_submodule(root, name, adapter)
+        replace_submodule(root, name, adapter)
         wrapped[name] = adapter
     return wrapped
