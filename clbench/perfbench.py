@@ -183,7 +183,7 @@ def _triton_without_skipping(p: Problem) -> Callable[[torch.Tensor], torch.Tenso
 
     def layer(x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
-            raise NotImplementedError("triton-noskip is timed for the forward only")
+            raise RuntimeError("triton-noskip is timed for the forward only")
         plan = plan_gate(p.gate, a_all.shape[0], x.shape[0])
         return forward(plan, x, p.weight, p.bias, a_all, b_all, None, skip_blocks=False)[0]
 

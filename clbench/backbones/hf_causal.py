@@ -38,6 +38,7 @@ import os
 import re
 import shutil
 import sys
+from abc import ABC, abstractmethod
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -74,17 +75,19 @@ def text_fields(items: list[dict[str, Any]], prompts: list[str]) -> Batch:
     }
 
 
-class GenerationScoring:
+class GenerationScoring(ABC):
     """Mixin: score a batch by the experience's metric, generating text when it needs text.
 
     Subclasses implement :meth:`teacher_forced_match` and :meth:`generate_texts`.
     """
 
+    @abstractmethod
     def teacher_forced_match(self, batch: Batch) -> torch.Tensor:
-        raise NotImplementedError
+        """1.0 per example whose every answer token is the argmax given the gold prefix."""
 
+    @abstractmethod
     def generate_texts(self, batch: Batch) -> list[str]:
-        raise NotImplementedError
+        """Greedy continuations of the batch's prompts, as text."""
 
     def score(self, batch: Batch, experience: Experience) -> torch.Tensor:
         """Per-example scores in [0, 1] under ``experience.metric``."""
