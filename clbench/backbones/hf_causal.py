@@ -38,8 +38,8 @@ import os
 import re
 import shutil
 import sys
-from abc import ABC, abstractmethod
 import tempfile
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
