@@ -73,7 +73,11 @@ def _task_masked(model: nn.Module, label_masks: torch.Tensor) -> nn.Module:
 
 
 class AvalancheStrategy(Strategy):
-    """The ``avalanche`` plugin; use it as ``avalanche:<Strategy>`` (see :meth:`for_argument`)."""
+    """Any avalanche-lib supervised strategy in clbench's runner: use it as avalanche:<Strategy>.
+
+    The bare name resolves to this class; :meth:`for_argument` builds the variant for one avalanche
+    strategy (``avalanche:EWC``), whose constructor arguments become its ``-S`` settings.
+    """
 
     Config = AvalancheConfig
     config: AvalancheConfig
