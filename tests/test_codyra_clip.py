@@ -19,7 +19,7 @@ from clbench.nn.codyra import CoDyRALinear
 from clbench.registry import load_benchmark
 from clbench.runner import RunOptions, run
 from clbench.strategies.codyra import CoDyRA, CoDyRAConfig
-from test_vision_fixtures import write_eurosat, write_mnist_like, write_tiny_clip_config
+from test_vision_fixtures import save_tiny_clip, write_eurosat, write_mnist_like
 
 MTIL_FIXTURE = """version = 1
 description = "MTIL protocol in miniature: two torchvision-layout domains, each scored among its own classes."
@@ -44,14 +44,8 @@ loader = "eurosat"
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A tiny random CLIP saved as a state dict, reloaded through the real ``clip:<config>@<file>`` spec,
     and an MTIL-protocol benchmark over on-disk MNIST and EuroSAT fixtures."""
-    import open_clip
-
     folder = tmp_path_factory.mktemp("codyra-clip")
-    config = write_tiny_clip_config(folder, "tiny-clip-codyra")
-    open_clip.add_model_config(config)
-    torch.manual_seed(7)
-    checkpoint = folder / "tiny.pt"
-    torch.save(open_clip.create_model("tiny-clip-codyra").state_dict(), checkpoint)
+    config, checkpoint = save_tiny_clip(folder, "tiny-clip-codyra", seed=7)
     spec = f"clip:{config}@{checkpoint}"
     data = folder / "data"
     write_mnist_like(data / "MNIST" / "raw", per_class=3, test_per_class=2)

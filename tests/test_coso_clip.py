@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from clbench.runner import RunOptions, run
-from test_vision_fixtures import write_mnist_like, write_tiny_clip_config
+from test_vision_fixtures import save_tiny_clip, write_mnist_like
 
 BENCHMARK = """version = 1
 description = "Two fixture MNIST tasks."
@@ -35,14 +34,8 @@ options = {{ classes = [3, 4, 5] }}
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    import open_clip
-
     base = tmp_path_factory.mktemp("coso-clip")
-    config = write_tiny_clip_config(base)
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    checkpoint = base / "tiny.pt"
-    torch.save(open_clip.create_model("tiny-clip-test").state_dict(), checkpoint)
+    config, checkpoint = save_tiny_clip(base)
     data = base / "data"
     write_mnist_like(data / "MNIST" / "raw", per_class=4, test_per_class=3)
     clip = base / "clip-tiny.toml"

@@ -15,7 +15,7 @@ from clbench.data import build_stream
 from clbench.registry import build_backbone
 from clbench.runner import RunOptions, run
 from clbench.strategies.lwf import LwF, LwFConfig, distillation_kl
-from test_vision_fixtures import write_eurosat, write_mnist_like, write_tiny_clip_config
+from test_vision_fixtures import save_tiny_clip, write_eurosat, write_mnist_like
 
 
 BENCHMARK = """version = 1
@@ -43,14 +43,8 @@ loader = "eurosat"
 
 
 def clip_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    import open_clip
-
     base = tmp_path_factory.mktemp("clip-baselines")
-    config = write_tiny_clip_config(base)
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    checkpoint = base / "tiny.pt"
-    torch.save(open_clip.create_model("tiny-clip-test").state_dict(), checkpoint)
+    config, checkpoint = save_tiny_clip(base)
     data = base / "data"
     write_mnist_like(data / "MNIST" / "raw", per_class=4, test_per_class=2)
     write_eurosat(data, per_class=4)

@@ -8,9 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from test_vision_fixtures import write_eurosat, write_mnist_like, write_tiny_clip_config
+from test_vision_fixtures import save_tiny_clip, write_eurosat, write_mnist_like
 
 BENCHMARK = """version = 1
 description = "Two MTIL-style domains on fixture data."
@@ -36,14 +35,8 @@ loader = "eurosat"
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    import open_clip
-
     base = tmp_path_factory.mktemp("clip-baselines")
-    config = write_tiny_clip_config(base, name="tiny-clip-baselines")
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    checkpoint = base / "tiny.pt"
-    torch.save(open_clip.create_model("tiny-clip-baselines").state_dict(), checkpoint)
+    config, checkpoint = save_tiny_clip(base, "tiny-clip-baselines")
     data = base / "data"
     write_mnist_like(data / "MNIST" / "raw", per_class=4, test_per_class=3)
     write_eurosat(data, per_class=4)

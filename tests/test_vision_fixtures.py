@@ -26,6 +26,23 @@ def write_tiny_clip_config(folder: Path, name: str = "tiny-clip-test") -> Path:
     return path
 
 
+def save_tiny_clip(folder: Path, name: str = "tiny-clip-test", seed: int = 0) -> tuple[Path, Path]:
+    """A tiny CLIP registered with open_clip and its random weights saved as ``tiny.pt``.
+
+    Returns ``(config, checkpoint)``: the backbone spec ``clip:{config}@{checkpoint}`` loads it
+    through open_clip's real ``pretrained=<file>`` path.
+    """
+    import open_clip
+    import torch
+
+    config = write_tiny_clip_config(folder, name)
+    open_clip.add_model_config(config)
+    torch.manual_seed(seed)
+    checkpoint = folder / "tiny.pt"
+    torch.save(open_clip.create_model(name).state_dict(), checkpoint)
+    return config, checkpoint
+
+
 def _pattern(label: int, variant: int, size: int = 12) -> np.ndarray:
     """A class-dependent RGB pattern (colour by label) with per-image noise."""
     rng = np.random.default_rng(label * 1000 + variant)
