@@ -215,15 +215,9 @@ options = {{ classes = [0, 1], k_shot = 4 }}
 
 def test_mora_on_the_mtil_protocol_with_a_tiny_clip(tmp_path: Path) -> None:
     """Both encoders' q/k/v/o/fc/proj wrapped, banks grow, routing telemetry over image and text tokens."""
-    import open_clip
+    from test_vision_fixtures import save_tiny_clip, write_eurosat, write_mnist_like
 
-    from test_vision_fixtures import write_eurosat, write_mnist_like, write_tiny_clip_config
-
-    config = write_tiny_clip_config(tmp_path / "model", name="tiny-clip-mora")
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    checkpoint = tmp_path / "model" / "tiny.pt"
-    torch.save(open_clip.create_model("tiny-clip-mora").state_dict(), checkpoint)
+    config, checkpoint = save_tiny_clip(tmp_path / "model", "tiny-clip-mora")
     root = tmp_path / "data"
     write_mnist_like(root / "MNIST" / "raw", per_class=4, test_per_class=2)
     write_eurosat(root, per_class=5)
