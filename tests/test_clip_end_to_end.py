@@ -9,40 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from test_vision_fixtures import save_tiny_clip, write_eurosat, write_mnist_like
-
-BENCHMARK = """version = 1
-description = "Two MTIL-style domains on fixture data."
-protocol = "task-incremental"
-backbone = "{backbone}"
-metrics = ["mtil_transfer", "mtil_avg", "mtil_last"]
-[train]
-iterations = 2
-batch_size = 8
-eval_batch_size = 64
-lr = 0.01
-[defaults]
-k_shot = 3
-[[tasks]]
-name = "mnist"
-loader = "mnist"
-options = {{ classes = [0, 1, 2, 3] }}
-[[tasks]]
-name = "eurosat"
-loader = "eurosat"
-"""
+from test_vision_fixtures import write_two_domain_mtil
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("clip-e2e")
-    config, checkpoint = save_tiny_clip(base)
-    data = base / "data"
-    write_mnist_like(data / "MNIST" / "raw", per_class=4, test_per_class=3)
-    write_eurosat(data, per_class=4)
-    bench = base / "mtil-tiny.toml"
-    bench.write_text(BENCHMARK.format(backbone=f"clip:{config}@{checkpoint}"), encoding="utf-8")
-    return {"base": base, "data": data, "bench": bench, "config": config}
+    return write_two_domain_mtil(tmp_path_factory.mktemp("clip-e2e"))
 
 
 def _results(out: Path, strategy: str) -> dict:

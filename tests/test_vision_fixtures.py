@@ -103,6 +103,42 @@ def write_domainnet(root: Path, domains: Sequence[str], classes: Sequence[str], 
 
 
 # ---- checks of the writers themselves --------------------------------------------------
+TWO_DOMAIN_MTIL = """version = 1
+description = "Two MTIL-style domains on fixture data."
+protocol = "task-incremental"
+backbone = "{backbone}"
+metrics = ["mtil_transfer", "mtil_avg", "mtil_last"]
+[train]
+iterations = 2
+batch_size = 8
+eval_batch_size = 64
+lr = 0.01
+[defaults]
+k_shot = 3
+[[tasks]]
+name = "mnist"
+loader = "mnist"
+options = {{ classes = [0, 1, 2, 3] }}
+[[tasks]]
+name = "eurosat"
+loader = "eurosat"
+"""
+
+
+def write_two_domain_mtil(base: Path, clip_name: str = "tiny-clip-test") -> dict[str, Path]:
+    """A tiny CLIP checkpoint, MNIST and EuroSAT fixture data and ``mtil-tiny.toml`` over them.
+
+    Returns ``{"base", "data", "bench", "config"}``; run the benchmark with ``--data-root data``.
+    """
+    config, checkpoint = save_tiny_clip(base, clip_name)
+    data = base / "data"
+    write_mnist_like(data / "MNIST" / "raw", per_class=4, test_per_class=3)
+    write_eurosat(data, per_class=4)
+    bench = base / "mtil-tiny.toml"
+    bench.write_text(TWO_DOMAIN_MTIL.format(backbone=f"clip:{config}@{checkpoint}"), encoding="utf-8")
+    return {"base": base, "data": data, "bench": bench, "config": config}
+
+
 def test_idx_writer_round_trips_through_the_fashion_reader(tmp_path: Path) -> None:
     from clbench.data.vision_folders import _read_idx
 
