@@ -4,12 +4,18 @@
 seed) it:
 
 1. resolves the benchmark, strategy (checking ``-S`` overrides against its config), backbone
-   and data — all before creating the run directory, so a missing asset leaves nothing behind;
+   and data — all before creating the run directory, so bad input or a missing asset leaves
+   nothing behind; then locks the run directory and stages an ``--overwrite``
+   (:mod:`clbench.rundir`);
 2. evaluates every task before any training (row 0);
 3. per task: re-seeds (so a resumed run replays the same randomness), calls the strategy's
    hooks around the shared training loop, evaluates every task (row t), saves a checkpoint and
    rewrites ``results.json`` atomically;
 4. writes the metrics and marks the run complete.
+
+A run that stops before its first checkpoint (an error, Ctrl-C, SIGTERM) leaves no folder behind
+and puts back the run an ``--overwrite`` was replacing; after that it stays resumable. Every file
+is written atomically (:mod:`clbench.safeio`); a full disk stops the run with one line.
 
 The runner reaches strategies only through the registry and knows nothing about any of them.
 On several processes (``torch.distributed``) only rank 0 writes files and logs.
@@ -37,12 +43,15 @@ import torch
 
 import clbench
 from clbench import checkpoint, registry
-from clbench.api.benchmark import BenchmarkSpec
-from clbench.api.strategy import RunContext, Strategy
+from clbench.api.benchmark import BenchmarkSpec, TrainSettings
+from clbench.api.strategy import RunContext, Strategy, StrategyConfig
 from clbench.config import build_config
 from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream
-from clbench.errors import UsageError
+from clbench.errors import ClbenchError, UsageError
 from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, load_results, probe_summary, write_json_atomic
+from clbench.rundir import RunDirectory, attach_run_log, detach_run_log, holder, in_use_error, run_directory
+from clbench.safeio import check_output_folder
+from clbench.validation import check_data_root, check_seed
 from clbench.training import evaluate, peak_memory_mb, train_task
 
 log = logging.getLogger("clbench")
@@ -135,40 +144,34 @@ class _Run:
     """State of one run while it executes (kept out of the public API)."""
 
     def __init__(self, options: RunOptions) -> None:
+        """Resolve and build everything the run needs; writes nothing (see :func:`run`)."""
         self.options = options
-        spec, loaders = registry.load_benchmark(options.benchmark)
+        checked = preflight(options)
+        spec, strategy_cls = checked.spec, checked.strategy_cls
         self.spec: BenchmarkSpec = spec
-        strategy_cls, self.plugin = registry.get_strategy(options.strategy)
-        self.config = build_config(strategy_cls.Config, options.overrides, owner=f"strategy {self.plugin.name!r}")
-        self.device = resolve_device(options.device)
-        self.run_dir = Path(options.out) / spec.name / self.plugin.name / f"seed-{options.seed}"
-        self._check_existing()
+        self.plugin, self.config, self.device, self.run_dir = checked.plugin, checked.config, checked.device, checked.run_dir
+        self.directory: RunDirectory | None = None
         seed_everything(options.seed)
-        self.stream = build_stream(spec, extra_loaders=loaders, data_root=options.data_root, allow_download=options.allow_download)
+        self.stream = build_stream(spec, extra_loaders=checked.loaders, data_root=check_data_root(options.data_root),
+                                   allow_download=options.allow_download)
         with _model_downloads(options.allow_download):
             self.backbone = registry.build_backbone(options.backbone or spec.backbone)
         if self.backbone.kind not in strategy_cls.backbone_kinds:
             raise UsageError(f"strategy {self.plugin.name!r} supports {', '.join(sorted(strategy_cls.backbone_kinds))} backbones, not {self.backbone.kind} ({self.backbone.spec})")
-        self.backbone.bind(self.stream)
-        self.backbone.to(self.device)
-        self.train = spec.train.updated(**self.config.train_overrides(self.backbone.kind))
-        ctx = RunContext(stream=self.stream, train=self.train, device=self.device, seed=options.seed, run_dir=self.run_dir,
-                         benchmark=spec.name)
-        self.strategy: Strategy = strategy_cls(self.config, ctx)
-        self.strategy.setup(self.backbone)
+        with _allocating(f"strategy {self.plugin.name!r} on {self.backbone.spec}"):
+            self.backbone.bind(self.stream)
+            self.backbone.to(self.device)
+            self.train = spec.train.updated(**self.config.train_overrides(self.backbone.kind))
+            _check_amp(self.train, self.device)
+            ctx = RunContext(stream=self.stream, train=self.train, device=self.device, seed=options.seed, run_dir=self.run_dir,
+                             benchmark=spec.name)
+            self.strategy: Strategy = strategy_cls(self.config, ctx)
+            self.strategy.setup(self.backbone)
         self.reference = checkpoint.fingerprints(self.backbone.model)
         self.rows: list[list[float] | None] = [None] * (len(self.stream.tasks) + 1)
         self.task_records: list[dict[str, Any]] = []
         self.telemetry: list[dict[str, Any]] = []
         self.created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-    def _check_existing(self) -> None:
-        results = self.run_dir / RESULTS_FILE
-        if results.exists() and not (self.options.resume or self.options.overwrite):
-            raise UsageError(f"{self.run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
-        if self.options.overwrite and self.run_dir.exists():
-            for path in sorted(self.run_dir.rglob("*"), reverse=True):
-                path.unlink() if path.is_file() else path.rmdir()
 
     def identity(self) -> dict[str, Any]:
         """What must match for a checkpoint to be resumed (JSON-normalised, as stored)."""
@@ -217,9 +220,14 @@ class _Run:
         return data
 
     def resume_from_checkpoint(self) -> int:
-        """Restore the last checkpoint; returns how many tasks it had finished (0 if none)."""
+        """Restore the last checkpoint; returns how many tasks it had finished (0 if none).
+
+        Raises:
+            UsageError: the checkpoint was made with other settings, or is damaged (naming the
+                file and the field); nothing is written in either case.
+        """
         folder = self.run_dir / "checkpoint"
-        pointer = checkpoint.read_pointer(folder)
+        pointer = checkpoint.read_pointer(folder, len(self.stream.tasks))
         if pointer is None:
             return 0
         saved = pointer["progress"]["identity"]
@@ -228,8 +236,14 @@ class _Run:
             diffs = [k for k in mine if saved.get(k) != mine[k]]
             raise UsageError(f"cannot resume {self.run_dir}: it was started with a different {', '.join(diffs)}; use --overwrite to start again")
         state = checkpoint.load_checkpoint(folder, pointer)
-        self.strategy.load_state_dict(state["strategy"])
-        checkpoint.restore_model(self.backbone.model, state["model"])
+        try:
+            self.strategy.load_state_dict(state["strategy"])
+            checkpoint.restore_model(self.backbone.model, state["model"])
+        except UsageError:
+            raise
+        except Exception as exc:  # the file loaded but does not fit the rebuilt model or strategy
+            raise checkpoint.damaged(folder / pointer["file"], f"it does not fit the rebuilt run: {type(exc).__name__}: {str(exc)[:200]}") from None
+        checkpoint.prune(folder, pointer["file"])
         progress = pointer["progress"]
         self.rows = progress["rows"]
         self.task_records = progress["tasks"]
@@ -244,6 +258,8 @@ class _Run:
         progress = {"identity": self.identity(), "rows": self.rows, "tasks": self.task_records, "telemetry": self.telemetry, "created": self.created}
         delta = checkpoint.changed_state(self.backbone.model, self.reference)
         checkpoint.save_checkpoint(self.run_dir / "checkpoint", tasks_done, delta, self.strategy.state_dict(), progress)
+        if self.directory is not None:
+            self.directory.checkpointed()
 
     def execute(self) -> dict[str, Any]:
         tasks = self.stream.tasks
@@ -251,7 +267,7 @@ class _Run:
         name = f"{self.plugin.name} s{self.options.seed}"
         progress = self.options.progress
         done = self.resume_from_checkpoint() if self.options.resume else 0
-        if is_main_process():
+        if is_main_process() and not (done and (self.run_dir / "config.json").exists()):  # a resumed run keeps the config it started with
             write_json_atomic(self.run_dir / "config.json", {"options": {**dataclasses.asdict(self.options), "out": str(self.options.out),
                                                                          "data_root": str(self.options.data_root) if self.options.data_root else None},
                                                              **self.identity()})
@@ -277,13 +293,18 @@ class _Run:
             if stats is not None:
                 record.update(steps=stats.steps, examples=stats.examples, train_seconds=round(stats.train_seconds, 4),
                               final_loss=stats.final_loss, loss_curve=stats.loss_curve)
+                if stats.skipped_steps:
+                    record["skipped_steps"] = stats.skipped_steps
             self.task_records.append(record)
             self.telemetry.append({"task": exp.name, **self.strategy.telemetry()})
             log.info("%s: after task %d/%d %s: %s (loss %s, %.1fs train)", name, t + 1, len(tasks), exp.name, _fmt(self.rows[t + 1]),
                      f"{stats.final_loss:.4f}" if stats and stats.final_loss is not None else "-", stats.train_seconds if stats else 0.0)
             self.save_checkpoint(t + 1)
             self.write("running")
-        return self.write("complete")
+        data = self.write("complete")
+        if self.directory is not None:
+            self.directory.completed()
+        return data
 
 
 @contextlib.contextmanager
@@ -307,47 +328,133 @@ def _fmt(row: list[float] | None) -> str:
     return "[" + ", ".join(f"{v:.3f}" for v in row or []) + "]"
 
 
-def _attach_log_file(run_dir: Path) -> logging.Handler | None:
-    if not is_main_process():
-        return None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    if log.level == logging.NOTSET or log.level > logging.INFO:
-        log.setLevel(logging.INFO)
-    return handler
+def _allocating_error(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("allocate" in text or "out of memory" in text or "numel" in text or "invalid size" in text)
+
+
+@contextlib.contextmanager
+def _allocating(what: str) -> Iterator[None]:
+    """Turn a failed allocation while building the model into one line (settings too large)."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        if not _allocating_error(exc):
+            raise
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UsageError(f"{what}: not enough memory to build the model with these settings ({detail}); lower the sizes you set with -S") from None
+
+
+def _check_amp(train: TrainSettings, device: torch.device) -> None:
+    if train.amp == "fp16" and device.type != "cuda":
+        raise UsageError(f"amp=fp16 needs a CUDA device but the run is on {device}; use amp=bf16 or amp=none on the CPU")
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What :func:`preflight` resolved for one run."""
+
+    spec: BenchmarkSpec
+    loaders: dict[str, Any]
+    strategy_cls: type[Strategy]
+    plugin: registry.Plugin
+    config: StrategyConfig
+    device: torch.device
+    run_dir: Path
+
+
+def preflight(options: RunOptions) -> Preflight:
+    """Every check of a run that needs neither data nor a model, and writes nothing.
+
+    Resolves the benchmark, strategy, config (with the training settings it implies), device,
+    ``--data-root`` and the run directory (each part one plain folder name), and refuses an
+    output folder that cannot be written or a run directory that already holds a run (without
+    ``--resume``/``--overwrite``). ``clbench run`` calls it for every strategy and seed before
+    the first run starts.
+    """
+    check_seed(options.seed)
+    if options.backbone is not None and not options.backbone.strip():
+        raise UsageError("--backbone is empty; give a backbone spec such as mlp:128 (clbench list backbones)")
+    spec, loaders = registry.load_benchmark(options.benchmark)
+    strategy_cls, plugin = registry.get_strategy(options.strategy)
+    config = build_config(strategy_cls.Config, options.overrides, owner=f"strategy {plugin.name!r}")
+    device = resolve_device(options.device)
+    try:  # the training settings this config implies for any backbone (explicit -S values only)
+        explicit = spec.train.updated(**StrategyConfig.train_overrides(config, ""))
+    except UsageError as exc:
+        raise UsageError(f"strategy {plugin.name!r}: {exc}") from None
+    _check_amp(explicit, device)
+    check_data_root(options.data_root)
+    run_dir = run_directory(options.out, spec.name, plugin.name, options.seed)
+    check_output_folder(Path(options.out), "--out")
+    who = holder(run_dir)
+    if who is not None:
+        raise in_use_error(run_dir, who)
+    if not (options.resume or options.overwrite) and (run_dir / RESULTS_FILE).exists():
+        raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
+    return Preflight(spec, loaders, strategy_cls, plugin, config, device, run_dir)
 
 
 def run(options: RunOptions) -> dict[str, Any]:
     """Run one strategy on one benchmark with one seed; returns the results dict.
 
-    A completed run asked to ``resume`` is returned as it is. Raises :class:`UsageError` or
-    :class:`MissingAssetError` (before any file is written) for bad input or missing assets.
+    Everything is validated and built before the first file is written; the run directory is
+    then locked for the life of the run and an ``--overwrite`` is staged (see
+    :mod:`clbench.rundir`). A completed run asked to ``resume`` is returned as it is.
+
+    Raises:
+        UsageError, MissingAssetError, DataError: bad input or a missing asset, before any file
+            is written.
+        RunInUseError: another process is running this run directory.
+        StorageError, TrainingError: the run stopped; the message says what was kept.
+        KeyboardInterrupt: Ctrl-C or SIGTERM; its message says what was kept.
     """
     if options.resume:
-        path = Path(options.out)
-        existing = _existing_complete(path, options)
+        existing = _existing_complete(Path(options.out), options)
         if existing is not None:
             return existing
     state = _Run(options)
-    handler = _attach_log_file(state.run_dir)
-    try:
+    if not is_main_process():
         return state.execute()
-    finally:
-        if handler is not None:
-            log.removeHandler(handler)
-            handler.close()
+    mode = "resume" if options.resume else "overwrite" if options.overwrite else "new"
+    directory = RunDirectory(state.run_dir, mode)
+    try:
+        with directory:
+            if options.resume:  # a killed --overwrite may just have been rolled back to a complete run
+                existing = _existing_complete(Path(options.out), options)
+                if existing is not None:
+                    return existing
+            state.directory = directory
+            handler = attach_run_log(state.run_dir, log)
+            try:
+                return state.execute()
+            finally:
+                detach_run_log(handler, log)
+    except ClbenchError as exc:
+        if not directory.outcome:
+            raise
+        raise type(exc)(f"{exc}; {directory.outcome}") from None
+    except KeyboardInterrupt as exc:
+        if directory.outcome:
+            exc.args = (directory.outcome,)
+        raise
 
 
 def _existing_complete(out: Path, options: RunOptions) -> dict[str, Any] | None:
-    """A complete results file for these options, if one exists (cheap: no model is built)."""
+    """A complete results file for these options, if one exists (cheap: no model is built).
+
+    Raises:
+        UsageError: the finished run used other settings, another benchmark version or another
+            package's strategy of the same name.
+    """
     try:
         spec, _ = registry.load_benchmark(options.benchmark)
         plugin = registry.resolve("strategies", options.strategy)
+        path = run_directory(out, spec.name, plugin.name, options.seed) / RESULTS_FILE
     except UsageError:
         return None
-    path = out / spec.name / plugin.name / f"seed-{options.seed}" / RESULTS_FILE
     if not path.exists():
         return None
     data = load_results(path)
@@ -355,7 +462,13 @@ def _existing_complete(out: Path, options: RunOptions) -> dict[str, Any] | None:
         return None
     strategy_cls, _ = registry.get_strategy(options.strategy)
     config = build_config(strategy_cls.Config, options.overrides, owner=f"strategy {plugin.name!r}")
-    backbone = options.backbone or spec.backbone
+    backbone = registry.split_backbone_spec(options.backbone or spec.backbone)[1]
+    if data["benchmark"]["version"] != spec.version:
+        raise UsageError(f"{path.parent} finished under version {data['benchmark']['version']} of benchmark {spec.name}, now at version "
+                         f"{spec.version}; use --overwrite to run it again")
+    if data["strategy"].get("package", plugin.dist) != plugin.dist:
+        raise UsageError(f"{path.parent} was run with strategy {plugin.name!r} from {data['strategy'].get('package')}, not from {plugin.dist}; "
+                         "use another --out or --overwrite")
     if data["strategy"]["config"] != config.to_dict() or data["backbone"]["spec"] != backbone:
         raise UsageError(f"{path.parent} already finished with other settings; use --overwrite to start again")
     return data
