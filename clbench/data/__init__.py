@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from clbench.api.benchmark import BenchmarkSpec
 from clbench.api.stream import ExampleListDataset, Experience, Stream, TensorTaskDataset
-from clbench.errors import UsageError
+from clbench.errors import DataError, UsageError
 
 DATA_ROOT_ENV = "CLBENCH_DATA_ROOT"
 ALLOW_DOWNLOAD_ENV = "CLBENCH_ALLOW_DOWNLOAD"
@@ -145,12 +145,23 @@ def build_stream(
                 continue
             class_names.append(name)
             global_ids.append(len(class_names) - 1)
+        _check_not_empty(spec, task.name, task.eval_only, data)
         train, test = (_to_global(d, global_ids) for d in (data.train, data.test))
         if data.input_shape is not None:
             input_shape = data.input_shape
         experiences.append(Experience(index=index, name=task.name, train=train, test=test, metric=task.metric,
                                       class_ids=tuple(global_ids), eval_only=task.eval_only, templates=data.templates))
     return Stream(protocol=spec.protocol, experiences=tuple(experiences), class_names=tuple(class_names), input_shape=input_shape)
+
+
+def _check_not_empty(spec: BenchmarkSpec, task: str, eval_only: bool, data: TaskData) -> None:
+    """A task with no test example (or a trained task with no training example) has no score:
+    refuse it before the run starts (an empty class folder, a class filter that matches nothing)."""
+    parts = ("test",) if eval_only else ("train", "test")
+    for part in parts:
+        if len(getattr(data, part)) == 0:  # type: ignore[arg-type]
+            raise DataError(f"benchmark {spec.name!r} task {task!r} has no {part} examples (empty class folders or a class "
+                            "selection that matches nothing); check the data under --data-root and the task's options")
 
 
 def _to_global(dataset: Dataset[Any], global_ids: list[int]) -> Dataset[Any]:

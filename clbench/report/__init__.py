@@ -5,6 +5,9 @@ given directly, as run directories, or found under folders — groups them by be
 and strategy configuration, aggregates seeds (mean ± std) and writes, per benchmark, PNG and
 SVG figures plus ``report.md`` and a self-contained ``report.html`` under ``out/<benchmark>/``.
 It never imports torch and never re-runs anything; the same inputs give byte-identical files.
+Every input is read and checked before the first file is written; each file is written
+atomically, and the benchmark folder name (read from results files) is sanitised so nothing is
+written outside ``out``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from clbench.report.aggregate import BenchmarkGroup, find_results, load_groups
 from clbench.report.document import Document, Figure, Heading, Paragraph, render_html, render_markdown
 from clbench.report.tables import cost_table, declared_tables, final_row_table, metrics_table, mtil_table, trace_table
 from clbench.results import trained_matrix
+from clbench.safeio import check_output_folder, make_dirs, remove_empty_dirs, remove_tree, write_text_atomic
+from clbench.validation import confined, safe_folder_name
 
 FORMATS = ("md", "html")
 
@@ -98,14 +103,25 @@ def build_report(inputs: Sequence[Path | str], out: Path | str = Path("reports")
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise UsageError(f"unknown report format(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(FORMATS)}")
+    check_output_folder(Path(out), "--out")
+    groups = load_groups([Path(p) for p in inputs])  # every input is read and checked before anything is written
     written: list[Path] = []
-    for group in load_groups([Path(p) for p in inputs]):
-        folder = Path(out) / group.name
-        folder.mkdir(parents=True, exist_ok=True)
-        doc = _benchmark_document(group, folder)
-        if "md" in formats:
-            (folder / "report.md").write_text(render_markdown(doc), encoding="utf-8")
-        if "html" in formats:
-            (folder / "report.html").write_text(render_html(doc, folder), encoding="utf-8")
+    for group in groups:
+        # The folder name comes from a results file: sanitised, and checked to stay under --out.
+        folder = confined(Path(out), Path(out) / safe_folder_name(group.name), f"report of benchmark {group.name!r}:")
+        created = make_dirs(folder)
+        before = {p.name for p in folder.iterdir()}
+        try:
+            doc = _benchmark_document(group, folder)
+            if "md" in formats:
+                write_text_atomic(folder / "report.md", render_markdown(doc))
+            if "html" in formats:
+                write_text_atomic(folder / "report.html", render_html(doc, folder))
+        except BaseException:  # a failed report leaves no new file behind (rewritten ones are atomic)
+            for path in folder.iterdir():
+                if path.name not in before:
+                    remove_tree(path)
+            remove_empty_dirs(created)
+            raise
         written += sorted(p for p in folder.iterdir() if p.suffix in {".png", ".svg", ".md", ".html"})
     return written
