@@ -46,7 +46,7 @@ from clbench import checkpoint, registry
 from clbench.api.benchmark import BenchmarkSpec, TrainSettings
 from clbench.api.strategy import RunContext, Strategy, StrategyConfig
 from clbench.config import build_config
-from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream
+from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream, check_not_empty
 from clbench.errors import ClbenchError, UsageError
 from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, load_results, probe_summary, write_json_atomic
 from clbench.rundir import RunDirectory, attach_run_log, detach_run_log, holder, in_use_error, run_directory
@@ -154,6 +154,7 @@ class _Run:
         seed_everything(options.seed)
         self.stream = build_stream(spec, extra_loaders=checked.loaders, data_root=check_data_root(options.data_root),
                                    allow_download=options.allow_download)
+        check_not_empty(spec.name, self.stream)
         with _model_downloads(options.allow_download):
             self.backbone = registry.build_backbone(options.backbone or spec.backbone)
         if self.backbone.kind not in strategy_cls.backbone_kinds:
@@ -415,7 +416,11 @@ def run(options: RunOptions) -> dict[str, Any]:
         existing = _existing_complete(Path(options.out), options)
         if existing is not None:
             return existing
-    state = _Run(options)
+    try:
+        state = _Run(options)
+    except KeyboardInterrupt as exc:
+        exc.args = ("nothing of this run was written",)
+        raise
     if not is_main_process():
         return state.execute()
     mode = "resume" if options.resume else "overwrite" if options.overwrite else "new"

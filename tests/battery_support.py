@@ -25,51 +25,24 @@ import pytest
 from test_vision_fixtures import save_image, write_mnist_like
 
 BENCH = "digits-tiny"
-TINY_BENCH = """version = 1
-description = "Three tasks of split digits, one epoch each, for the safety battery."
-protocol = "class-incremental"
-backbone = "mlp:16"
-strategies = ["finetune"]
-[train]
-epochs = 1
-batch_size = 64
-lr = 0.01
-[[tasks]]
-name = "a"
-loader = "sklearn-digits"
-options = { classes = [0, 1] }
-[[tasks]]
-name = "b"
-loader = "sklearn-digits"
-options = { classes = [2, 3] }
-[[tasks]]
-name = "c"
-loader = "sklearn-digits"
-options = { classes = [4, 5] }
-"""
 
-FASHION_BENCH = """version = 1
-description = "Fashion-MNIST from --data-root."
-protocol = "class-incremental"
-backbone = "mlp:8"
-[[tasks]]
-name = "a"
-loader = "fashion-mnist"
-options = { classes = [0, 1] }
-"""
 
-IMAGENET_R_BENCH = """version = 1
-description = "ImageNet-R from --data-root on a tiny random ViT."
-protocol = "class-incremental"
-backbone = "vit:tiny"
-[train]
-batch_size = 4
-[[tasks]]
-name = "a"
-loader = "imagenet-r"
-options = { classes = [0, 1] }
-"""
+def bench_toml(description: str, backbone: str, tasks: list[tuple[str, str, str]], train: str = "") -> str:
+    """A benchmark file: ``tasks`` are (name, loader, options as an inline TOML table)."""
+    head = f'version = 1\ndescription = "{description}"\nprotocol = "class-incremental"\nbackbone = "{backbone}"\nstrategies = ["finetune"]\n'
+    body = "".join(f'[[tasks]]\nname = "{name}"\nloader = "{loader}"\noptions = {options}\n' for name, loader, options in tasks)
+    return head + (f"[train]\n{train}" if train else "") + body
 
+
+def digit_tasks(count: int) -> list[tuple[str, str, str]]:
+    return [("abcdefgh"[t], "sklearn-digits", f"{{ classes = [{2 * t}, {2 * t + 1}] }}") for t in range(count)]
+
+
+TINY_BENCH = bench_toml("Three tasks of split digits, one epoch each, for the safety battery.", "mlp:16", digit_tasks(3),
+                        "epochs = 1\nbatch_size = 64\nlr = 0.01\n")
+FASHION_BENCH = bench_toml("Fashion-MNIST from --data-root.", "mlp:8", [("a", "fashion-mnist", "{ classes = [0, 1] }")])
+IMAGENET_R_BENCH = bench_toml("ImageNet-R from --data-root on a tiny random ViT.", "vit:tiny", [("a", "imagenet-r", "{ classes = [0, 1] }")],
+                              "batch_size = 4\n")
 WNIDS = ("n01443537", "n01484850")
 
 

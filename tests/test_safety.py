@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from battery_support import BENCH, TINY_BENCH, assert_unchanged, clbench_command, snapshot
+from battery_support import BENCH, TINY_BENCH, assert_unchanged, bench_toml, clbench_command, digit_tasks, snapshot
 from clbench.runner import RunOptions, run
 
-FOUR_TASKS = TINY_BENCH.replace("epochs = 1", "epochs = 25") + '[[tasks]]\nname = "d"\nloader = "sklearn-digits"\noptions = { classes = [6, 7] }\n'
+FOUR_TASKS = bench_toml("Four tasks of split digits, long enough to be killed inside one.", "mlp:16", digit_tasks(4), "epochs = 25\nbatch_size = 64\nlr = 0.01\n")
 
 
 def _bench(folder: Path, text: str = TINY_BENCH) -> Path:
@@ -38,6 +38,9 @@ def _bench(folder: Path, text: str = TINY_BENCH) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # processes that only need to be running, not fast, leave the other core alone
 
 
 def _start(*args: Any, **kwargs: Any) -> subprocess.Popen[str]:
@@ -74,11 +77,12 @@ def test_a_second_process_is_refused_with_the_holders_pid(tmp_path: Path) -> Non
     bench = _bench(tmp_path)
     out = tmp_path / "runs"
     run_dir = out / BENCH / "finetune" / "seed-0"
-    first = _start("run", bench, "--out", out, "--no-progress", "-S", "epochs=1000000")
+    first = _start("run", bench, "--out", out, "--no-progress", "-S", "epochs=1000000", env=ONE_THREAD)
     try:
         _wait_for(first, lambda: (run_dir / "results.json").exists())
-        for extra in ([], ["--resume"], ["--overwrite"], ["-S", "lr=0.02"]):
-            second = subprocess.run([*clbench_command(), "run", str(bench), "--out", str(out), "--no-progress", *extra], capture_output=True, text=True)
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            second = subprocess.run([*clbench_command(), "run", str(bench), "--out", str(out), "--no-progress", *extra], capture_output=True, text=True,
+                                    env=ONE_THREAD)
             assert second.returncode == 3, second.stderr
             assert _message(second.stderr) == [second.stderr.strip()]
             assert f"is in use by process {first.pid} on " in second.stderr and ".seed-0.lock" in second.stderr
@@ -94,7 +98,7 @@ def test_a_second_process_is_refused_with_the_holders_pid(tmp_path: Path) -> Non
 def test_two_processes_started_together_leave_one_consistent_run(tmp_path: Path) -> None:
     bench = _bench(tmp_path)
     out = tmp_path / "runs"
-    procs = {lr: _start("run", bench, "--out", out, "--no-progress", "-S", f"lr={lr}", "-S", "epochs=60") for lr in ("0.01", "0.02")}
+    procs = {lr: _start("run", bench, "--out", out, "--no-progress", "-S", f"lr={lr}", "-S", "epochs=20", env=ONE_THREAD) for lr in ("0.01", "0.02")}
     results = {lr: (p.wait(timeout=600), *p.communicate()) for lr, p in procs.items()}
     winners = [lr for lr, (code, _, _) in results.items() if code == 0]
     assert len(winners) == 1, results

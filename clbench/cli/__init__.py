@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        detail = str(exc.args[0]) if exc.args else "finished tasks are checkpointed, continue with --resume"
+        detail = str(exc.args[0]) if exc.args else "stopped"
         sys.stderr.write(f"clbench: {what}; {detail}\n")
         return 143 if isinstance(exc, Terminated) else 130
     except OSError as exc:  # a file-system failure outside clbench's own writers (e.g. in a library)

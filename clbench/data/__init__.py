@@ -145,7 +145,6 @@ def build_stream(
                 continue
             class_names.append(name)
             global_ids.append(len(class_names) - 1)
-        _check_not_empty(spec, task.name, task.eval_only, data)
         train, test = (_to_global(d, global_ids) for d in (data.train, data.test))
         if data.input_shape is not None:
             input_shape = data.input_shape
@@ -154,14 +153,15 @@ def build_stream(
     return Stream(protocol=spec.protocol, experiences=tuple(experiences), class_names=tuple(class_names), input_shape=input_shape)
 
 
-def _check_not_empty(spec: BenchmarkSpec, task: str, eval_only: bool, data: TaskData) -> None:
+def check_not_empty(benchmark: str, stream: Stream) -> None:
     """A task with no test example (or a trained task with no training example) has no score:
-    refuse it before the run starts (an empty class folder, a class filter that matches nothing)."""
-    parts = ("test",) if eval_only else ("train", "test")
-    for part in parts:
-        if len(getattr(data, part)) == 0:  # type: ignore[arg-type]
-            raise DataError(f"benchmark {spec.name!r} task {task!r} has no {part} examples (empty class folders or a class "
-                            "selection that matches nothing); check the data under --data-root and the task's options")
+    the runner refuses it before the run starts (an empty class folder, a class filter that
+    matches nothing), instead of a NaN in the accuracy matrix."""
+    for exp in stream.experiences:
+        for part in ("test",) if exp.eval_only else ("train", "test"):
+            if len(getattr(exp, part)) == 0:
+                raise DataError(f"benchmark {benchmark!r} task {exp.name!r} has no {part} examples (empty class folders or a class "
+                                "selection that matches nothing); check the data under --data-root and the task's options")
 
 
 def _to_global(dataset: Dataset[Any], global_ids: list[int]) -> Dataset[Any]:
