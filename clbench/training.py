@@ -101,7 +101,7 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
     bar = tqdm(total=total, desc=label, disable=not progress, leave=False, mininterval=0.5, unit="step")
     micro = 0
     skip = settings.nonfinite_loss == "skip"
-    check_every = 1 if backbone.device.type == "cpu" else NONFINITE_CHECK_EVERY
+    on_cpu = backbone.device.type == "cpu"
     checked = 0
     for batch in _batches(loader):
         batch = backbone.move_batch(batch)
@@ -134,8 +134,9 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
         losses.append(loss.detach())
         stats.steps += 1
         bar.update(1)
-        if not skip and (stats.steps % check_every == 0 or stats.steps >= total):
-            _check_finite(losses, checked, experience, total)
+        if not skip and (on_cpu or stats.steps % NONFINITE_CHECK_EVERY == 0 or stats.steps >= total):
+            if not on_cpu or not math.isfinite(loss.item()):  # on the CPU a scalar read is the cheapest check
+                _check_finite(losses, checked, experience, total)
             checked = stats.steps
         if stats.steps >= total:
             break
