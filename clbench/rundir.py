@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -42,6 +43,7 @@ log = logging.getLogger("clbench")
 
 RESULTS_FILE = "results.json"
 POINTER = Path("checkpoint") / "checkpoint.json"
+PROBE_RETRIES = 5
 
 
 def run_directory(out: Path, benchmark: str, strategy: str, seed: int) -> Path:
@@ -94,7 +96,7 @@ class RunLock:
             except OSError as exc:
                 raise storage_error(exc, "create the lock file", self.path) from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._flock(fd)
             except OSError as exc:
                 os.close(fd)
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -112,6 +114,19 @@ class RunLock:
             self._write_owner()
             return
         raise RunInUseError(f"run directory {self.run_dir}: could not take the lock file {self.path}; another process keeps replacing it")
+
+    @staticmethod
+    def _flock(fd: int) -> None:
+        """``LOCK_EX | LOCK_NB``, retried briefly: :func:`holder` probes hold a shared lock for
+        microseconds, and such a probe must not pass for a run holding the directory."""
+        for attempt in range(PROBE_RETRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or attempt == PROBE_RETRIES - 1:
+                    raise
+                time.sleep(0.02)
 
     def _read_owner(self) -> str | None:
         assert self.fd is not None
@@ -191,6 +206,7 @@ class RunDirectory:
         self.moved_to: Path | None = None  # where this run moved the old directory (overwrite)
         self.entries_before: set[str] | None = None  # names in run_dir before a "new" run, when it existed
         self.checkpoints = 0
+        self.resumable = False  # a resumed directory that already had a checkpoint (never deleted on failure)
         self.outcome = ""
 
     # ---- entry ----------------------------------------------------------------------------
@@ -203,6 +219,8 @@ class RunDirectory:
             self._recover()
             self._stage()
         except BaseException:
+            if self.moved_to is not None:  # interrupted between moving the old run aside and creating the new folder
+                self._undo()
             self.lock.release()
             remove_empty_dirs(self.created)
             raise
@@ -238,6 +256,9 @@ class RunDirectory:
 
     def _stage(self) -> None:
         results = self.run_dir / RESULTS_FILE
+        self.resumable = self.mode == "resume" and run_state(self.run_dir) in ("checkpointed", "complete")
+        if self.mode == "resume" and self.run_dir.exists() and not self.resumable:
+            self.entries_before = {p.name for p in self.run_dir.iterdir()}  # started, never checkpointed: keep what was there
         if self.mode == "new":
             if results.exists():
                 raise UsageError(f"{self.run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
@@ -256,7 +277,7 @@ class RunDirectory:
         except OSError as exc:
             self._undo()
             raise storage_error(exc, "create folder", self.run_dir) from None
-        if not existed and self.entries_before is None and self.mode == "new":
+        if not existed:
             self.entries_before = set()
 
     # ---- progress -------------------------------------------------------------------------
@@ -289,12 +310,12 @@ class RunDirectory:
             if self.previous.exists():
                 kept += f" (the run it replaces stays in {self.previous} until this one completes)"
             return kept
-        if self.mode == "resume":
+        if self.resumable:
             return f"{self.run_dir} is as it was"
         return self._undo()
 
     def _undo(self) -> str:
-        if self.mode == "new" and self.entries_before:
+        if self.entries_before:
             for path in self.run_dir.iterdir():
                 if path.name not in self.entries_before:
                     remove_tree(path)

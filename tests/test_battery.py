@@ -349,6 +349,8 @@ CASES = [
     Case("resume-disk-full", [*PART, "--resume"], "task-003.pt: the disk is full; free some space and rerun; runs/digits-tiny/finetune/seed-1 is as it was",
          status=1, patch=faults(errno.ENOSPC, "task-003.pt")),
     Case("resume-io-error-pointer", [*PART, "--resume"], "is as it was", status=1, patch=faults(errno.EIO, "checkpoint.json")),
+    Case("resume-of-nothing-disk-full", [*NEW, "--resume"], "its folder runs/digits-tiny/finetune/seed-7 was removed", status=1,
+         patch=faults(errno.ENOSPC, "results.json")),
     Case("report-disk-full", REPORT, "the disk is full", status=1, patch=faults(errno.ENOSPC, "report.md")),
     Case("nan-loss-new", [*NEW, "-S", "lr=1e30", "-S", "epochs=3"], "training loss became nan in task 1 (a) at step", status=1),
     Case("nan-loss-skip", [*NEW, "-S", "lr=1e30", "-S", "epochs=3", "-S", "nonfinite_loss=skip"], "training loss stayed non-finite in task 1 (a)", status=1),
