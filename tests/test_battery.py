@@ -210,6 +210,7 @@ CASES = [
     Case("resume-finished-other-settings", [*FIN, "--resume", "-S", "lr=0.5"], "already finished with other settings"),
     Case("resume-finished-old-version", ["run", "bench/v2/digits-tiny.toml", "--out", "runs", "--seed", "0", "--resume"],
          "finished under version 1 of benchmark digits-tiny, now at version 2", prepare=write("bench/v2/digits-tiny.toml", TINY_BENCH.replace("version = 1", "version = 2"))),
+    Case("resume-results-unreadable", [*FIN, "--resume"], "not a readable results file", prepare=write(f"runs/{BENCH}/finetune/seed-0/results.json", "{")),
     Case("resume-partial-other-settings", [*PART, "--resume", "-S", "lr=0.5"], "started with a different strategy"),
     Case("lock-held-new", [*RUN, "--seed", "0", "--overwrite"], "is in use by process 4242 on elsewhere", status=3, prepare=hold_lock("seed-0")),
     Case("lock-held-resume", [*PART, "--resume"], "is in use by process 4242", status=3, prepare=hold_lock("seed-1")),

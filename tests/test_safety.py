@@ -143,7 +143,7 @@ def _same_numbers(resumed: dict[str, Any], reference: dict[str, Any]) -> None:
 @pytest.mark.parametrize(("point", "tasks_done", "delay"), [
     ("right after checkpoint 2", 2, 0.0),
     ("inside task 3", 2, 0.3),
-    ("right after checkpoint 3", 3, 0.0),
+    pytest.param("right after checkpoint 3", 3, 0.0, marks=pytest.mark.slow),  # the default suite keeps three points
     ("after the last checkpoint", 4, 0.0),
 ])
 def test_kill_9_late_in_a_run_resumes_to_the_same_numbers(reference: tuple[Path, dict[str, Any]], tmp_path: Path, point: str, tasks_done: int,
