@@ -390,11 +390,12 @@ def preflight(options: RunOptions) -> Preflight:
     check_data_root(options.data_root)
     run_dir = run_directory(options.out, spec.name, plugin.name, options.seed)
     check_output_folder(Path(options.out), "--out")
-    who = holder(run_dir)
-    if who is not None:
-        raise in_use_error(run_dir, who)
-    if not (options.resume or options.overwrite) and (run_dir / RESULTS_FILE).exists():
-        raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
+    if is_main_process():  # other ranks of a distributed run neither lock nor write: rank 0 may already hold the directory
+        who = holder(run_dir)
+        if who is not None:
+            raise in_use_error(run_dir, who)
+        if not (options.resume or options.overwrite) and (run_dir / RESULTS_FILE).exists():
+            raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
     return Preflight(spec, loaders, strategy_cls, plugin, config, device, run_dir)
 
 
