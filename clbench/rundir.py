@@ -204,7 +204,7 @@ class RunDirectory:
         self.previous = previous_path(run_dir)
         self.created: list[Path] = []
         self.moved_to: Path | None = None  # where this run moved the old directory (overwrite)
-        self.entries_before: set[str] | None = None  # names in run_dir before a "new" run, when it existed
+        self.entries_before: set[str] | None = None  # what a not-yet-checkpointed run_dir held before us (kept on failure)
         self.checkpoints = 0
         self.resumable = False  # a resumed directory that already had a checkpoint (never deleted on failure)
         self.outcome = ""
@@ -215,7 +215,7 @@ class RunDirectory:
         try:
             self.lock.acquire()
             if self.lock.stale_owner:
-                log.debug("took over the lock of %s left by %s, which no longer holds it", self.run_dir, self.lock.stale_owner)
+                log.info("took over the lock of %s left by %s, which no longer runs it", self.run_dir, self.lock.stale_owner)
             self._recover()
             self._stage()
         except BaseException:
