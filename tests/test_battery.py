@@ -212,6 +212,7 @@ CASES = [
          "finished under version 1 of benchmark digits-tiny, now at version 2", prepare=write("bench/v2/digits-tiny.toml", TINY_BENCH.replace("version = 1", "version = 2"))),
     Case("resume-results-unreadable", [*FIN, "--resume"], "not a readable results file", prepare=write(f"runs/{BENCH}/finetune/seed-0/results.json", "{")),
     Case("resume-partial-other-settings", [*PART, "--resume", "-S", "lr=0.5"], "started with a different strategy"),
+    # ---- a run directory held by another process ------------------------------------------------------------------------------------------
     Case("lock-held-new", [*RUN, "--seed", "0", "--overwrite"], "is in use by process 4242 on elsewhere", status=3, prepare=hold_lock("seed-0")),
     Case("lock-held-resume", [*PART, "--resume"], "is in use by process 4242", status=3, prepare=hold_lock("seed-1")),
     Case("lock-held-fresh", NEW, "is in use by process 4242", status=3, prepare=hold_lock("seed-7")),
@@ -353,6 +354,7 @@ CASES = [
     Case("resume-of-nothing-disk-full", [*NEW, "--resume"], "its folder runs/digits-tiny/finetune/seed-7 was removed", status=1,
          patch=faults(errno.ENOSPC, "results.json")),
     Case("report-disk-full", REPORT, "the disk is full", status=1, patch=faults(errno.ENOSPC, "report.md")),
+    # ---- a training loss that becomes non-finite ---------------------------------------------------------------------------------------------
     Case("nan-loss-new", [*NEW, "-S", "lr=1e30", "-S", "epochs=3"], "training loss became nan in task 1 (a) at step", status=1),
     Case("nan-loss-skip", [*NEW, "-S", "lr=1e30", "-S", "epochs=3", "-S", "nonfinite_loss=skip"], "training loss stayed non-finite in task 1 (a)", status=1),
     Case("nan-loss-overwrite", [*FIN, "--overwrite", "-S", "lr=1e30", "-S", "epochs=3"], "was restored", status=1),
