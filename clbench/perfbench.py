@@ -214,6 +214,13 @@ def _peft_layer(p: Problem) -> torch.nn.Module:
 def _make_step(impl: str, mode: str, p: Problem) -> tuple[Callable[[], None], Callable[[torch.Tensor], torch.Tensor]]:
     """The timed call of one (impl, mode), run once so compilation and JIT are excluded, and the layer."""
     layer, params = _layer_fn(impl, p)
+    return timed_step(layer, params, mode, p), layer
+
+
+def timed_step(layer: Callable[[torch.Tensor], torch.Tensor], params: list[torch.Tensor], mode: str,
+               p: Problem) -> Callable[[], None]:
+    """The call timed for ``mode``: the forward without a graph, or the forward and the gradients of ``x``
+    and ``params`` for the cotangent ``p.dy``; run once here so compilation and JIT are excluded."""
     if mode == "fwd":
         x = p.x
 
@@ -227,7 +234,7 @@ def _make_step(impl: str, mode: str, p: Problem) -> tuple[Callable[[], None], Ca
         def step() -> None:
             torch.autograd.grad(layer(x), inputs, p.dy)
     step()
-    return step, layer
+    return step
 
 
 def _fp64_outputs(p: Problem) -> dict[str, torch.Tensor]:
