@@ -40,12 +40,14 @@ from clbench.kernels.plan import GateKind, GatePlan, join_banks
 # per-row selection of ``torch.topk`` only for small k and enough rows to vectorise over.
 _INDEX_BITS = 16
 _PACKED_TOPK_MAX_K = 16
-_PACKED_TOPK_MIN_ROWS = 256
+# Below this many rows the fixed costs of the packed selection and of the sparse expand
+# (embedding_bag) outweigh what they save: small batches keep torch.topk and the dense GEMMs.
+_VECTORISED_MIN_ROWS = 256
 _LOWEST_KEY = torch.iinfo(torch.int64).min
 
 
-def select_topk(score: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices (``[M, k]``, int64, descending score) of each row's ``k`` largest entries of ``score`` (``[M, R]``).
+def select_topk(score: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values, indices)`` (``[M, k]``, descending) of each row's ``k`` largest entries of ``score`` (``[M, R]``).
 
     On the CPU, for fp32/fp16/bf16 scores, small ``k`` and enough rows, each score becomes an int64
     key ``(ordered_bits(score) << 16) | rank`` in rank-major layout, and ``k`` passes of a vectorised
@@ -55,9 +57,10 @@ def select_topk(score: torch.Tensor, k: int) -> torch.Tensor:
     ``torch.topk``.
     """
     rows, ranks = score.shape
-    if (score.is_cuda or score.dtype == torch.float64 or k > _PACKED_TOPK_MAX_K or rows < _PACKED_TOPK_MIN_ROWS
+    if (score.is_cuda or score.dtype == torch.float64 or k > _PACKED_TOPK_MAX_K or rows < _VECTORISED_MIN_ROWS
             or ranks >= 1 << _INDEX_BITS):
-        return score.topk(k, dim=1).indices
+        values, indices = score.topk(k, dim=1)
+        return values, indices
     bits = score.float().t().contiguous().view(torch.int32)
     # IEEE-754 bits order like sign-magnitude integers; flipping the magnitude of negatives makes
     # them order like two's-complement ones (so the int order is the float order).
@@ -70,7 +73,8 @@ def select_topk(score: torch.Tensor, k: int) -> torch.Tensor:
         torch.amax(key, dim=0, keepdim=True, out=best)
         best.bitwise_and_(low_bits)
         key.scatter_(0, best, _LOWEST_KEY)
-    return chosen.t().contiguous()
+    indices = chosen.t().contiguous()
+    return score.gather(1, indices), indices
 
 
 @dataclass
@@ -96,15 +100,14 @@ def route(z: torch.Tensor, plan: GatePlan) -> Routing:
     if plan.kind == GateKind.TOPK_SOFTMAX:
         norm = z.norm(dim=1, keepdim=True)
         # z/‖z‖ is a positive rescaling of each row, so the top-k of z is the top-k of the scores.
-        idx = select_topk(z, plan.k)
-        z_sel = z.gather(1, idx)
+        z_sel, idx = select_topk(z, plan.k)
         s_sel = z_sel / norm.clamp_min(plan.eps)
         p = torch.softmax(s_sel / plan.temperature, dim=1)
         g = p if plan.threshold is None else p * (s_sel >= plan.threshold).to(p.dtype)
         return Routing(idx=idx, p=p, g=g, z_sel=z_sel, norm=norm)
     if plan.kind == GateKind.TOPK_MAGNITUDE:
         score = z.abs() if plan.vector is None else (z + plan.vector.to(z.dtype)).abs()
-        idx = select_topk(score, plan.k)
+        idx = select_topk(score, plan.k)[1]
         ones = torch.ones(idx.shape, dtype=z.dtype, device=z.device)
         return Routing(idx=idx, p=ones, g=ones, z_sel=z.gather(1, idx))
     if plan.kind == GateKind.STATIC:
@@ -210,7 +213,7 @@ class CpuRankGatedLora(torch.autograd.Function):
         else:
             z = x2 @ a_all.t()
             routing = route(z, plan)
-            if routing.idx is not None:
+            if routing.idx is not None and x2.shape[0] >= _VECTORISED_MIN_ROWS:
                 # Only the k selected ranks of each token are expanded; the base GEMM accumulates into them.
                 b_rows = b_all.t().contiguous()
                 y = sparse_rows_times(routing.idx, routing.g * routing.z_sel, b_rows)
@@ -240,9 +243,10 @@ class CpuRankGatedLora(torch.autograd.Function):
             grad_bt = (gz_train.t() @ dy).t().mul_(ctx.train_scale).to(b_all.dtype)
         if need[3] or need[8] or need[10]:
             dz: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-            if routing.idx is not None and not need[10]:
-                b_rows = ctx.b_rows if ctx.b_rows is not None else b_all.t().contiguous()
-                dz = selected_response_grad(z, selected_dots(dy, b_rows, routing.idx), routing, plan)
+            if routing.idx is not None and ctx.b_rows is not None:  # large batch: M·k dot products
+                dz = selected_response_grad(z, selected_dots(dy, ctx.b_rows, routing.idx), routing, plan)
+            elif routing.idx is not None:  # small batch: one GEMM, then the selected entries
+                dz = selected_response_grad(z, (dy @ b_all).gather(1, routing.idx), routing, plan)
             else:
                 u = dy @ b_all
                 if need[10]:
@@ -254,11 +258,13 @@ class CpuRankGatedLora(torch.autograd.Function):
                 dz = u * scale
             if isinstance(dz, tuple):  # sparse (idx, values): the magnitude gate
                 idx, values = dz
+                dense = torch.zeros_like(z).scatter_(1, idx, values) if need[8] or ctx.b_rows is None else None
                 if need[8]:
-                    dense = torch.zeros_like(z).scatter_(1, idx, values)
                     grad_a = dense[:, frozen:].t() @ x2
-                if need[3]:
+                if need[3] and dense is None:
                     grad_x = (dy @ weight).add_(sparse_rows_times(idx, values, a_all))
+                elif need[3]:
+                    grad_x = (dy @ weight).addmm_(dense, a_all)
             else:
                 if need[8]:
                     grad_a = dz[:, frozen:].t() @ x2

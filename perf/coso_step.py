@@ -53,7 +53,6 @@ from clbench.strategies.coso.optimizer import CoSOAdamW
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline import import_from_ref  # noqa: E402
 
-SHAPES = ((768, 768), (3072, 768))
 TINY = {"embed_dim": 64, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0}  # clbench.backbones.vit.TINY
 COSO_MODULES = {f"strategies/coso/{name}.py": f"clbench.strategies.coso.{name}" for name in ("optimizer", "projector", "frequent_directions")}
 
@@ -95,7 +94,7 @@ def coso_group(params: list[nn.Parameter], preset: str, svd: str, gap: int | Non
 def optimizer_rows(args: argparse.Namespace, device: torch.device, before: Any) -> list[dict[str, Any]]:
     clock, rows = Clock(device), []
     gen = torch.Generator().manual_seed(0)
-    for m, n in SHAPES:
+    for m, n in (tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")):
         grads = [(torch.randn(m, n, generator=gen) * 1e-3).to(device) for _ in range(args.steps)]
         for preset in args.presets.split(","):
             for history_cols in (0, args.history):
@@ -259,6 +258,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="optimizer,layers,train", help="comma list of optimizer, layers, train")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--shapes", default="768x768,3072x768", help="comma list of m x n weights for the optimizer part")
     parser.add_argument("--steps", type=int, default=3, help="distinct gradients cycled through (optimizer part)")
     parser.add_argument("--reps", type=int, default=3, help="timed rounds (median reported)")
     parser.add_argument("--threads", type=int, default=1, help="CPU torch threads (default 1: process time is per thread)")

@@ -200,8 +200,9 @@ def test_packed_topk_selects_exactly_what_torch_topk_selects(dtype: torch.dtype)
     score[0, :5] = torch.tensor([float("inf"), -float("inf"), -0.0, 0.0, 1e-38]).to(dtype)
     score[1] = -score[1].abs()  # an all-negative row
     for k in (1, 3, 8, 16):
-        got = select_topk(score, k)
+        values, got = select_topk(score, k)
         assert got.shape == (400, k) and got.dtype == torch.int64
+        assert torch.equal(values, score.gather(1, got))
         # Same values in the same (descending) order; the indices too where no two scores tie.
         torch.testing.assert_close(score.gather(1, got), score.topk(k, dim=1).values, rtol=0, atol=0)
         ties = score.float().sort(dim=1).values.diff(dim=1).eq(0).any(dim=1)
@@ -211,7 +212,7 @@ def test_packed_topk_selects_exactly_what_torch_topk_selects(dtype: torch.dtype)
 def test_packed_topk_breaks_ties_with_exactly_k_distinct_ranks() -> None:
     score = torch.zeros(300, 20)
     score[:, 7] = 1.0
-    got = select_topk(score, 5)
+    got = select_topk(score, 5)[1]
     assert (got[:, 0] == 7).all()
     assert all(len(set(row.tolist())) == 5 for row in got)
 
