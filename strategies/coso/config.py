@@ -84,6 +84,10 @@ class CoSOConfig(StrategyConfig):
             vectors (PowerSGD-style) instead of a Gaussian matrix (ours; see the CoSO guide for
             the accuracy measured with it).
         svd_warm_power_iters: subspace iterations after a warm start (ours).
+        svd_sketch_dtype: dtype of the randomized range finder's products: ``auto`` (bfloat16
+            where it is native: CUDA with bf16, CPUs with AVX512-BF16 or AMX; else float32),
+            ``float32`` or ``bfloat16`` (ours; the singular values and the projected gradient are
+            always computed in float32).
         align_signs: flip each new projector column to agree in sign with the previous
             projector's, so the unrotated Adam moments keep their meaning across refreshes
             (always on for the randomized SVD; off for the full SVD, as in the official code).
@@ -107,6 +111,7 @@ class CoSOConfig(StrategyConfig):
     svd_power_iters: int = 2
     svd_warm_start: bool = True
     svd_warm_power_iters: int = 0
+    svd_sketch_dtype: str = "auto"
     align_signs: bool = False
     orthonormalize_history: bool = False
     train_head: bool = True
@@ -128,6 +133,8 @@ class CoSOConfig(StrategyConfig):
             raise ValueError(f"svd must be full or randomized, got {self.svd!r}")
         if min(self.svd_oversample, self.svd_power_iters, self.svd_warm_power_iters) < 0:
             raise ValueError("svd_oversample, svd_power_iters and svd_warm_power_iters must be >= 0")
+        if self.svd_sketch_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"svd_sketch_dtype must be auto, float32 or bfloat16, got {self.svd_sketch_dtype!r}")
 
     def train_overrides(self, backbone_kind: str) -> dict[str, Any]:
         """An explicit preset also gives the official epochs, batch size and CoSO learning rate."""

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from clbench.strategies.coso.frequent_directions import FrequentDirections, merge_batch, shrink
-from clbench.strategies.coso.projector import SVD_METHODS, RangeSVD, deflate, randomized_svd, top_singular
+from clbench.strategies.coso.projector import SVD_METHODS, RangeSVD, deflate, fast_sketch_dtype, randomized_svd, top_singular
 
 COSO_DEFAULTS: dict[str, Any] = {
     "coso": False,
@@ -53,8 +53,11 @@ COSO_DEFAULTS: dict[str, Any] = {
     "svd_power_iters": 2,
     "svd_warm_start": True,
     "svd_warm_power_iters": 0,
+    "svd_sketch_dtype": "auto",
     "align_signs": False,
 }
+
+SKETCH_DTYPES = ("auto", "float32", "bfloat16")
 
 # Seed of the Gaussian test matrices of cold randomized refreshes (plus the step), so a resumed
 # run draws the same ones.
@@ -70,7 +73,9 @@ class CoSOAdamW(torch.optim.Optimizer):
             ``sketch_decay`` (β), ``svd`` (``full`` or ``randomized``), ``svd_oversample``,
             ``svd_power_iters`` (from a Gaussian start), ``svd_warm_start`` (start each randomized
             refresh from the previous one's right vectors), ``svd_warm_power_iters`` (iterations
-            after a warm start) and ``align_signs`` (align the projector's column signs with the
+            after a warm start), ``svd_sketch_dtype`` (``auto``, ``float32`` or ``bfloat16``: the
+            dtype of the range finder's products; ``auto`` is bf16 where it is native) and
+            ``align_signs`` (align the projector's column signs with the
             previous projector's; always on for the randomized SVD); every parameter in it must
             be a matrix.
         lr: learning rate.
@@ -93,6 +98,8 @@ class CoSOAdamW(torch.optim.Optimizer):
                 raise ValueError("proj_rank, sketch_rank and update_gap must be >= 1")
             if min(group["svd_oversample"], group["svd_power_iters"], group["svd_warm_power_iters"]) < 0:
                 raise ValueError("svd_oversample, svd_power_iters and svd_warm_power_iters must be >= 0")
+            if group["svd_sketch_dtype"] not in SKETCH_DTYPES:
+                raise ValueError(f"svd_sketch_dtype must be one of {', '.join(SKETCH_DTYPES)}, got {group['svd_sketch_dtype']!r}")
             for p in group["params"]:
                 if p.dim() != 2:
                     raise ValueError(f"CoSO optimises weight matrices; got a parameter of shape {tuple(p.shape)}")
@@ -234,8 +241,11 @@ class CoSOAdamW(torch.optim.Optimizer):
             step = self.state[layers[0]]["step"]
             generator = None if warm else torch.Generator(device=device).manual_seed(COLD_START_SEED + step)
             start = torch.stack([self.state[p]["range_test"] for p in layers]) if warm else None
+            name = group["svd_sketch_dtype"]
+            sketch_dtype = fast_sketch_dtype(device) if name == "auto" else getattr(torch, name)
             found = randomized_svd(stack, max(group["proj_rank"], group["sketch_rank"] + 1), group["svd_oversample"],
-                                   group["svd_warm_power_iters"] if warm else group["svd_power_iters"], start, generator)
+                                   group["svd_warm_power_iters"] if warm else group["svd_power_iters"], start, generator,
+                                   sketch_dtype, [self._history.get(p) for p in layers])
             projected = self._set_projectors(layers, found, group)
             self._feed_sketches(layers, found, group)
             for i, p in enumerate(layers):

@@ -76,8 +76,27 @@ class RangeSVD:
         return self.rotation[:, :, :rank].transpose(1, 2) @ self.b
 
 
+def fast_sketch_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 where its matrix products are native (CUDA with bf16, CPUs with AVX512-BF16 or AMX), else float32.
+
+    The range finder's products only have to find the subspace; bf16 perturbs it by ~4e-3, which
+    moves the Rayleigh–Ritz values (taken in fp32 from ``Qᵀ G``) only at second order, ~1e-5.
+    Measured on this project's AVX512-BF16 CPU: a 768×768 × 768×131 product in 0.39 ms (bf16) vs
+    2.0 ms (fp32). Where bf16 is emulated it would be slower, hence fp32 there.
+    """
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        native = bool(supported()) if supported is not None else False
+    except RuntimeError:  # pragma: no cover - depends on the build
+        native = False
+    return torch.bfloat16 if native else torch.float32
+
+
 def randomized_svd(grads: torch.Tensor, k: int, oversample: int, power_iters: int, start: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> RangeSVD:
+                   generator: torch.Generator | None = None, sketch_dtype: torch.dtype | None = None,
+                   histories: list[torch.Tensor | None] | None = None) -> RangeSVD:
     """Randomized SVD (Halko, Martinsson & Tropp 2011, Alg. 4.4 + 5.1) of a batch ``grads`` (``[L, m, n]``).
 
     The range finder takes ``q = min(k + oversample, m, n)`` columns ``Y = G Ω``, runs
@@ -99,16 +118,27 @@ def randomized_svd(grads: torch.Tensor, k: int, oversample: int, power_iters: in
             vectors are a far better start than a Gaussian); ``None`` draws one Gaussian n × q
             matrix for every layer of the batch.
         generator: the generator of the Gaussian start (on ``grads``' device).
+        sketch_dtype: dtype of the range finder's products ``G Ω`` and ``Gᵀ Q`` (``None``: the
+            gradients'); ``B = Qᵀ G`` and everything after it stay in the gradients' dtype.
+        histories: per layer, the orthonormal basis ``M`` the gradient was deflated against (or
+            ``None``). Rounding ``G − M MᵀG`` to a low-precision sketch puts ~bf16-sized components
+            along ``M`` back into the range, and through ``Q`` into the projector; the range is
+            deflated against ``M`` again in the gradients' dtype, so ``Mᵀ P`` stays at round-off.
     """
     batch, m, n = grads.shape
     q = min(k + oversample, m, n)
     if start is None or start.shape != (batch, n, q):
         # One draw shared by the batch: each layer then sees the same Ω whatever it is batched with.
         start = torch.randn(n, q, generator=generator, device=grads.device, dtype=grads.dtype).expand(batch, n, q)
-    y = grads @ start
+    low = grads if sketch_dtype in (None, grads.dtype) else grads.to(sketch_dtype)
+    y = (low @ start.to(low.dtype)).to(grads.dtype)
     for _ in range(power_iters):
-        z = grads.transpose(1, 2) @ torch.linalg.qr(y).Q
-        y = grads @ torch.linalg.qr(z).Q
+        z = (low.transpose(1, 2) @ torch.linalg.qr(y).Q.to(low.dtype)).to(grads.dtype)
+        y = (low @ torch.linalg.qr(z).Q.to(low.dtype)).to(grads.dtype)
+    if low is not grads:
+        for i, history in enumerate(histories or ()):
+            if history is not None and history.shape[1]:
+                y[i] -= history @ (history.t() @ y[i])
     q_basis = torch.linalg.qr(y).Q
     b = q_basis.transpose(1, 2) @ grads
     eigenvalues, vectors = torch.linalg.eigh(b @ b.transpose(1, 2))

@@ -106,7 +106,7 @@ class CoSO(Strategy):
             "params": weights, "lr": coso_lr, "coso": True, "proj_rank": self.settings.proj_rank,
             "sketch_rank": self.settings.sketch_rank, "update_gap": self.settings.update_gap, "sketch_decay": self.config.sketch_decay,
             "svd": self.config.svd, "svd_oversample": self.config.svd_oversample, "svd_power_iters": self.config.svd_power_iters,
-            "svd_warm_start": self.config.svd_warm_start, "svd_warm_power_iters": self.config.svd_warm_power_iters,
+            "svd_warm_start": self.config.svd_warm_start, "svd_warm_power_iters": self.config.svd_warm_power_iters, "svd_sketch_dtype": self.config.svd_sketch_dtype,
             "align_signs": self.config.align_signs,
         }]
         if others:
