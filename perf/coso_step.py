@@ -239,14 +239,14 @@ def train_rows(args: argparse.Namespace, device: torch.device, before: Any) -> l
     for kind, targets in (("tiny", "o"), (f"vit-b:{args.vitb_batch}", args.vitb_targets)):
         if kind.startswith("vit-b") and args.vitb_batch <= 0:
             continue
-        steps = {method: training_step(kind, method, targets, device) for method in ("lora", "full", "randomized")}
+        steps = {method: training_step(kind, method, targets, device) for method in args.train_methods.split(",")}
         if before is not None:
             steps["before_randomized"] = training_step(kind, "randomized", targets, device, before)
         reps = args.reps * (4 if kind == "tiny" else 1)
         med = interleaved(steps, Clock(device), reps=reps, warmup=2)
         row = {"model": "vit:tiny (64 wide, 2 blocks), batch 32, 8x8" if kind == "tiny" else f"ViT-B/16 random init, batch {args.vitb_batch}, 224 px",
                "targets": targets, **{f"{k}_ms": round(v * 1e3, 2) for k, v in med.items()},
-               "full_over_lora": round(med["full"] / med["lora"], 3), "randomized_over_lora": round(med["randomized"] / med["lora"], 3)}
+               **{f"{m}_over_lora": round(med[m] / med["lora"], 3) for m in ("full", "randomized") if m in med}}
         if before is not None:
             row["randomized_before_over_after"] = round(med["before_randomized"] / med["randomized"], 3)
         rows.append(row)
@@ -267,9 +267,12 @@ def main() -> None:
     parser.add_argument("--with-fc", action="store_true", help="layers part: add the 12 mlp.fc1 (3072x768) weights")
     parser.add_argument("--vitb-batch", type=int, default=2, help="images per ViT-B training step (0 skips the ViT-B)")
     parser.add_argument("--vitb-targets", default="o", help="layers CoSO trains in the ViT-B step: o or o,fc")
+    parser.add_argument("--train-methods", default="lora,full,randomized", help="training part: lora (the reference, required), full, randomized")
     parser.add_argument("--baseline-ref", default="", help="also time the CoSO optimizer of this git revision (e.g. main)")
     parser.add_argument("--json", default="", help="also write the results to this file")
     args = parser.parse_args()
+    if "lora" not in args.train_methods.split(","):
+        raise SystemExit("--train-methods must include lora (every ratio is against it)")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is visible here")
