@@ -6,7 +6,7 @@ paper's ``R[t][i]`` is ``R[t, i-1]`` here. Scores may be fractions or percent; e
 is scale-agnostic. A run in progress stores NaN for missing entries: each function checks only
 the entries its formula uses and raises ``ValueError`` if one of them is NaN/inf. Metrics that
 need T >= 2 (forgetting, BWT, FWT, transfer) return ``float('nan')`` for T = 1.
-Formulas and variants: ``shared/specs/metrics.md``.
+Each function's docstring names the paper (or library) whose definition it follows.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """The CPU fast path: the kernels' math written with a few large torch calls and a hand-written backward.
 
-Forward (kernels.md §4e): one GEMM for ``z = x A_allᵀ`` (all ranks: the score needs them), the
+Forward (design: ``docs/kernels.md``): one GEMM for ``z = x A_allᵀ`` (all ranks: the score needs them), the
 row-local gate on the small ``[M, k]`` selection, the gated responses scattered into a zero
 ``[M, R]`` tensor (no mask multiply over ``[M, R]``), then one in-place ``addmm_`` of
 ``Gz B_allᵀ`` into the base output, so no ``[M, d_out]`` temporary is written or added. A static
 gate with zero entries (a rank mask) drops the unused ranks from both GEMMs instead of masking.
 
 Backward reads ``dy`` for ``U = dy B_all`` and ``dB = dyᵀ Gz``, runs the gate backward on the
-``[M, R]`` tensors (methods.md §1.8: value path, softmax Jacobian over the selection, and the dense
+``[M, R]`` tensors (the hand-derived backward of MoRAM's gate: value path, softmax Jacobian over the selection, and the dense
 normalisation term), then ``dA = dZᵀ x`` and ``dx = dy W0 + dZ A_all`` with ``addmm_``. Only the
 inputs that require grad get a gradient; the frozen bank never does.
 

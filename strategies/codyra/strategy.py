@@ -1,6 +1,6 @@
 """The CoDyRA strategy: per task, wrap fresh gated adapters, sparsify their gates, merge them.
 
-Per task (``methods.md`` §2):
+Per task (arXiv 2412.01004; ``Artificer-AI-Lab/CoDyRA``):
 
 * ``before_task``: wrap every target layer in a fresh :class:`~clbench.nn.codyra.CoDyRALinear`
   (Kaiming A, zero B, N(0, 1) gate; drawn after the runner re-seeds the task, so a resumed run

@@ -1,6 +1,6 @@
 """The ``coso`` strategy: which weights CoSO trains, its heads and loss, and the task boundary.
 
-Per task (``methods.md`` §3.2–3.3):
+Per task (arXiv 2505.11816; official code ``quinn-ch/CoSO``, ``models/coso.py``):
 
 * the target weights (default: attention output projections) are trained by
   :class:`~clbench.strategies.coso.optimizer.CoSOAdamW`, everything else in the backbone is frozen;

@@ -1,6 +1,6 @@
 """``flylora``: FlyLoRA, LoRA with a frozen sparse random A as an implicit rank router (NeurIPS 2025).
 
-A configuration of the shared rank-gated operation (``methods.md`` §5.8, §6): top-k of
+A configuration of the shared rank-gated operation (FlyLoRA, NeurIPS 2025; official code ``gfyddha/FlyLoRA``): top-k of
 ``|A x + d|`` per token over a frozen sparse random ``A``, trainable zero-initialised ``B``, a
 load-balancing bias ``d`` updated after every optimizer step; see
 :mod:`clbench.strategies.flylora.layer`.

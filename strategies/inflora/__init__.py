@@ -1,7 +1,7 @@
 """``inflora``: InfLoRA, interference-free low-rank adaptation (Liang & Li, CVPR 2024).
 
 Per task, each adapted layer gets a new LoRA branch whose down-projection ``A_t`` is *designed*
-rather than learned (``methods.md`` §5.3; official code ``liangyanshuo/InfLoRA``):
+rather than learned (arXiv 2404.00228; official code ``liangyanshuo/InfLoRA``):
 
 1. before training, pass the task's training data through the model and accumulate each
    adapted layer's input second moment ``C = mean(x xᵀ)``;

@@ -1,6 +1,6 @@
 """``lora``: sequential LoRA, one adapter trained across tasks or merged and restarted per task.
 
-Two variants appear in the literature (``methods.md`` §5.1): TRACE's SeqLoRA keeps training one
+Two variants appear in the literature (TRACE, arXiv 2310.06762; CoDyRA, arXiv 2412.01004): TRACE's SeqLoRA keeps training one
 adapter on every task (``merge_after_task=false``, the default); CoDyRA's naive "LoRA r=16"
 baseline merges the adapter into the weights after each task and starts a fresh one
 (``merge_after_task=true``). Either way nothing protects old tasks.

@@ -2,7 +2,7 @@
 
 Each task trains a fresh LoRA (``A_new``, ``B_new``) on the target layers while the adapters of
 earlier tasks stay frozen in a bank (``A_old``, ``B_old``). The loss keeps the new adapter's
-input subspace away from the old ones (``methods.md`` §5.2; official code ``cmnfriend/O-LoRA``
+input subspace away from the old ones (arXiv 2310.14152; official code ``cmnfriend/O-LoRA``
 ``src/uie_trainer_lora.py``)::
 
     L = L_task + λ1 Σ_layers Σ_ij |(A_old A_newᵀ)_ij| + λ2 Σ_{θ ∈ new adapter} ‖θ‖₂

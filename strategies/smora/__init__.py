@@ -1,6 +1,6 @@
 """``smora``: SMoRA, "Each Rank Could be an Expert" — single-rank mixture-of-experts LoRA.
 
-A configuration of the shared rank-gated operation (``methods.md`` §5.7, §6): a learned sigmoid
+A configuration of the shared rank-gated operation (arXiv 2501.15103; official code ``StyxXuan/smora``): a learned sigmoid
 router picks k of the r rank-1 experts per token, with normalised gates times k, scaling α/k and
 an auxiliary-loss-free load-balancing bias updated after every optimizer step; see
 :mod:`clbench.strategies.smora.layer`.
