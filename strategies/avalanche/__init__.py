@@ -140,7 +140,9 @@ class AvalancheStrategy(Strategy):
         for exp in stream.tasks:
             data = exp.train
             if not isinstance(data, TensorTaskDataset):
-                raise UsageError(f"avalanche:{self.avalanche_name} needs tensor data; task {exp.name!r} holds {type(data).__name__}")
+                raise UsageError(f"strategy avalanche:{self.avalanche_name} does not support backbone {self.backbone.spec!r}: avalanche strategies "
+                                 f"need tensor inputs, but task {exp.name!r} holds {type(data).__name__}; use clbench's finetune, ewc, lwf, "
+                                 "replay or joint instead")
             # Task labels only under the task-incremental protocol: elsewhere avalanche's plugins
             # (LwF, GEM) must treat every task as one growing classification problem.
             labels = exp.index if task_incremental else 0
