@@ -39,7 +39,8 @@ from clbench import metrics as formulas
 LEVEL = 0.95
 REPLICATES = 2000
 _CHUNK = 200  # replicates drawn at once: bounds memory at CHUNK x (test examples) counts per column
-INTERVAL_METRICS = ("last_accuracy", "average_incremental_accuracy", "learning_accuracy", "plasticity_gain", "forgetting_chaudhry", "bwt")
+INTERVAL_METRICS = ("last_accuracy", "average_incremental_accuracy", "learning_accuracy", "plasticity_gain", "forgetting_chaudhry", "bwt",
+                    "fwt")
 """Metrics that get intervals in results files, summaries and reports."""
 
 LEARNED_RULE = ("did not learn = the 95% bootstrap interval of the plasticity gain mean_i(R[i][i] - R[0][i]) reaches 0 or below "
@@ -110,6 +111,14 @@ def _bwt(m: np.ndarray) -> np.ndarray:
     return (m[..., n_tasks, : n_tasks - 1] - _diag(m)[..., : n_tasks - 1]).mean(axis=-1)
 
 
+def _fwt(m: np.ndarray) -> np.ndarray:
+    n_tasks = m.shape[-1]
+    if n_tasks < 2:
+        return np.full(m.shape[:-2], np.nan)
+    before = np.diagonal(m[..., 1:n_tasks, 1:n_tasks], axis1=-2, axis2=-1)
+    return (before - m[..., 0, 1:n_tasks]).mean(axis=-1)
+
+
 STACKED: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "last_accuracy": lambda m: m[..., -1, :].mean(axis=-1),
     "average_incremental_accuracy": _avg_incremental,
@@ -117,6 +126,7 @@ STACKED: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "plasticity_gain": lambda m: (_diag(m) - m[..., 0, :]).mean(axis=-1),
     "forgetting_chaudhry": _forgetting_chaudhry,
     "bwt": _bwt,
+    "fwt": _fwt,
 }
 """Stacked versions of the :data:`INTERVAL_METRICS` (same formulas, evaluated over leading axes)."""
 
