@@ -17,6 +17,10 @@ def test_list_and_show(cli) -> None:
         assert name in out
     status, out, _ = cli("show", "digits-split")
     assert status == 0 and "protocol: class-incremental" in out and "task 5  digits-8-9" in out
+    assert "default budget: 5 epoch(s) per task: steps = 5 × ⌈train examples / 32⌉; batch 32; lr 0.001 (adamw, constant schedule)" in out
+    assert "strategies may override it per backbone kind" in out
+    status, out, _ = cli("show", "finetune")
+    assert status == 0 and "training budget by backbone kind" in out and "  llm: lr=2e-05\n" in out and "  classic: the benchmark's\n" in out
     status, out, _ = cli("show", "lora")
     assert status == 0 and "rank = 8: adapter rank r." in out and "merge_after_task = False" in out and "lr = None: peak learning rate." in out
 
