@@ -38,10 +38,10 @@ class CoDyRA(Strategy):
         super().setup(backbone)
         for p in backbone.model.parameters():
             p.requires_grad_(False)
-        targets = self.config.targets or DEFAULT_TARGETS.get(backbone.kind, ("fc",))
+        targets = self.config.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("fc",)), "codyra")
         self.target_names = tuple(backbone.adapter_targets(targets))  # checks the targets now, before any training
         if self.config.train_head and backbone.kind in HEAD_TRAINED_KINDS and "head" in backbone.target_patterns:
-            for head in backbone.adapter_targets(["head"]).values():
+            for head in backbone.head_layers(self.target_names).values():
                 head.requires_grad_(True)
         self.adapters: dict[str, CoDyRALinear] = {}
         self.schedule = KappaSchedule(0, self.config.kappa_max, self.config.dense_fraction, self.config.kappa_levels)

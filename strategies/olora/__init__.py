@@ -88,11 +88,11 @@ class OLoRA(Strategy):
         super().setup(backbone)
         for p in backbone.model.parameters():
             p.requires_grad_(False)
-        targets = self.config.targets or DEFAULT_TARGETS.get(backbone.kind, ("fc",))
+        targets = self.config.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("fc",)), "olora")
         layers = backbone.adapter_targets(targets)
         self.adapters = apply_task_lora(backbone.model, layers, self.config.rank, self.config.alpha, self.config.dropout)
         if self.config.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
-            for head in backbone.adapter_targets(["head"]).values():
+            for head in backbone.head_layers(layers).values():
                 for p in head.parameters():
                     p.requires_grad_(True)
         self.tasks_done = 0
