@@ -25,8 +25,6 @@ so reports can read it.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from clbench.errors import ResultsError
+from clbench.results import write_bytes_atomic
 
 EXAMPLES_FILE = "examples.npz"
 FORMAT_VERSION = 1
@@ -129,26 +128,17 @@ class ExampleScores:
 
     def save(self, path: Path) -> None:
         """Write the file atomically (temp file, fsync, rename) with deterministic bytes."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                    for name, array in self.arrays().items():
-                        buffer = io.BytesIO()
-                        np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
-                        info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
-                        info.compress_type = zipfile.ZIP_DEFLATED
-                        info.create_system = 3
-                        info.external_attr = 0o644 << 16
-                        archive.writestr(info, buffer.getvalue())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, array in self.arrays().items():
+                member = io.BytesIO()
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.create_system = 3
+                info.external_attr = 0o644 << 16
+                archive.writestr(info, member.getvalue())
+        write_bytes_atomic(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> ExampleScores:

@@ -47,12 +47,16 @@ REQUIRED_KEYS = ("schema", "status", "benchmark", "strategy", "seed", "matrix", 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    write_bytes_atomic(path, (json.dumps(_json_safe(data), indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(_json_safe(data), handle, indent=2, sort_keys=False, allow_nan=False)
-            handle.write("\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from clbench import registry
 from clbench.errors import UsageError
 from clbench.runner import RunOptions, run
-from test_llm_backbones import byte_tokenizer
+from test_llm_backbones import tiny_llama  # noqa: F401  (a fixture: a random 2-layer Llama with SmolLM2's module names)
 
 BENCHMARKS = ("digits-split", "digits-split-task-il", "fashion-split", "fortunes", "quickstart")
 """The benchmarks whose data and models ship offline (sklearn, Debian packages, PyPI wheels)."""
@@ -88,21 +87,6 @@ def tiny_copy(name: str, folder: Path, backbone: str | None = None) -> Path:
     path = folder / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 2-layer Llama with SmolLM2's module names (q/k/v/o_proj, gate/up/down_proj)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-llama-matrix") / "model"
-    tok = byte_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=None, max_position_embeddings=256)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
