@@ -36,12 +36,13 @@ import numpy as np
 import torch
 
 import clbench
-from clbench import checkpoint, registry
+from clbench import budget, checkpoint, registry, uncertainty
 from clbench.api.benchmark import BenchmarkSpec
 from clbench.api.strategy import RunContext, Strategy
 from clbench.config import build_config
 from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream
-from clbench.errors import UsageError
+from clbench.errors import ResultsError, UsageError
+from clbench.example_scores import EXAMPLES_FILE, ExampleScores
 from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, load_results, probe_summary, write_json_atomic
 from clbench.training import evaluate, peak_memory_mb, train_task
 
@@ -148,7 +149,7 @@ class _Run:
         with _model_downloads(options.allow_download):
             self.backbone = registry.build_backbone(options.backbone or spec.backbone)
         if self.backbone.kind not in strategy_cls.backbone_kinds:
-            raise UsageError(f"strategy {self.plugin.name!r} supports {', '.join(sorted(strategy_cls.backbone_kinds))} backbones, not {self.backbone.kind} ({self.backbone.spec})")
+            raise UsageError(registry.unsupported_backbone_message(self.plugin.name, strategy_cls.backbone_kinds, self.backbone.kind, self.backbone.spec))
         self.backbone.bind(self.stream)
         self.backbone.to(self.device)
         self.train = spec.train.updated(**self.config.train_overrides(self.backbone.kind))
@@ -157,15 +158,20 @@ class _Run:
         self.strategy: Strategy = strategy_cls(self.config, ctx)
         self.strategy.setup(self.backbone)
         self.reference = checkpoint.fingerprints(self.backbone.model)
+        self._clear_if_overwriting()  # only now: a run that cannot start never destroys a finished one
         self.rows: list[list[float] | None] = [None] * (len(self.stream.tasks) + 1)
         self.task_records: list[dict[str, Any]] = []
         self.telemetry: list[dict[str, Any]] = []
+        self.examples = ExampleScores(len(self.stream.tasks) + 1, len(self.stream.experiences))
+        self.planned_steps = [budget.steps_per_task(len(e.train), self.train) for e in self.stream.tasks]  # type: ignore[arg-type]
         self.created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
     def _check_existing(self) -> None:
         results = self.run_dir / RESULTS_FILE
         if results.exists() and not (self.options.resume or self.options.overwrite):
             raise UsageError(f"{self.run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
+
+    def _clear_if_overwriting(self) -> None:
         if self.options.overwrite and self.run_dir.exists():
             for path in sorted(self.run_dir.rglob("*"), reverse=True):
                 path.unlink() if path.is_file() else path.rmdir()
@@ -190,6 +196,7 @@ class _Run:
             "backbone": self.backbone.describe(),
             "seed": self.options.seed,
             "train": dataclasses.asdict(self.train),
+            "budget": budget.budget_record(self.train, self.spec.train, self.planned_steps, self.task_records, self.strategy.trains),
             "environment": environment(self.device),
             "matrix": {
                 "rows": ["init"] + [f"after {e.name}" for e in self.stream.tasks],
@@ -198,7 +205,10 @@ class _Run:
                 "values": self.rows,
             },
             "metrics": {},
+            "intervals": {},
+            "plasticity": {},
             "probes": {},
+            "examples": self.examples.summary() if self.examples.sizes() else None,
             "tasks": self.task_records,
             "telemetry": self.telemetry,
             "created": self.created,
@@ -206,8 +216,32 @@ class _Run:
         }
         if status == "complete":
             data["metrics"] = compute_run_metrics(data)
+            data.update(self.uncertainty())
         data["probes"] = probe_summary(data)
         return data
+
+    def uncertainty(self) -> dict[str, Any]:
+        """Bootstrap intervals of the headline metrics and the "did not learn" verdict (this seed)."""
+        n_tasks = len(self.stream.tasks)
+        matrix = np.array([row[:n_tasks] for row in self.rows], dtype=float)  # type: ignore[index]
+        # None when resumed from a checkpoint written before per-example scores were kept: no intervals then.
+        columns = self.examples.columns(n_tasks) if self.examples.is_complete() else None
+        return uncertainty.run_uncertainty(columns, matrix, seed=self.options.seed)
+
+    def save_examples(self) -> None:
+        """Rewrite ``examples.npz`` (before the checkpoint, so a checkpoint never claims rows the file lacks)."""
+        if is_main_process():
+            self.examples.save(self.run_dir / EXAMPLES_FILE)
+
+    def restore_examples(self, rows_done: int) -> None:
+        """Keep the saved per-example rows a resumed run will not re-evaluate."""
+        try:
+            saved = ExampleScores.load(self.run_dir / EXAMPLES_FILE)
+        except ResultsError:
+            return
+        if (saved.n_rows, saved.n_columns) == (self.examples.n_rows, self.examples.n_columns):
+            saved.keep_rows(rows_done)
+            self.examples = saved
 
     def write(self, status: str) -> dict[str, Any]:
         data = self.results(status)
@@ -235,6 +269,7 @@ class _Run:
         self.task_records = progress["tasks"]
         self.telemetry = progress["telemetry"]
         self.created = progress["created"]
+        self.restore_examples(int(pointer["tasks_done"]) + 1)
         log.info("resumed %s after task %d of %d", self.run_dir, pointer["tasks_done"], len(self.stream.tasks))
         return int(pointer["tasks_done"])
 
@@ -255,10 +290,14 @@ class _Run:
             write_json_atomic(self.run_dir / "config.json", {"options": {**dataclasses.asdict(self.options), "out": str(self.options.out),
                                                                          "data_root": str(self.options.data_root) if self.options.data_root else None},
                                                              **self.identity()})
+        log.info("%s: budget %s", name, budget.describe(budget.budget_record(self.train, self.spec.train, self.planned_steps, [], self.strategy.trains)))
         if self.rows[0] is None:
             start = time.perf_counter()
-            self.rows[0] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval init", self.strategy)
+            scores: list[np.ndarray] = []
+            self.rows[0] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval init", self.strategy, per_example=scores)
+            self.examples.set_row(0, scores)
             log.info("%s: row 0 (before training) %s in %.1fs", name, _fmt(self.rows[0]), time.perf_counter() - start)
+            self.save_examples()
             self.write("running")
         for t in range(done, len(tasks)):
             exp = tasks[t]
@@ -270,8 +309,12 @@ class _Run:
                 if self.strategy.trains else None
             self.strategy.after_task(exp)
             start = time.perf_counter()
-            self.rows[t + 1] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval {t + 1}/{len(tasks)}", self.strategy)
+            scores = []
+            self.rows[t + 1] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval {t + 1}/{len(tasks)}", self.strategy,
+                                        per_example=scores)
             eval_seconds = time.perf_counter() - start
+            self.examples.set_row(t + 1, scores)
+            self.save_examples()
             memory, memory_kind = peak_memory_mb(self.device)
             record = {"task": exp.name, "eval_seconds": round(eval_seconds, 4), "peak_memory_mb": round(memory, 1), "memory_kind": memory_kind}
             if stats is not None:

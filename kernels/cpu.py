@@ -1,6 +1,6 @@
 """The CPU fast path: the kernels' math written with a few large torch calls and a hand-written backward.
 
-Forward (kernels.md §4e): one GEMM for ``z = x A_allᵀ`` (all ranks: the score needs them), the
+Forward (design: ``docs/kernels.md``): one GEMM for ``z = x A_allᵀ`` (all ranks: the score needs them), the
 row-local gate on the small ``[M, k]`` selection, then the adapter term and the base layer written
 into one output without a ``[M, d_out]`` temporary being added:
 
@@ -15,7 +15,7 @@ into one output without a ``[M, d_out]`` temporary being added:
 Backward reads ``dy`` once per GEMM: for top-k gates ``u_j = dy · B_all[:, j]`` is needed only at
 the ``k`` selected ranks (the softmax Jacobian and the norm coupling use nothing else), so it is
 computed as ``M·k`` dot products (the ``embedding_bag`` per-sample-weight gradient) instead of the
-``[M, R]`` GEMM ``dy B_all``; ``dB = s · (Gzᵀ dy)ᵀ``; the gate backward (methods.md §1.8: value
+``[M, R]`` GEMM ``dy B_all``; ``dB = s · (Gzᵀ dy)ᵀ``; the gate backward (the hand-derived backward of MoRAM's gate: value
 path, softmax Jacobian over the selection, and the dense normalisation term) gives ``dZ``; then
 ``dA = dZᵀ x`` and ``dx = dy W0 + dZ A_all`` with ``addmm_`` (an ``embedding_bag`` for the sparse
 ``dZ`` of the magnitude gate). Only the inputs that require grad get a gradient; the frozen bank

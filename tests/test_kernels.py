@@ -1,5 +1,5 @@
 """The rank-gated LoRA operation: the torch fast path against the readable reference, dispatch rules and
-the method invariants of methods.md §1.8 (fp64 and fp32, odd shapes, every gate kind)."""
+the MoRA gate's invariants (fp64 and fp32, odd shapes, every gate kind)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_frozen_bank_gets_no_gradient_but_takes_part_in_gating() -> None:
 
 
 def test_unselected_ranks_receive_gradient_through_the_norm() -> None:
-    """methods.md §1.8: the normalisation term is dense, so A_new rows that no token selected still learn."""
+    """The normalisation term is dense, so A_new rows that no token selected still learn."""
     problem = make_problem("softmax", m=5, r_frozen=0, r_train=13, k=2)
     y, grads = run_and_grad(problem, "cpu")
     z = problem.x.detach() @ problem.a_train.detach().t()
@@ -185,7 +185,7 @@ def test_bad_gate_shapes_are_reported() -> None:
 
 @pytest.mark.parametrize("gate_name", ["softmax_threshold", "static", "dense"])
 def test_cpu_path_in_bf16_stays_within_the_bf16_tolerance(gate_name: str) -> None:
-    """bf16 operands: outputs and gradients within 1e-2 relative of fp64 (kernels.md §4d)."""
+    """bf16 operands: outputs and gradients within 1e-2 relative of fp64."""
     y_ref, g_ref = run_and_grad(make_problem(gate_name, dtype=torch.float64, seed=3), "reference")
     y_cpu, g_cpu = run_and_grad(make_problem(gate_name, dtype=torch.bfloat16, seed=3), "cpu")
     assert y_cpu.dtype == torch.bfloat16 and relative_error(y_cpu, y_ref) < 1e-2

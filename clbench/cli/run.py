@@ -53,10 +53,6 @@ def _seeds(text: str | None, default: tuple[int, ...]) -> list[int]:
         raise UsageError(f"--seed takes comma-separated integers, got {text!r}") from None
 
 
-def _format(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:6.2f}"
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from clbench import registry
     from clbench.config import build_config, parse_assignments, split_overrides
@@ -86,14 +82,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(metric_names: tuple[str, ...], summary: list[tuple[str, int, dict[str, Any], float]]) -> None:
-    short = {"last_accuracy": "last", "average_incremental_accuracy": "avg-inc", "forgetting_chaudhry": "forget",
-             "bwt": "bwt", "fwt": "fwt", "mtil_transfer": "transfer", "mtil_avg": "mtil-avg", "mtil_last": "mtil-last"}
-    header = ["strategy", "seed"] + [short.get(m, m) for m in metric_names] + ["probes Δ", "time", "results"]
-    print("\n" + "  ".join(header))
-    for name, seed, results, seconds in summary:
-        metrics = results["metrics"]
-        probes = results.get("probes", {})
-        probe_delta = ", ".join(f"{_format(p['delta']).strip()}" for p in probes.values()) or "-"
-        cells = [name, str(seed)] + [_format(metrics.get(m)) for m in metric_names] + [probe_delta, f"{seconds:5.1f}s", str(Path(results["_path"]).parent) if "_path" in results else ""]
-        print("  ".join(cells))
-    print("(scores in %; forget = Chaudhry forgetting, bwt/fwt as in GEM with b_i = row 0)")
+    from clbench.cli.summary import summary_lines
+
+    print("\n" + "\n".join(summary_lines(metric_names, summary)))

@@ -1,4 +1,4 @@
-"""CoSO's settings and the per-benchmark defaults of the official configs (``methods.md`` §3.4)."""
+"""CoSO's settings and the per-benchmark defaults of the official configs (``quinn-ch/CoSO`` ``exps/*.json``)."""
 
 from __future__ import annotations
 

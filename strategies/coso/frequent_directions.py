@@ -5,7 +5,7 @@ that ``0 ⪯ A Aᵀ − S Sᵀ`` and ``‖A Aᵀ − S Sᵀ‖₂ ≤ Σ_t δ_t 
 every k < ℓ, where δ_t is the squared singular value each shrink removes. CoSO feeds it one
 block per projector refresh: the block is itself the gradient's top-ℓ SVD, shrunk by its
 (ℓ+1)-th squared singular value (the newer official code), then merged with the decayed sketch
-and shrunk again (``methods.md`` §3.2 step 3).
+and shrunk again (``quinn-ch/CoSO`` ``coso/coso_projector.py``).
 
 The sketch is kept as its left singular vectors and values (``S = U diag(σ)``), which is what
 CoSO needs at the end of a task (the directions and their energies).

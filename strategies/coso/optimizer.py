@@ -3,7 +3,7 @@
 One optimizer holds two kinds of parameter groups (as in the official code, ``coso/adamw.py``):
 
 * **CoSO groups** (``coso=True``): full weight matrices ``W`` (m × n, m = d_out). Each step
-  (``methods.md`` §3.2):
+  (``quinn-ch/CoSO`` ``coso/adamw.py``):
 
   1. ``G ← G − M (Mᵀ G)`` against the layer's historical basis ``M`` (set by the strategy);
   2. every ``update_gap`` steps (and on the first), the SVD of ``G`` gives the projector

@@ -1,7 +1,7 @@
 """Subspace arithmetic CoSO needs per weight: deflation, top singular pairs, energy selection.
 
 Every function works on one gradient-shaped matrix ``G`` (m × n, m = d_out): CoSO always works on
-the *left* (output / column) side of the gradient, whatever its shape (``methods.md`` §3.6), so the
+the *left* (output / column) side of the gradient, whatever its shape (``quinn-ch/CoSO`` ``coso/coso_projector.py``), so the
 bases here are m × k matrices with orthonormal columns.
 """
 
