@@ -1,0 +1,1 @@
+"""KV-cache policies for generation (placeholder during development)."""
