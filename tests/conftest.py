@@ -62,3 +62,27 @@ options = { classes = [4, 5] }
 
 def python() -> str:
     return sys.executable
+
+
+def interrupted_run_resumes_identically(strategy_cls: type, name: str, benchmark: Path, overrides: dict[str, str], out: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Run ``name`` uninterrupted, then again killed after task 1 and resumed; assert both give the
+    same matrix and telemetry. Returns the uninterrupted results."""
+    from clbench.runner import RunOptions, run
+
+    full = run(RunOptions(benchmark=str(benchmark), strategy=name, overrides=overrides, out=out / "full", progress=False))
+    original = strategy_cls.after_task
+
+    def crash_on_second_task(self: object, experience: object) -> None:
+        if experience.index == 1:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+        original(self, experience)
+
+    monkeypatch.setattr(strategy_cls, "after_task", crash_on_second_task)
+    with pytest.raises(KeyboardInterrupt):
+        run(RunOptions(benchmark=str(benchmark), strategy=name, overrides=overrides, out=out / "cut", progress=False))
+    monkeypatch.setattr(strategy_cls, "after_task", original)
+    resumed = run(RunOptions(benchmark=str(benchmark), strategy=name, overrides=overrides, out=out / "cut", resume=True, progress=False))
+    assert resumed["matrix"]["values"] == full["matrix"]["values"]
+    assert resumed["telemetry"] == full["telemetry"]
+    return full

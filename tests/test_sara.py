@@ -17,10 +17,10 @@ from clbench import registry
 from clbench.api import RunContext
 from clbench.data import build_stream
 from clbench.errors import UsageError
-from clbench.runner import RunOptions, run
 from clbench.strategies.sara import SaRA, SaRAAdamW, SaRAConfig, SparseUpdate, selection_threshold
 from clbench.strategies.sara.sparse import attach, detach_slot, nuclear_gradient
 from clbench.training import train_task
+from conftest import interrupted_run_resumes_identically
 
 
 def _linear(m: int = 80, n: int = 70, seed: int = 0) -> nn.Linear:
@@ -271,20 +271,5 @@ def test_faithful_quirks_read_abs_values_once_and_skip_the_progressive_update(sm
 
 
 def test_run_interrupted_after_a_task_resumes_to_identical_results(small_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    overrides = {"iterations": "12", "budget": "0.2"}
-    full = run(RunOptions(benchmark=str(small_digits), strategy="sara", overrides=overrides, out=tmp_path / "full", progress=False))
-    original = SaRA.after_task
-
-    def crash_on_second_task(self: SaRA, experience: object) -> None:
-        if experience.index == 1:  # type: ignore[attr-defined]
-            raise KeyboardInterrupt
-        original(self, experience)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(SaRA, "after_task", crash_on_second_task)
-    with pytest.raises(KeyboardInterrupt):
-        run(RunOptions(benchmark=str(small_digits), strategy="sara", overrides=overrides, out=tmp_path / "cut", progress=False))
-    monkeypatch.setattr(SaRA, "after_task", original)
-    resumed = run(RunOptions(benchmark=str(small_digits), strategy="sara", overrides=overrides, out=tmp_path / "cut", resume=True, progress=False))
-    assert resumed["matrix"]["values"] == full["matrix"]["values"]
-    assert resumed["telemetry"] == full["telemetry"]
+    full = interrupted_run_resumes_identically(SaRA, "sara", small_digits, {"iterations": "12", "budget": "0.2"}, tmp_path, monkeypatch)
     assert full["telemetry"][-1]["sara"]["selected"] > 0

@@ -167,54 +167,49 @@ class AltLoRAOptimizer(torch.optim.Optimizer):
         update_a, update_b = active_factors(group["pair_steps"], group["alternation"], group["alternation_block"])
         grad_b = b.grad  # taken before A moves: the B-step uses the gradient of this backward pass
         if update_a and a.grad is not None:
-            self._a_half_step(a, b, group)
+            self._half_step(a, a.grad, b, "b_prev", group)
         if update_b and grad_b is not None:
-            self._b_half_step(a, b, grad_b, group)
+            self._half_step(b, grad_b, a, "a_prev", group)
         group["pair_steps"] += 1
 
-    def _a_half_step(self, a: torch.Tensor, b: torch.Tensor, group: dict[str, Any]) -> None:
-        state = self.state[a]
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = torch.zeros(a.shape, dtype=work_dtype(a), device=a.device)
-            state["b_prev"] = torch.zeros(b.shape, dtype=work_dtype(b), device=b.device)
-            if group["variant"] == "altlora_plus":
-                state["exp_avg_sq"] = torch.zeros(a.shape, dtype=work_dtype(a), device=a.device)
-        bf = b.to(work_dtype(b))
-        precond, ok = regularized_inverse(bf.t() @ bf, group["reg"])
-        self.inverse_fallbacks += not ok
-        scaled = precond @ a.grad.to(bf.dtype)  # type: ignore[union-attr]
-        if group["inv_s2_scaling"]:
-            scaled = scaled / group["scaling"] ** 2
-        transport = precond @ bf.t() @ state["b_prev"]
-        direction = self._moments(state, scaled, lambda m: transport @ m, group)
-        lr = self._lr(group)
-        a.add_(direction.to(a.dtype), alpha=-lr)
-        if group["weight_decay"] > 0:
-            a.add_(a, alpha=-lr * group["weight_decay"])
-        state["b_prev"] = bf.clone()
+    def _fresh_state(self, param: torch.Tensor, other: torch.Tensor, prev_key: str, group: dict[str, Any],
+                     previous: torch.Tensor | None = None) -> dict[str, Any]:
+        """Zero moments and step for ``param``; ``prev_key`` holds the other factor's last value (zeros at first)."""
+        state = self.state[param]
+        state["step"] = 0
+        state["exp_avg"] = torch.zeros(param.shape, dtype=work_dtype(param), device=param.device)
+        state[prev_key] = (torch.zeros(other.shape, dtype=work_dtype(other), device=other.device) if previous is None
+                           else previous.to(device=other.device, dtype=work_dtype(other)).clone())
+        if group["variant"] == "altlora_plus":
+            state["exp_avg_sq"] = torch.zeros(param.shape, dtype=work_dtype(param), device=param.device)
+        return state
 
-    def _b_half_step(self, a: torch.Tensor, b: torch.Tensor, grad_b: torch.Tensor, group: dict[str, Any]) -> None:
-        state = self.state[b]
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = torch.zeros(b.shape, dtype=work_dtype(b), device=b.device)
-            state["a_prev"] = torch.zeros(a.shape, dtype=work_dtype(a), device=a.device)
-            if group["variant"] == "altlora_plus":
-                state["exp_avg_sq"] = torch.zeros(b.shape, dtype=work_dtype(b), device=b.device)
-        af = a.to(work_dtype(a))
-        precond, ok = regularized_inverse(af @ af.t(), group["reg"])
+    def _half_step(self, param: torch.Tensor, grad: torch.Tensor, other: torch.Tensor, prev_key: str, group: dict[str, Any]) -> None:
+        """One factor's step with the other factor fixed: A (``prev_key="b_prev"``) or B (``"a_prev"``).
+
+        For A the preconditioner ``(BᵀB + λI)⁻¹`` and the transport ``P BᵀB_prev`` act from the left;
+        for B, ``(AAᵀ + λI)⁻¹`` and ``A_prev Aᵀ Q`` act from the right.
+        """
+        state = self.state[param] or self._fresh_state(param, other, prev_key, group)
+        fixed = other.to(work_dtype(other))
+        is_a = prev_key == "b_prev"
+        precond, ok = regularized_inverse(fixed.t() @ fixed if is_a else fixed @ fixed.t(), group["reg"])
         self.inverse_fallbacks += not ok
-        scaled = grad_b.to(af.dtype) @ precond
+        grad = grad.to(fixed.dtype)
+        scaled = precond @ grad if is_a else grad @ precond
         if group["inv_s2_scaling"]:
             scaled = scaled / group["scaling"] ** 2
-        transport = state["a_prev"] @ af.t() @ precond
-        direction = self._moments(state, scaled, lambda m: m @ transport, group)
+        if is_a:
+            transport = precond @ fixed.t() @ state[prev_key]
+            direction = self._moments(state, scaled, lambda m: transport @ m, group)
+        else:
+            transport = state[prev_key] @ fixed.t() @ precond
+            direction = self._moments(state, scaled, lambda m: m @ transport, group)
         lr = self._lr(group)
-        b.add_(direction.to(b.dtype), alpha=-lr)
+        param.add_(direction.to(param.dtype), alpha=-lr)
         if group["weight_decay"] > 0:
-            b.add_(b, alpha=-lr * group["weight_decay"])
-        state["a_prev"] = af.clone()
+            param.add_(param, alpha=-lr * group["weight_decay"])
+        state[prev_key] = fixed.clone()
 
     @staticmethod
     def _moments(state: dict[str, Any], scaled: torch.Tensor, transport: Callable[[torch.Tensor], torch.Tensor],
@@ -267,15 +262,9 @@ class AltLoRAOptimizer(torch.optim.Optimizer):
             group = self.param_groups[index]
             a, b = group["params"]
             if b_prev is not None:
-                self.state[a].update(step=0, exp_avg=torch.zeros(a.shape, dtype=work_dtype(a), device=a.device),
-                                     b_prev=b_prev.to(device=b.device, dtype=work_dtype(b)).clone())
-                if group["variant"] == "altlora_plus":
-                    self.state[a]["exp_avg_sq"] = torch.zeros(a.shape, dtype=work_dtype(a), device=a.device)
+                self._fresh_state(a, b, "b_prev", group, b_prev)
             if a_prev is not None:
-                self.state[b].update(step=0, exp_avg=torch.zeros(b.shape, dtype=work_dtype(b), device=b.device),
-                                     a_prev=a_prev.to(device=a.device, dtype=work_dtype(a)).clone())
-                if group["variant"] == "altlora_plus":
-                    self.state[b]["exp_avg_sq"] = torch.zeros(b.shape, dtype=work_dtype(b), device=b.device)
+                self._fresh_state(b, a, "a_prev", group, a_prev)
 
     def state_bytes(self) -> int:
         """Bytes held in optimizer state tensors (moments and stored factors)."""
