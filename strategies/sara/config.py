@@ -29,6 +29,8 @@ class SaRAConfig(StrategyConfig):
     and inference is unchanged. Halfway through each task the selection is re-computed and entries
     that grew past θ freeze; at every task start too, so weights earlier tasks made effective stay
     frozen. A nuclear-norm penalty on one random selected matrix per step keeps the update low-rank.
+    Training settings left unset are the benchmark's, except AdamW's weight decay 1e-2 and betas
+    (0.9, 0.999), the official optimizer's (the densely trained heads share them).
 
     Attributes:
         budget: how many entries to select when ``threshold`` is unset: a fraction (< 1) of the
