@@ -245,3 +245,11 @@ options = {{ skill = "uppercase", n_train = 2, n_test = 2 }}
     with pytest.raises(UsageError, match="causal LM"):
         run(RunOptions(benchmark="digits-split", strategy="lora", kv_cache="d2o:0.2", out=tmp_path / "bad", progress=False))
     assert not (tmp_path / "bad").exists()
+
+
+def test_reports_keep_runs_under_different_kv_policies_apart() -> None:
+    from clbench.report.aggregate import differing_settings
+
+    base = {"strategy": {"config": {"rank": 8}, "package": "clbench", "version": "0"}, "backbone": {"spec": "hf:x"}, "train": {"lr": 1e-3}}
+    compressed = {**base, "kv_cache": {"policy": "d2o:0.2", "settings": {}}}
+    assert differing_settings([base, compressed]) == ["kv_cache"]
