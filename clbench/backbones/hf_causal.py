@@ -239,7 +239,7 @@ class CausalLMBackbone(GenerationScoring, Backbone):
     @torch.no_grad()
     def generate_texts(self, batch: Batch, use_policy: bool = True) -> list[str]:
         """Greedy continuations of the batch's prompts (left-padded), decoded without specials, under
-        the KV-cache policy if one is set (and ``use_policy``)."""
+        the KV-cache policy if one is set (``use_policy=False``: its full-cache reference)."""
         budget = int(batch["max_new_tokens"])
         keep = max(min(self.max_length - budget, int(batch["max_prompt_tokens"])), 1)
         prompts = [self.tokenizer(t, add_special_tokens=False)["input_ids"][-keep:] for t in batch["prompt_text"]]
@@ -250,8 +250,12 @@ class CausalLMBackbone(GenerationScoring, Backbone):
             input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
             attention[i, width - len(ids):] = 1
         attention = attention.to(self.device)
-        policy = self.kv_policy if use_policy else None
-        with policy.generation(self.model, attention) if policy is not None else contextlib.nullcontext() as cache:
+        policy = self.kv_policy
+        if policy is None:
+            context: Any = contextlib.nullcontext()
+        else:  # the policy's cache, or its full-cache reference on the same attention kernel
+            context = policy.generation(self.model, attention) if use_policy else policy.reference(self.model)
+        with context as cache:
             extra = {"cache": cache} if cache is not None else {}
             out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention,
                                       generation_config=greedy_config(self.tokenizer, budget, self.pad_id), **extra)

@@ -59,6 +59,12 @@ class KVCachePolicy:
         """Context for one ``generate`` call; yields the cache object to pass (``None``: the model's own)."""
         yield None
 
+    @contextlib.contextmanager
+    def reference(self, model: nn.Module) -> Iterator[Any]:
+        """Context for a full-cache reference ``generate`` call, on the same eager kernel as the policy's."""
+        with observing(model, None):
+            yield None
+
     def record_scores(self, task: str, scores: torch.Tensor, reference: torch.Tensor) -> None:
         """Per-example scores of one batch under the policy and under the full cache."""
 
