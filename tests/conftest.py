@@ -86,3 +86,23 @@ def interrupted_run_resumes_identically(strategy_cls: type, name: str, benchmark
     assert resumed["matrix"]["values"] == full["matrix"]["values"]
     assert resumed["telemetry"] == full["telemetry"]
     return full
+
+
+def strategy_on(strategy_cls: type, config: object, benchmark: Path, backbone: str = "mlp:32", **train: object) -> tuple:
+    """``(strategy, stream, settings)``: ``strategy_cls(config)`` set up on ``backbone`` bound to
+    ``benchmark``'s stream, with the config's training overrides and then ``train`` applied."""
+    import torch
+
+    from clbench import registry
+    from clbench.api import RunContext
+    from clbench.data import build_stream
+
+    spec, _ = registry.load_benchmark(str(benchmark))
+    stream = build_stream(spec)
+    model = registry.build_backbone(backbone)
+    model.bind(stream)
+    settings = spec.train.updated(**{**config.train_overrides(model.kind), **train})  # type: ignore[attr-defined]
+    torch.manual_seed(0)
+    strategy = strategy_cls(config, RunContext(stream=stream, train=settings, device=torch.device("cpu"), seed=0, benchmark=spec.name))
+    strategy.setup(model)
+    return strategy, stream, settings

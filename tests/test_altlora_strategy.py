@@ -8,25 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from clbench import registry
-from clbench.api import RunContext
-from clbench.data import build_stream
 from clbench.strategies.altlora import AltLoRA, AltLoRAConfig
 from clbench.training import train_task
-from conftest import interrupted_run_resumes_identically
+from conftest import interrupted_run_resumes_identically, strategy_on
 
 
 def _setup(bench: Path, **config: object) -> tuple[AltLoRA, object, object]:
-    spec, _ = registry.load_benchmark(str(bench))
-    stream = build_stream(spec)
-    backbone = registry.build_backbone("mlp:32")
-    backbone.bind(stream)
-    cfg = AltLoRAConfig(**config)  # type: ignore[arg-type]
-    settings = spec.train.updated(**{**cfg.train_overrides(backbone.kind), "iterations": 10, "lr": 0.01})
-    torch.manual_seed(0)
-    strategy = AltLoRA(cfg, RunContext(stream=stream, train=settings, device=torch.device("cpu"), seed=0, benchmark=spec.name))
-    strategy.setup(backbone)
-    return strategy, stream, settings
+    return strategy_on(AltLoRA, AltLoRAConfig(**config), bench, iterations=10, lr=0.01)  # type: ignore[arg-type, return-value]
 
 
 def _train(strategy: AltLoRA, stream: object, settings: object, task: int) -> torch.optim.Optimizer:

@@ -16,7 +16,7 @@ from clbench.errors import UsageError
 from clbench.kvcache import D2OSettings, EvictingPolicy, KVCachePolicy, parse_kv_cache
 from clbench.kvcache.selection import compact, density_scores, keep_mask, layer_ratios, merge_evicted, update_threshold
 from clbench.runner import RunOptions, run
-from test_llm_backbones import byte_tokenizer
+from test_llm_backbones import save_tiny_llama
 
 LAYERS, HEADS, KV_HEADS, HEAD_DIM = 4, 4, 2, 8
 
@@ -212,13 +212,7 @@ def test_same_prompt_twice_gives_the_same_output_and_batches_do_not_leak(model: 
 
 
 def test_run_with_a_kv_policy_records_bytes_and_retained_accuracy(tmp_path: Path) -> None:
-    folder = tmp_path / "llama"
-    tok = byte_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                         num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=None, max_position_embeddings=512)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    folder = save_tiny_llama(tmp_path / "llama", layers=4, max_positions=512)
     bench = tmp_path / "gen.toml"
     bench.write_text(f"""version = 1
 description = "generation-scored skills on a tiny LM"

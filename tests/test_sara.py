@@ -13,14 +13,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from clbench import registry
-from clbench.api import RunContext
-from clbench.data import build_stream
 from clbench.errors import UsageError
 from clbench.strategies.sara import SaRA, SaRAAdamW, SaRAConfig, SparseUpdate, selection_threshold
 from clbench.strategies.sara.sparse import attach, detach_slot, nuclear_gradient
 from clbench.training import train_task
-from conftest import interrupted_run_resumes_identically
+from conftest import interrupted_run_resumes_identically, strategy_on
 
 
 def _linear(m: int = 80, n: int = 70, seed: int = 0) -> nn.Linear:
@@ -137,16 +134,7 @@ def test_nuclear_gradient_matches_autograd_on_the_selected_entries() -> None:
 
 
 def _small_setup(bench: Path, **config: object) -> tuple[SaRA, object, object]:
-    spec, _ = registry.load_benchmark(str(bench))
-    stream = build_stream(spec)
-    backbone = registry.build_backbone("mlp:32")
-    backbone.bind(stream)
-    cfg = SaRAConfig(**config)  # type: ignore[arg-type]
-    settings = spec.train.updated(**{**cfg.train_overrides(backbone.kind), "iterations": 20, "lr": 0.01})
-    torch.manual_seed(0)
-    strategy = SaRA(cfg, RunContext(stream=stream, train=settings, device=torch.device("cpu"), seed=0, benchmark=spec.name))
-    strategy.setup(backbone)
-    return strategy, stream, settings
+    return strategy_on(SaRA, SaRAConfig(**config), bench, iterations=20, lr=0.01)  # type: ignore[arg-type, return-value]
 
 
 def _train(strategy: SaRA, stream: object, settings: object, task: int) -> None:
