@@ -43,6 +43,7 @@ from clbench.config import build_config
 from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream
 from clbench.errors import ResultsError, UsageError
 from clbench.example_scores import EXAMPLES_FILE, ExampleScores
+from clbench.kvcache import parse_kv_cache, policy_slug
 from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, load_results, probe_summary, write_json_atomic
 from clbench.training import evaluate, peak_memory_mb, train_task
 
@@ -66,6 +67,9 @@ class RunOptions:
         data_root: dataset folder (default ``$CLBENCH_DATA_ROOT``).
         allow_download: let loaders download missing data (default ``$CLBENCH_ALLOW_DOWNLOAD``).
         progress: show progress bars.
+        kv_cache: KV-cache policy for generation-scored evaluation (``full``, ``d2o:0.2``, ...;
+            see :mod:`clbench.kvcache`); a non-full policy gets its own run directory
+            (``seed-N-kv-<policy>``) and records KV bytes and retained accuracy per task.
     """
 
     benchmark: str
@@ -80,6 +84,14 @@ class RunOptions:
     data_root: Path | None = None
     allow_download: bool | None = None
     progress: bool = True
+    kv_cache: str = "full"
+
+
+def run_directory(out: Path, benchmark: str, strategy: str, seed: int, kv_cache: str = "full") -> Path:
+    """Where a run lives: ``out/<benchmark>/<strategy>/seed-<N>``, suffixed ``-kv-<policy>`` for a non-full KV policy."""
+    policy = parse_kv_cache(kv_cache)
+    suffix = "" if policy.is_full else f"-kv-{policy_slug(policy.spec)}"
+    return Path(out) / benchmark / strategy / f"seed-{seed}{suffix}"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,12 +149,13 @@ class _Run:
 
     def __init__(self, options: RunOptions) -> None:
         self.options = options
+        self.kv_policy = parse_kv_cache(options.kv_cache)
         spec, loaders = registry.load_benchmark(options.benchmark)
         self.spec: BenchmarkSpec = spec
         strategy_cls, self.plugin = registry.get_strategy(options.strategy)
         self.config = build_config(strategy_cls.Config, options.overrides, owner=f"strategy {self.plugin.name!r}")
         self.device = resolve_device(options.device)
-        self.run_dir = Path(options.out) / spec.name / self.plugin.name / f"seed-{options.seed}"
+        self.run_dir = run_directory(Path(options.out), spec.name, self.plugin.name, options.seed, options.kv_cache)
         self._check_existing()
         seed_everything(options.seed)
         self.stream = build_stream(spec, extra_loaders=loaders, data_root=options.data_root, allow_download=options.allow_download)
@@ -150,6 +163,7 @@ class _Run:
             self.backbone = registry.build_backbone(options.backbone or spec.backbone)
         if self.backbone.kind not in strategy_cls.backbone_kinds:
             raise UsageError(registry.unsupported_backbone_message(self.plugin.name, strategy_cls.backbone_kinds, self.backbone.kind, self.backbone.spec))
+        self._attach_kv_policy()
         self.backbone.bind(self.stream)
         self.backbone.to(self.device)
         self.train = spec.train.updated(**self.config.train_overrides(self.backbone.kind))
@@ -164,7 +178,18 @@ class _Run:
         self.telemetry: list[dict[str, Any]] = []
         self.examples = ExampleScores(len(self.stream.tasks) + 1, len(self.stream.experiences))
         self.planned_steps = [budget.steps_per_task(len(e.train), self.train) for e in self.stream.tasks]  # type: ignore[arg-type]
+        self.kv_initial: dict[str, Any] = {}
         self.created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+    def _attach_kv_policy(self) -> None:
+        if self.kv_policy.is_full:
+            return
+        if not callable(getattr(self.backbone, "set_kv_policy", None)):
+            raise UsageError(f"--kv-cache {self.kv_policy.spec} needs a causal LM backbone that generates (hf:...), not {self.backbone.spec!r}")
+        if all(e.metric == "exact_match" for e in self.stream.experiences):
+            log.warning("--kv-cache %s has no effect on %s: every task is scored teacher-forced (exact_match), nothing is generated",
+                        self.kv_policy.spec, self.spec.name)
+        self.backbone.set_kv_policy(self.kv_policy)  # type: ignore[attr-defined]
 
     def _check_existing(self) -> None:
         results = self.run_dir / RESULTS_FILE
@@ -178,13 +203,16 @@ class _Run:
 
     def identity(self) -> dict[str, Any]:
         """What must match for a checkpoint to be resumed (JSON-normalised, as stored)."""
-        return json.loads(json.dumps({
+        identity = {
             "benchmark": {"name": self.spec.name, "version": self.spec.version},
             "strategy": {"name": self.plugin.name, "config": self.config.to_dict()},
             "backbone": self.backbone.spec,
             "seed": self.options.seed,
             "train": dataclasses.asdict(self.train),
-        }))
+        }
+        if not self.kv_policy.is_full:
+            identity["kv_cache"] = self.kv_policy.describe()
+        return json.loads(json.dumps(identity))
 
     def results(self, status: str) -> dict[str, Any]:
         columns = [e.name for e in self.stream.experiences]
@@ -214,6 +242,8 @@ class _Run:
             "created": self.created,
             "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
+        if not self.kv_policy.is_full:
+            data["kv_cache"] = {**self.kv_policy.describe(), "initial": self.kv_initial}
         if status == "complete":
             data["metrics"] = compute_run_metrics(data)
             data.update(self.uncertainty())
@@ -268,6 +298,7 @@ class _Run:
         self.rows = progress["rows"]
         self.task_records = progress["tasks"]
         self.telemetry = progress["telemetry"]
+        self.kv_initial = progress.get("kv_initial", {})
         self.created = progress["created"]
         self.restore_examples(int(pointer["tasks_done"]) + 1)
         log.info("resumed %s after task %d of %d", self.run_dir, pointer["tasks_done"], len(self.stream.tasks))
@@ -276,7 +307,8 @@ class _Run:
     def save_checkpoint(self, tasks_done: int) -> None:
         if not is_main_process():
             return
-        progress = {"identity": self.identity(), "rows": self.rows, "tasks": self.task_records, "telemetry": self.telemetry, "created": self.created}
+        progress = {"identity": self.identity(), "rows": self.rows, "tasks": self.task_records, "telemetry": self.telemetry, "created": self.created,
+                    "kv_initial": self.kv_initial}
         delta = checkpoint.changed_state(self.backbone.model, self.reference)
         checkpoint.save_checkpoint(self.run_dir / "checkpoint", tasks_done, delta, self.strategy.state_dict(), progress)
 
@@ -296,6 +328,7 @@ class _Run:
             scores: list[np.ndarray] = []
             self.rows[0] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval init", self.strategy, per_example=scores)
             self.examples.set_row(0, scores)
+            self.kv_initial = self.kv_policy.take_stats()
             log.info("%s: row 0 (before training) %s in %.1fs", name, _fmt(self.rows[0]), time.perf_counter() - start)
             self.save_examples()
             self.write("running")
@@ -321,7 +354,8 @@ class _Run:
                 record.update(steps=stats.steps, examples=stats.examples, train_seconds=round(stats.train_seconds, 4),
                               final_loss=stats.final_loss, loss_curve=stats.loss_curve)
             self.task_records.append(record)
-            self.telemetry.append({"task": exp.name, **self.strategy.telemetry()})
+            kv_stats = self.kv_policy.take_stats()
+            self.telemetry.append({"task": exp.name, **self.strategy.telemetry(), **({"kv_cache": kv_stats} if kv_stats else {})})
             log.info("%s: after task %d/%d %s: %s (loss %s, %.1fs train)", name, t + 1, len(tasks), exp.name, _fmt(self.rows[t + 1]),
                      f"{stats.final_loss:.4f}" if stats and stats.final_loss is not None else "-", stats.train_seconds if stats else 0.0)
             self.save_checkpoint(t + 1)
@@ -390,7 +424,7 @@ def _existing_complete(out: Path, options: RunOptions) -> dict[str, Any] | None:
         plugin = registry.resolve("strategies", options.strategy)
     except UsageError:
         return None
-    path = out / spec.name / plugin.name / f"seed-{options.seed}" / RESULTS_FILE
+    path = run_directory(out, spec.name, plugin.name, options.seed, options.kv_cache) / RESULTS_FILE
     if not path.exists():
         return None
     data = load_results(path)

@@ -15,6 +15,7 @@ RUN_EPILOG = """examples:
   clbench run digits-split -s lora,finetune --seed 0,1
   clbench run digits-split -s lora -S rank=4 -S lora.merge_after_task=true
   clbench run quickstart --resume                   continue a killed run from its last task
+  clbench run trace -s lora --kv-cache d2o:0.2      generation-scored tasks evaluated under D2O at a 20% KV budget
 
 -S keys are checked against each strategy's settings (clbench show NAME lists them); a bare key
 goes to every selected strategy that has it, NAME.key to one strategy.
@@ -33,6 +34,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--data-root", type=Path, help="dataset folder (default: $CLBENCH_DATA_ROOT)")
     p.add_argument("--allow-download", action="store_true", help="let loaders download missing datasets and models")
+    p.add_argument("--kv-cache", default="full", metavar="POLICY",
+                   help="KV-cache policy for generation-scored evaluation on causal LMs: full (default), d2o:BUDGET, h2o:BUDGET, "
+                        "streaming:BUDGET or d2o-faithful:BUDGET, BUDGET a fraction of each prompt's length; results go to seed-N-kv-POLICY")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="discard existing results in the run directories")
@@ -56,7 +60,10 @@ def _seeds(text: str | None, default: tuple[int, ...]) -> list[int]:
 def cmd_run(args: argparse.Namespace) -> int:
     from clbench import registry
     from clbench.config import build_config, parse_assignments, split_overrides
+    from clbench.kvcache import parse_kv_cache
     from clbench.runner import RunOptions, run
+
+    parse_kv_cache(args.kv_cache)  # a bad policy fails before anything runs
 
     spec, _ = registry.load_benchmark(args.benchmark)
     names = _split(args.strategy) or list(spec.strategies)
@@ -74,7 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             start = time.perf_counter()
             options = RunOptions(benchmark=args.benchmark, strategy=name, overrides=routed[name], backbone=args.backbone, seed=seed,
                                  out=args.out, device=args.device, resume=args.resume, overwrite=args.overwrite, data_root=args.data_root,
-                                 allow_download=True if args.allow_download else None, progress=not args.no_progress and sys.stderr.isatty())
+                                 allow_download=True if args.allow_download else None, progress=not args.no_progress and sys.stderr.isatty(),
+                                 kv_cache=args.kv_cache)
             results = run(options)
             summary.append((name, seed, results, time.perf_counter() - start))
     _print_summary(spec.metrics, summary)
