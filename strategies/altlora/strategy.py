@@ -72,10 +72,11 @@ class AltLoRA(Strategy):
         super().setup(backbone)
         for p in backbone.model.parameters():
             p.requires_grad_(False)
-        layers = backbone.adapter_targets(self.config.adapter_targets(backbone.kind))
+        targets = self.config.targets or backbone.default_targets(self.config.adapter_targets(backbone.kind), "altlora")
+        layers = backbone.adapter_targets(targets)
         self.adapters: dict[str, LoRALinear] = apply_lora(backbone.model, layers, self.config.rank, self.config.alpha, self.config.dropout)
-        if self.config.train_head and backbone.kind in HEAD_TRAINED_KINDS and "head" in backbone.target_patterns:
-            for head in backbone.adapter_targets(["head"]).values():
+        if self.config.train_head and backbone.kind in HEAD_TRAINED_KINDS:
+            for head in backbone.head_layers(layers).values():
                 head.requires_grad_(True)
         self.optimizer: AltLoRAOptimizer | None = None
         self.carried: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}

@@ -34,6 +34,12 @@ log = logging.getLogger("clbench")
 Tensors = list[tuple[str, nn.Module, str]]
 
 
+def selection_layers(backbone: Backbone, config: SaRAConfig) -> dict[str, nn.Linear]:
+    """The linear layers ``scope=targets`` selects from (a frozen encoder falls back to its head)."""
+    targets = config.targets or backbone.default_targets(config.selection_targets(backbone.kind), "sara")
+    return backbone.adapter_targets(targets)
+
+
 def eligible_tensors(backbone: Backbone, config: SaRAConfig, heads: set[str]) -> Tensors:
     """``(name, module, attribute)`` of every tensor SaRA may select from.
 
@@ -42,7 +48,7 @@ def eligible_tensors(backbone: Backbone, config: SaRAConfig, heads: set[str]) ->
     (tied embeddings), which a per-module parametrization would untie.
     """
     if config.scope == "targets":
-        layers = backbone.adapter_targets(config.selection_targets(backbone.kind))
+        layers = selection_layers(backbone, config)
         return [(f"{name}.weight", module, "weight") for name, module in layers.items() if name not in heads]
     owners: dict[int, int] = {}
     for _, module in backbone.model.named_modules():
@@ -70,8 +76,10 @@ class SaRA(Strategy):
         for p in backbone.model.parameters():
             p.requires_grad_(False)
         self.heads: dict[str, nn.Module] = {}
-        if self.config.train_head and backbone.kind in HEAD_TRAINED_KINDS and "head" in backbone.target_patterns:
-            self.heads = dict(backbone.adapter_targets(["head"]))
+        if self.config.train_head and backbone.kind in HEAD_TRAINED_KINDS:
+            # A head that is itself a selection target (a frozen encoder's fallback) trains sparsely, not fully.
+            selected = selection_layers(backbone, self.config) if self.config.scope == "targets" else {}
+            self.heads = dict(backbone.head_layers(selected))
             for head in self.heads.values():
                 head.requires_grad_(True)
         self.tensors = eligible_tensors(backbone, self.config, set(self.heads))
