@@ -6,7 +6,7 @@ paper's ``R[t][i]`` is ``R[t, i-1]`` here. Scores may be fractions or percent; e
 is scale-agnostic. A run in progress stores NaN for missing entries: each function checks only
 the entries its formula uses and raises ``ValueError`` if one of them is NaN/inf. Metrics that
 need T >= 2 (forgetting, BWT, FWT, transfer) return ``float('nan')`` for T = 1.
-Formulas and variants: ``shared/specs/metrics.md``.
+Each function's docstring names the paper (or library) whose definition it follows.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ __all__ = [
     "accuracy_after_step", "accuracy_curve", "average_incremental_accuracy", "last_accuracy",
     "micro_accuracy_after_step", "forgetting_chaudhry", "forgetting_first_minus_last",
     "forgetting_max_clipped", "bwt", "fwt", "mtil_transfer", "mtil_avg", "mtil_last",
-    "mtil_per_task", "transfer_row_mean_mammoth", "complete_rows", "compute_metrics",
-    "METRICS", "HIGHER_IS_BETTER",
+    "mtil_per_task", "transfer_row_mean_mammoth", "learning_accuracy", "plasticity_gain", "plasticity_gains",
+    "complete_rows", "compute_metrics", "METRICS", "HIGHER_IS_BETTER",
 ]
 
 _NAN = float("nan")
@@ -253,6 +253,38 @@ def transfer_row_mean_mammoth(R) -> float:
     return float(np.mean(rows))
 
 
+def _diagonal(arr: np.ndarray) -> np.ndarray:
+    """R[i][i] for i = 1..T (each task right after it was learned)."""
+    T = arr.shape[1]
+    return _finite(np.diagonal(arr[1:, :T]), "the diagonal R[i][i]")
+
+
+def learning_accuracy(R) -> float:
+    """Learning accuracy LA = (1/T) Σ_{i=1..T} R[i][i]: each task's score right after learning it.
+
+    Riemer et al. 2019 (MER) call it "learning accuracy"; it measures plasticity, so it belongs
+    beside forgetting, which is small both for a method that keeps what it learned and for one
+    that never learned anything.
+    """
+    return float(np.mean(_diagonal(_as_matrix(R))))
+
+
+def plasticity_gains(R) -> list[float]:
+    """Per task, how much learning it moved its score: R[i][i] − R[0][i] for i = 1..T."""
+    arr = _as_matrix(R)
+    base = _finite(arr[0], "row 0 (before training)")
+    return [float(v) for v in _diagonal(arr) - base]
+
+
+def plasticity_gain(R) -> float:
+    """Mean gain of learning over the untrained model: (1/T) Σ_{i=1..T} (R[i][i] − R[0][i]).
+
+    Learning accuracy minus the mean of row 0. Zero (or below) means the diagonal never rose above
+    what the model scored before training: the strategy did not learn, whatever its forgetting.
+    """
+    return float(np.mean(plasticity_gains(R)))
+
+
 METRICS: dict[str, Callable[[np.ndarray], float]] = {
     "last_accuracy": last_accuracy,
     "average_incremental_accuracy": average_incremental_accuracy,
@@ -265,6 +297,8 @@ METRICS: dict[str, Callable[[np.ndarray], float]] = {
     "mtil_avg": mtil_avg,
     "mtil_last": mtil_last,
     "transfer_row_mean_mammoth": transfer_row_mean_mammoth,
+    "learning_accuracy": learning_accuracy,
+    "plasticity_gain": plasticity_gain,
 }
 """Whole-matrix scalar metrics by name."""
 

@@ -1,4 +1,4 @@
-"""``clbench perf``: every implementation of the rank-gated LoRA layer, side by side in one run (kernels.md §4c).
+"""``clbench perf``: every implementation of the rank-gated LoRA layer, side by side in one run (``docs/kernels.md``).
 
 Implementations, per shape, forward (inference, no autograd graph) and forward+backward (gradients
 of ``x`` and the trainable slice, W0 frozen):
@@ -13,8 +13,8 @@ of ``x`` and the trainable slice, W0 frozen):
 
 Timing: on CUDA ``triton.testing.do_bench`` medians (L2 flushed between calls); on CPU the median
 of ``time.process_time`` over repeats with a fixed thread count (wall-clock on shared small
-machines is too noisy, kernels.md §4e). Each row reports time per call, the ratio to ``base``,
-achieved GB/s (unique bytes of §4b over the time), the fraction of the physical floor, the
+machines is too noisy; see ``docs/kernels.md``). Each row reports time per call, the ratio to ``base``,
+achieved GB/s (unique bytes of :mod:`clbench.kernels.floors` over the time), the fraction of the physical floor, the
 spread between timing rounds, the forward's error against an fp64 reference and (CUDA) peak memory.
 """
 
@@ -214,6 +214,13 @@ def _peft_layer(p: Problem) -> torch.nn.Module:
 def _make_step(impl: str, mode: str, p: Problem) -> tuple[Callable[[], None], Callable[[torch.Tensor], torch.Tensor]]:
     """The timed call of one (impl, mode), run once so compilation and JIT are excluded, and the layer."""
     layer, params = _layer_fn(impl, p)
+    return timed_step(layer, params, mode, p), layer
+
+
+def timed_step(layer: Callable[[torch.Tensor], torch.Tensor], params: list[torch.Tensor], mode: str,
+               p: Problem) -> Callable[[], None]:
+    """The call timed for ``mode``: the forward without a graph, or the forward and the gradients of ``x``
+    and ``params`` for the cotangent ``p.dy``; run once here so compilation and JIT are excluded."""
     if mode == "fwd":
         x = p.x
 
@@ -227,7 +234,7 @@ def _make_step(impl: str, mode: str, p: Problem) -> tuple[Callable[[], None], Ca
         def step() -> None:
             torch.autograd.grad(layer(x), inputs, p.dy)
     step()
-    return step, layer
+    return step
 
 
 def _fp64_outputs(p: Problem) -> dict[str, torch.Tensor]:
@@ -260,7 +267,7 @@ def run_benchmark(device: torch.device, shapes: list[LayerShape], impls: list[st
 
     Each row's time is the median over rounds of the per-round medians and ``spread`` is the
     rounds' range relative to it: a difference between implementations smaller than the spread is
-    noise (kernels.md §4c). ``error`` is the forward's relative error against the fp64 reference.
+    noise. ``error`` is the forward's relative error against the fp64 reference.
     """
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if device.type == "cpu" and threads:

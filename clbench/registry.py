@@ -136,6 +136,26 @@ def unknown_name_message(what: str, name: str, known: list[str]) -> str:
     return f"unknown {what} {name!r}; {hint}"
 
 
+def strategies_for_kind(kind: str) -> list[str]:
+    """Names of the installed strategies whose ``backbone_kinds`` include ``kind`` (those that load)."""
+    names = []
+    for plugin in plugins("strategies"):
+        try:
+            cls, _ = get_strategy(plugin.qualified)
+        except UsageError:
+            continue
+        if kind in getattr(cls, "backbone_kinds", ()):
+            names.append(plugin.name)
+    return names
+
+
+def unsupported_backbone_message(strategy: str, kinds: frozenset[str], kind: str, spec: str) -> str:
+    """One line for a strategy that does not support a backbone kind, naming what to use instead."""
+    others = [n for n in strategies_for_kind(kind) if n != strategy]
+    instead = f"; strategies for {kind} backbones: {', '.join(others)}" if others else ""
+    return f"strategy {strategy!r} supports {', '.join(sorted(kinds))} backbones, not {kind} ({spec}){instead}"
+
+
 def get_strategy(name: str) -> tuple[type[Any], Plugin]:
     """The strategy class registered as ``name`` and its plugin record."""
     from clbench.api.strategy import Strategy

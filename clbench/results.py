@@ -8,11 +8,18 @@ One run directory per (benchmark, strategy, seed) holds ``results.json``::
     strategy          {name, package, version, config}
     backbone          {spec, kind, parameters, trainable_parameters}
     seed, train       the run seed and resolved training settings
+    budget            steps per task (planned and actual), batch, lr, optimizer, schedule, and the
+                      settings the strategy changed from the benchmark's (clbench.budget)
     environment       {python, platform, clbench, torch, device, ...}
     matrix            {rows, columns, task_metrics, values}: values[t][i] = score on column i
                       after training task t (row 0 = before training); rows not yet run are null;
                       columns are the trained tasks, then eval-only probes
-    metrics           {name: value} over the trained-task columns (null where undefined)
+    metrics           {name: value} over the trained-task columns (null where undefined), with
+                      learning_accuracy (mean R[i][i]) and plasticity_gain (mean R[i][i] - R[0][i])
+    intervals         {metric: [low, high]}: 95 % bootstrap intervals over test examples (complete runs)
+    plasticity        {learned, tasks_learned, tasks, judged_by, rule}: the "did not learn" verdict
+    examples          {file, format, rows_evaluated, sizes, encodings}: per-example scores of every
+                      evaluation in ``examples.npz`` beside this file (clbench.example_scores)
     probes            {name: {initial, final, delta}} for eval-only columns
     tasks             per trained task: train_seconds, eval_seconds, steps, final_loss, peak_memory_mb
     telemetry         per trained task: the strategy's numbers after that task

@@ -1,6 +1,7 @@
 """A run directory's life: one writer at a time, ``--overwrite`` staged, failed starts undone.
 
-Beside each run directory ``OUT/<benchmark>/<strategy>/seed-N`` clbench keeps two dot-files:
+Beside each run directory ``OUT/<benchmark>/<strategy>/seed-N`` (``seed-N-kv-<policy>`` for a
+run evaluated under a KV-cache policy) clbench keeps two dot-files:
 
 ``.seed-N.lock``
     The lock file. A run holds an exclusive ``flock`` on it for its whole life (``--resume`` and
@@ -46,12 +47,28 @@ POINTER = Path("checkpoint") / "checkpoint.json"
 PROBE_RETRIES = 5
 
 
-def run_directory(out: Path, benchmark: str, strategy: str, seed: int) -> Path:
-    """``out/<benchmark>/<strategy>/seed-<seed>``, each part checked to be one plain folder name."""
+def run_directory(out: Path, benchmark: str, strategy: str, seed: int, kv_cache: str | None = "full") -> Path:
+    """``out/<benchmark>/<strategy>/seed-<seed>``, each part checked to be one plain folder name.
+
+    A KV-cache policy other than the full cache (``--kv-cache d2o:0.2``) gets its own folder,
+    ``seed-<seed>-kv-<policy>`` (``seed-0-kv-d2o-0.2``); a malformed policy is refused here too.
+    """
     check_path_name(benchmark, "benchmark name")
     check_path_name(strategy, "strategy name")
     check_seed(seed)
-    return Path(out) / benchmark / strategy / f"seed-{seed}"
+    return Path(out) / benchmark / strategy / f"seed-{seed}{kv_folder_suffix(kv_cache)}"
+
+
+def kv_folder_suffix(kv_cache: str | None) -> str:
+    """``""`` for the full cache, else ``-kv-<policy>`` (the policy as a plain folder-name part)."""
+    if kv_cache == "full":
+        return ""
+    from clbench.kvcache import parse_kv_cache, policy_slug  # torch and transformers: only when a policy is named
+
+    policy = parse_kv_cache(kv_cache)
+    if policy.is_full:
+        return ""
+    return "-kv-" + check_path_name(policy_slug(policy.spec), "--kv-cache policy")
 
 
 def lock_path(run_dir: Path) -> Path:
@@ -370,4 +387,4 @@ def detach_run_log(handler: logging.Handler | None, logger: logging.Logger) -> N
         handler.close()
 
 
-__all__ = ["RunDirectory", "RunLock", "RunLogHandler", "in_use_error", "attach_run_log", "detach_run_log", "holder", "run_directory", "run_state"]
+__all__ = ["RunDirectory", "RunLock", "RunLogHandler", "in_use_error", "attach_run_log", "detach_run_log", "holder", "kv_folder_suffix", "run_directory", "run_state"]

@@ -42,12 +42,14 @@ import numpy as np
 import torch
 
 import clbench
-from clbench import checkpoint, registry
+from clbench import budget, checkpoint, registry, uncertainty
 from clbench.api.benchmark import BenchmarkSpec, TrainSettings
 from clbench.api.strategy import RunContext, Strategy, StrategyConfig
 from clbench.config import build_config
 from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream, check_not_empty
-from clbench.errors import ClbenchError, UsageError
+from clbench.errors import ClbenchError, ResultsError, UsageError
+from clbench.example_scores import EXAMPLES_FILE, ExampleScores
+from clbench.kvcache import KVCachePolicy, parse_kv_cache
 from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, load_results, probe_summary, write_json_atomic
 from clbench.rundir import RunDirectory, attach_run_log, detach_run_log, holder, in_use_error, run_directory
 from clbench.safeio import check_output_folder
@@ -74,6 +76,9 @@ class RunOptions:
         data_root: dataset folder (default ``$CLBENCH_DATA_ROOT``).
         allow_download: let loaders download missing data (default ``$CLBENCH_ALLOW_DOWNLOAD``).
         progress: show progress bars.
+        kv_cache: KV-cache policy for generation-scored evaluation (``full``, ``d2o:0.2``, ...;
+            see :mod:`clbench.kvcache`); a non-full policy gets its own run directory
+            (``seed-N-kv-<policy>``) and records KV bytes and retained accuracy per task.
     """
 
     benchmark: str
@@ -88,6 +93,7 @@ class RunOptions:
     data_root: Path | None = None
     allow_download: bool | None = None
     progress: bool = True
+    kv_cache: str = "full"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -150,6 +156,7 @@ class _Run:
         spec, strategy_cls = checked.spec, checked.strategy_cls
         self.spec: BenchmarkSpec = spec
         self.plugin, self.config, self.device, self.run_dir = checked.plugin, checked.config, checked.device, checked.run_dir
+        self.kv_policy = checked.kv_policy
         self.directory: RunDirectory | None = None
         seed_everything(options.seed)
         self.stream = build_stream(spec, extra_loaders=checked.loaders, data_root=check_data_root(options.data_root),
@@ -158,7 +165,8 @@ class _Run:
         with _model_downloads(options.allow_download):
             self.backbone = registry.build_backbone(options.backbone or spec.backbone)
         if self.backbone.kind not in strategy_cls.backbone_kinds:
-            raise UsageError(f"strategy {self.plugin.name!r} supports {', '.join(sorted(strategy_cls.backbone_kinds))} backbones, not {self.backbone.kind} ({self.backbone.spec})")
+            raise UsageError(registry.unsupported_backbone_message(self.plugin.name, strategy_cls.backbone_kinds, self.backbone.kind, self.backbone.spec))
+        self._attach_kv_policy()
         with _allocating(f"strategy {self.plugin.name!r} on {self.backbone.spec}"):
             self.backbone.bind(self.stream)
             self.backbone.to(self.device)
@@ -172,17 +180,33 @@ class _Run:
         self.rows: list[list[float] | None] = [None] * (len(self.stream.tasks) + 1)
         self.task_records: list[dict[str, Any]] = []
         self.telemetry: list[dict[str, Any]] = []
+        self.examples = ExampleScores(len(self.stream.tasks) + 1, len(self.stream.experiences))
+        self.planned_steps = [budget.steps_per_task(len(e.train), self.train) for e in self.stream.tasks]  # type: ignore[arg-type]
+        self.kv_initial: dict[str, Any] = {}
         self.created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+    def _attach_kv_policy(self) -> None:
+        if self.kv_policy.is_full:
+            return
+        if not callable(getattr(self.backbone, "set_kv_policy", None)):
+            raise UsageError(f"--kv-cache {self.kv_policy.spec} needs a causal LM backbone that generates (hf:...), not {self.backbone.spec!r}")
+        if all(e.metric == "exact_match" for e in self.stream.experiences):
+            log.warning("--kv-cache %s has no effect on %s: every task is scored teacher-forced (exact_match), nothing is generated",
+                        self.kv_policy.spec, self.spec.name)
+        self.backbone.set_kv_policy(self.kv_policy)  # type: ignore[attr-defined]
 
     def identity(self) -> dict[str, Any]:
         """What must match for a checkpoint to be resumed (JSON-normalised, as stored)."""
-        return json.loads(json.dumps({
+        identity = {
             "benchmark": {"name": self.spec.name, "version": self.spec.version},
             "strategy": {"name": self.plugin.name, "config": self.config.to_dict()},
             "backbone": self.backbone.spec,
             "seed": self.options.seed,
             "train": dataclasses.asdict(self.train),
-        }))
+        }
+        if not self.kv_policy.is_full:
+            identity["kv_cache"] = self.kv_policy.describe()
+        return json.loads(json.dumps(identity))
 
     def results(self, status: str) -> dict[str, Any]:
         columns = [e.name for e in self.stream.experiences]
@@ -194,6 +218,7 @@ class _Run:
             "backbone": self.backbone.describe(),
             "seed": self.options.seed,
             "train": dataclasses.asdict(self.train),
+            "budget": budget.budget_record(self.train, self.spec.train, self.planned_steps, self.task_records, self.strategy.trains),
             "environment": environment(self.device),
             "matrix": {
                 "rows": ["init"] + [f"after {e.name}" for e in self.stream.tasks],
@@ -202,16 +227,45 @@ class _Run:
                 "values": self.rows,
             },
             "metrics": {},
+            "intervals": {},
+            "plasticity": {},
             "probes": {},
+            "examples": self.examples.summary() if self.examples.sizes() else None,
             "tasks": self.task_records,
             "telemetry": self.telemetry,
             "created": self.created,
             "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
+        if not self.kv_policy.is_full:
+            data["kv_cache"] = {**self.kv_policy.describe(), "initial": self.kv_initial}
         if status == "complete":
             data["metrics"] = compute_run_metrics(data)
+            data.update(self.uncertainty())
         data["probes"] = probe_summary(data)
         return data
+
+    def uncertainty(self) -> dict[str, Any]:
+        """Bootstrap intervals of the headline metrics and the "did not learn" verdict (this seed)."""
+        n_tasks = len(self.stream.tasks)
+        matrix = np.array([row[:n_tasks] for row in self.rows], dtype=float)  # type: ignore[index]
+        # None when resumed from a checkpoint written before per-example scores were kept: no intervals then.
+        columns = self.examples.columns(n_tasks) if self.examples.is_complete() else None
+        return uncertainty.run_uncertainty(columns, matrix, seed=self.options.seed)
+
+    def save_examples(self) -> None:
+        """Rewrite ``examples.npz`` (before the checkpoint, so a checkpoint never claims rows the file lacks)."""
+        if is_main_process():
+            self.examples.save(self.run_dir / EXAMPLES_FILE)
+
+    def restore_examples(self, rows_done: int) -> None:
+        """Keep the saved per-example rows a resumed run will not re-evaluate."""
+        try:
+            saved = ExampleScores.load(self.run_dir / EXAMPLES_FILE)
+        except ResultsError:
+            return
+        if (saved.n_rows, saved.n_columns) == (self.examples.n_rows, self.examples.n_columns):
+            saved.keep_rows(rows_done)
+            self.examples = saved
 
     def write(self, status: str) -> dict[str, Any]:
         data = self.results(status)
@@ -249,14 +303,17 @@ class _Run:
         self.rows = progress["rows"]
         self.task_records = progress["tasks"]
         self.telemetry = progress["telemetry"]
+        self.kv_initial = progress.get("kv_initial", {})
         self.created = progress["created"]
+        self.restore_examples(int(pointer["tasks_done"]) + 1)
         log.info("resumed %s after task %d of %d", self.run_dir, pointer["tasks_done"], len(self.stream.tasks))
         return int(pointer["tasks_done"])
 
     def save_checkpoint(self, tasks_done: int) -> None:
         if not is_main_process():
             return
-        progress = {"identity": self.identity(), "rows": self.rows, "tasks": self.task_records, "telemetry": self.telemetry, "created": self.created}
+        progress = {"identity": self.identity(), "rows": self.rows, "tasks": self.task_records, "telemetry": self.telemetry, "created": self.created,
+                    "kv_initial": self.kv_initial}
         delta = checkpoint.changed_state(self.backbone.model, self.reference)
         checkpoint.save_checkpoint(self.run_dir / "checkpoint", tasks_done, delta, self.strategy.state_dict(), progress)
         if self.directory is not None:
@@ -272,10 +329,15 @@ class _Run:
             write_json_atomic(self.run_dir / "config.json", {"options": {**dataclasses.asdict(self.options), "out": str(self.options.out),
                                                                          "data_root": str(self.options.data_root) if self.options.data_root else None},
                                                              **self.identity()})
+        log.info("%s: budget %s", name, budget.describe(budget.budget_record(self.train, self.spec.train, self.planned_steps, [], self.strategy.trains)))
         if self.rows[0] is None:
             start = time.perf_counter()
-            self.rows[0] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval init", self.strategy)
+            scores: list[np.ndarray] = []
+            self.rows[0] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval init", self.strategy, per_example=scores)
+            self.examples.set_row(0, scores)
+            self.kv_initial = self.kv_policy.take_stats()
             log.info("%s: row 0 (before training) %s in %.1fs", name, _fmt(self.rows[0]), time.perf_counter() - start)
+            self.save_examples()
             self.write("running")
         for t in range(done, len(tasks)):
             exp = tasks[t]
@@ -287,8 +349,12 @@ class _Run:
                 if self.strategy.trains else None
             self.strategy.after_task(exp)
             start = time.perf_counter()
-            self.rows[t + 1] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval {t + 1}/{len(tasks)}", self.strategy)
+            scores = []
+            self.rows[t + 1] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval {t + 1}/{len(tasks)}", self.strategy,
+                                        per_example=scores)
             eval_seconds = time.perf_counter() - start
+            self.examples.set_row(t + 1, scores)
+            self.save_examples()
             memory, memory_kind = peak_memory_mb(self.device)
             record = {"task": exp.name, "eval_seconds": round(eval_seconds, 4), "peak_memory_mb": round(memory, 1), "memory_kind": memory_kind}
             if stats is not None:
@@ -297,7 +363,8 @@ class _Run:
                 if stats.skipped_steps:
                     record["skipped_steps"] = stats.skipped_steps
             self.task_records.append(record)
-            self.telemetry.append({"task": exp.name, **self.strategy.telemetry()})
+            kv_stats = self.kv_policy.take_stats()
+            self.telemetry.append({"task": exp.name, **self.strategy.telemetry(), **({"kv_cache": kv_stats} if kv_stats else {})})
             log.info("%s: after task %d/%d %s: %s (loss %s, %.1fs train)", name, t + 1, len(tasks), exp.name, _fmt(self.rows[t + 1]),
                      f"{stats.final_loss:.4f}" if stats and stats.final_loss is not None else "-", stats.train_seconds if stats else 0.0)
             self.save_checkpoint(t + 1)
@@ -364,6 +431,7 @@ class Preflight:
     config: StrategyConfig
     device: torch.device
     run_dir: Path
+    kv_policy: KVCachePolicy
 
 
 def preflight(options: RunOptions) -> Preflight:
@@ -388,7 +456,8 @@ def preflight(options: RunOptions) -> Preflight:
         raise UsageError(f"strategy {plugin.name!r}: {exc}") from None
     _check_amp(explicit, device)
     check_data_root(options.data_root)
-    run_dir = run_directory(options.out, spec.name, plugin.name, options.seed)
+    kv_policy = parse_kv_cache(options.kv_cache)
+    run_dir = run_directory(options.out, spec.name, plugin.name, options.seed, options.kv_cache)
     check_output_folder(Path(options.out), "--out")
     if is_main_process():  # other ranks of a distributed run neither lock nor write: rank 0 may already hold the directory
         who = holder(run_dir)
@@ -396,7 +465,7 @@ def preflight(options: RunOptions) -> Preflight:
             raise in_use_error(run_dir, who)
         if not (options.resume or options.overwrite) and (run_dir / RESULTS_FILE).exists():
             raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
-    return Preflight(spec, loaders, strategy_cls, plugin, config, device, run_dir)
+    return Preflight(spec, loaders, strategy_cls, plugin, config, device, run_dir, kv_policy)
 
 
 def run(options: RunOptions) -> dict[str, Any]:
@@ -458,7 +527,7 @@ def _existing_complete(out: Path, options: RunOptions) -> dict[str, Any] | None:
     try:
         spec, _ = registry.load_benchmark(options.benchmark)
         plugin = registry.resolve("strategies", options.strategy)
-        path = run_directory(out, spec.name, plugin.name, options.seed) / RESULTS_FILE
+        path = run_directory(out, spec.name, plugin.name, options.seed, options.kv_cache) / RESULTS_FILE
     except UsageError:
         return None
     if not path.exists():

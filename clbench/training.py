@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -25,6 +26,7 @@ from clbench.api.backbone import Backbone
 from clbench.api.benchmark import TrainSettings
 from clbench.api.strategy import Strategy
 from clbench.api.stream import Experience
+from clbench.budget import steps_per_task
 from clbench.errors import TrainingError, UsageError
 
 MAX_LOSS_POINTS = 100
@@ -67,14 +69,6 @@ def build_optimizer(params: list[torch.nn.Parameter], settings: TrainSettings) -
 def cosine_scheduler(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Cosine decay from the peak learning rate to 0 over ``total_steps``, no warm-up."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1))))
-
-
-def steps_per_task(n_examples: int, settings: TrainSettings) -> int:
-    """Optimizer steps for a task of ``n_examples`` under ``settings``."""
-    if settings.iterations is not None:
-        return settings.iterations
-    batches = math.ceil(n_examples / settings.batch_size)
-    return settings.epochs * math.ceil(batches / settings.grad_accum)
 
 
 def _batches(loader: DataLoader[Any]) -> Iterator[Any]:
@@ -165,11 +159,13 @@ def _check_finite(losses: list[torch.Tensor], start: int, experience: Experience
 
 @torch.no_grad()
 def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: TrainSettings, progress: bool = True, label: str = "",
-             strategy: Strategy | None = None) -> list[float]:
+             strategy: Strategy | None = None, per_example: list[np.ndarray] | None = None) -> list[float]:
     """Score every experience's test set: one row of the accuracy matrix (fractions in [0, 1]).
 
     When ``strategy`` is given, its ``eval_task_start`` / ``eval_task_end`` hooks bracket each
-    experience (strategies that record routing statistics per evaluated task use them).
+    experience (strategies that record routing statistics per evaluated task use them). When
+    ``per_example`` is a list, each experience's per-example scores (float32, test-set order) are
+    appended to it, for confidence intervals (:mod:`clbench.example_scores`).
     """
     model = backbone.model
     was_training = model.training
@@ -183,14 +179,19 @@ def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: Tr
         loader = DataLoader(exp.test, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=backbone.collate)
         correct = torch.zeros((), dtype=torch.float64, device=backbone.device)
         count = 0
+        kept: list[torch.Tensor] = []
         for batch in loader:
             batch = backbone.move_batch(batch)
             with autocast(backbone.device, settings.amp):
                 scores = backbone.score(batch, exp)
             correct += scores.double().sum()
             count += len(scores)
+            if per_example is not None:
+                kept.append(scores.detach().float().reshape(-1))
             bar.update(len(scores))
         row.append(float(correct) / count if count else float("nan"))
+        if per_example is not None:
+            per_example.append(torch.cat(kept).cpu().numpy() if kept else np.zeros(0, dtype=np.float32))
         if strategy is not None:
             strategy.eval_task_end(exp)
     bar.close()

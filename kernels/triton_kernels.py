@@ -1,4 +1,4 @@
-"""Triton kernels of the rank-gated LoRA operation (kernels.md §4a). Imported lazily, CUDA only.
+"""Triton kernels of the rank-gated LoRA operation (design: ``docs/kernels.md``). Imported lazily, CUDA only.
 
 This module imports Triton at import time, so only :mod:`clbench.kernels.triton_path` imports it,
 and only when a CUDA tensor (or a test under ``TRITON_INTERPRET=1``, which must be set before this

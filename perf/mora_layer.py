@@ -1,6 +1,6 @@
 """MoRA layer forward + backward time against plain LoRA of the same total rank.
 
-Shapes default to CLIP ViT-B/16 sizes at the end of a 10-task stream (methods.md §1.8):
+Shapes default to CLIP ViT-B/16 sizes at the end of a 10-task stream (MoRAM's X-TAIL runner settings):
 2048 tokens, d_in = d_out = 768, R = 160 atoms (144 frozen + 16 trainable), k = 16, τ = 0.01.
 The LoRA baseline is :class:`clbench.nn.LoRALinear` with rank R, every rank trainable (what a
 dense adapter of the same size costs). Times are medians over repeats of one training step's

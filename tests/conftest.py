@@ -62,3 +62,47 @@ options = { classes = [4, 5] }
 
 def python() -> str:
     return sys.executable
+
+
+def interrupted_run_resumes_identically(strategy_cls: type, name: str, benchmark: Path, overrides: dict[str, str], out: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Run ``name`` uninterrupted, then again killed after task 1 and resumed; assert both give the
+    same matrix and telemetry. Returns the uninterrupted results."""
+    from clbench.runner import RunOptions, run
+
+    full = run(RunOptions(benchmark=str(benchmark), strategy=name, overrides=overrides, out=out / "full", progress=False))
+    original = strategy_cls.after_task
+
+    def crash_on_second_task(self: object, experience: object) -> None:
+        if experience.index == 1:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+        original(self, experience)
+
+    monkeypatch.setattr(strategy_cls, "after_task", crash_on_second_task)
+    with pytest.raises(KeyboardInterrupt):
+        run(RunOptions(benchmark=str(benchmark), strategy=name, overrides=overrides, out=out / "cut", progress=False))
+    monkeypatch.setattr(strategy_cls, "after_task", original)
+    resumed = run(RunOptions(benchmark=str(benchmark), strategy=name, overrides=overrides, out=out / "cut", resume=True, progress=False))
+    assert resumed["matrix"]["values"] == full["matrix"]["values"]
+    assert resumed["telemetry"] == full["telemetry"]
+    return full
+
+
+def strategy_on(strategy_cls: type, config: object, benchmark: Path, backbone: str = "mlp:32", **train: object) -> tuple:
+    """``(strategy, stream, settings)``: ``strategy_cls(config)`` set up on ``backbone`` bound to
+    ``benchmark``'s stream, with the config's training overrides and then ``train`` applied."""
+    import torch
+
+    from clbench import registry
+    from clbench.api import RunContext
+    from clbench.data import build_stream
+
+    spec, _ = registry.load_benchmark(str(benchmark))
+    stream = build_stream(spec)
+    model = registry.build_backbone(backbone)
+    model.bind(stream)
+    settings = spec.train.updated(**{**config.train_overrides(model.kind), **train})  # type: ignore[attr-defined]
+    torch.manual_seed(0)
+    strategy = strategy_cls(config, RunContext(stream=stream, train=settings, device=torch.device("cpu"), seed=0, benchmark=spec.name))
+    strategy.setup(model)
+    return strategy, stream, settings

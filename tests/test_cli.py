@@ -17,6 +17,10 @@ def test_list_and_show(cli) -> None:
         assert name in out
     status, out, _ = cli("show", "digits-split")
     assert status == 0 and "protocol: class-incremental" in out and "task 5  digits-8-9" in out
+    assert "default budget: 5 epoch(s) per task: steps = 5 × ⌈train examples / 32⌉; batch 32; lr 0.001 (adamw, constant schedule)" in out
+    assert "strategies may override it per backbone kind" in out
+    status, out, _ = cli("show", "finetune")
+    assert status == 0 and "training budget by backbone kind" in out and "  llm: lr=2e-05\n" in out and "  classic: the benchmark's\n" in out
     status, out, _ = cli("show", "lora")
     assert status == 0 and "rank = 8: adapter rank r." in out and "merge_after_task = False" in out and "lr = None: peak learning rate." in out
 
@@ -53,6 +57,9 @@ def test_run_two_strategies_two_seeds_then_report(cli, small_digits: Path, tmp_p
     assert status == 0, err
     lines = [line for line in stdout.splitlines() if line.startswith(("finetune", "lora"))]
     assert len(lines) == 4
+    header = next(line for line in stdout.splitlines() if line.startswith("strategy"))
+    assert header.split()[:9] == ["strategy", "seed", "last", "avg-inc", "learn", "gain", "forget", "bwt", "fwt"]
+    assert all(line.count("[") >= 7 and "/3 tasks" in line for line in lines), lines
     lora = json.loads((out / "digits-small" / "lora" / "seed-1" / "results.json").read_text())
     assert lora["strategy"]["config"]["rank"] == 4
     status, stdout, err = cli("report", out, "--out", tmp_path / "report")
@@ -61,3 +68,20 @@ def test_run_two_strategies_two_seeds_then_report(cli, small_digits: Path, tmp_p
     assert {p.name for p in folder.iterdir()} >= {"forgetting-curves.png", "forgetting-curves.svg", "matrix-finetune.png", "matrix-lora.svg", "report.md"}
     report = (folder / "report.md").read_text()
     assert "| finetune | 2 |" in report and "| lora | 2 |" in report and " ± " in report
+    assert (folder / "plasticity-overview.png").exists() and "## Budget" in report
+    assert "Intervals unavailable" not in report and "| finetune | 2 | " in report and "] | yes (" in report
+
+
+def test_summary_marks_a_run_that_did_not_learn() -> None:
+    from clbench.cli.summary import summary_lines
+
+    learned = {"metrics": {"last_accuracy": 0.5, "plasticity_gain": 0.4, "forgetting_chaudhry": 0.3},
+               "intervals": {"last_accuracy": [0.45, 0.55]}, "plasticity": {"learned": True, "tasks_learned": 2, "tasks": 3}}
+    frozen = {"metrics": {"last_accuracy": 0.2, "plasticity_gain": 0.0, "forgetting_chaudhry": 0.0},
+              "intervals": {"forgetting_chaudhry": [0.0, 0.0]}, "plasticity": {"learned": False, "tasks_learned": 0, "tasks": 3}}
+    lines = summary_lines(("last_accuracy", "mtil_avg"), [("lora", 0, learned, 1.0), ("mora", 0, frozen, 2.0)])
+    assert lines[0].split() == ["strategy", "seed", "last", "avg-inc", "learn", "gain", "forget", "bwt", "mtil-avg", "learned", "probes",
+                                "Δ", "time", "results"]
+    assert "50.0 [45.0, 55.0]" in lines[1] and "2/3 tasks" in lines[1]
+    assert "0.0 [0.0, 0.0]" in lines[2] and "DID NOT LEARN (0/3)" in lines[2]
+    assert "DID NOT LEARN = " in lines[-1]

@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from clbench.strategies.coso.frequent_directions import FrequentDirections
+from clbench.strategies.coso.frequent_directions import FrequentDirections, merge_batch, shrink
 from clbench.strategies.coso.optimizer import CoSOAdamW
-from clbench.strategies.coso.projector import append_basis, energy_rank, top_singular
+from clbench.strategies.coso.projector import append_basis, energy_rank, randomized_svd, top_singular
 
 
 def _coso(weight: torch.nn.Parameter, lr: float = 1e-2, **group: object) -> CoSOAdamW:
@@ -138,7 +138,8 @@ def test_updates_have_no_component_in_the_history() -> None:
     assert float((history.t() @ sketch.basis).abs().max()) < 1e-5  # the sketch is orthogonal to M too
 
 
-def test_optimizer_state_saves_and_resumes_exactly() -> None:
+@pytest.mark.parametrize("svd", ["full", "randomized"])
+def test_optimizer_state_saves_and_resumes_exactly(svd: str) -> None:
     gen = torch.Generator().manual_seed(4)
     m, n = 20, 12
     history, _ = torch.linalg.qr(torch.randn(m, 3, generator=gen))
@@ -148,8 +149,8 @@ def test_optimizer_state_saves_and_resumes_exactly() -> None:
     head = torch.nn.Parameter(torch.randn(5, n, generator=gen))
 
     def build(w: torch.nn.Parameter, h: torch.nn.Parameter) -> CoSOAdamW:
-        opt = CoSOAdamW([{"params": [w], "coso": True, "proj_rank": 3, "sketch_rank": 4, "update_gap": 3}, {"params": [h], "lr": 5e-3}],
-                        lr=1e-2, weight_decay=0.01)
+        opt = CoSOAdamW([{"params": [w], "coso": True, "proj_rank": 3, "sketch_rank": 4, "update_gap": 3, "svd": svd},
+                         {"params": [h], "lr": 5e-3}], lr=1e-2, weight_decay=0.01)
         opt.set_history(w, history)
         return opt
 
@@ -173,13 +174,14 @@ def test_optimizer_state_saves_and_resumes_exactly() -> None:
     assert torch.equal(opt.sketch(weight).sketch, opt2.sketch(weight2).sketch)
 
 
-def test_randomized_svd_matches_the_full_svd_on_gradient_like_matrices() -> None:
+@pytest.mark.parametrize("sketch_dtype", [torch.float32, torch.bfloat16])
+def test_randomized_svd_matches_the_full_svd_on_gradient_like_matrices(sketch_dtype: torch.dtype) -> None:
     gen = torch.Generator().manual_seed(5)
     m, n, k = 192, 160, 16
     g = _spectrum_matrix(m, n, 0.85, gen) + 1e-3 * torch.randn(m, n, generator=gen)
-    torch.manual_seed(0)  # svd_lowrank draws its test matrix from the global generator
     u_full, s_full = top_singular(g, k, "full")
-    u_rand, s_rand = top_singular(g, k, "randomized", oversample=10, power_iters=2)
+    found = randomized_svd(g.unsqueeze(0), k, 10, 2, None, torch.Generator().manual_seed(0), sketch_dtype)
+    u_rand, s_rand = found.u[0, :, :k], found.sigma[0, :k]
     assert u_rand.shape == u_full.shape == (m, k)
     torch.testing.assert_close(s_rand, s_full, rtol=2e-3, atol=1e-5)
     # the projected residual ‖G − U Uᵀ G‖ is as small as the optimal (full-SVD) one
@@ -191,22 +193,23 @@ def test_randomized_svd_matches_the_full_svd_on_gradient_like_matrices() -> None
     assert float(cosines.min()) > 0.999
 
 
-def test_randomized_svd_step_matches_the_full_svd_step() -> None:
+@pytest.mark.parametrize(("sketch_dtype", "tolerance"), [("float32", 1e-3), ("bfloat16", 3e-3)])
+def test_randomized_svd_step_matches_the_full_svd_step(sketch_dtype: str, tolerance: float) -> None:
     """One CoSO step (moments fresh, so singular-vector signs cancel in P·N) is the same update
-    with the randomized SVD as with the full SVD, up to the randomized SVD's accuracy."""
+    with the randomized SVD as with the full SVD, up to the randomized SVD's accuracy; a bf16 range
+    finder perturbs the projector's span by ~bf16 precision, so the update by a few 1e-3."""
     gen = torch.Generator().manual_seed(6)
     grad = _spectrum_matrix(96, 80, 0.75, gen) + 1e-4 * torch.randn(96, 80, generator=gen)
     deltas = {}
     for method in ("full", "randomized"):
-        torch.manual_seed(0)
         weight = torch.nn.Parameter(torch.zeros(96, 80))
-        opt = _coso(weight, lr=1e-2, proj_rank=6, sketch_rank=8, svd=method)
+        opt = _coso(weight, lr=1e-2, proj_rank=6, sketch_rank=8, svd=method, svd_sketch_dtype=sketch_dtype)
         weight.grad = grad.clone()
         opt.step()
         deltas[method] = weight.detach().clone()
     rel = float((deltas["randomized"] - deltas["full"]).norm() / deltas["full"].norm())
     assert float(deltas["full"].norm()) > 0
-    assert rel < 1e-3
+    assert rel < tolerance
 
 
 def test_randomized_projector_keeps_its_column_signs_from_step_to_step() -> None:
@@ -245,6 +248,8 @@ def test_bad_groups_are_rejected() -> None:
         _coso(torch.nn.Parameter(torch.zeros(4)))
     with pytest.raises(ValueError, match="svd"):
         _coso(torch.nn.Parameter(torch.zeros(4, 4)), svd="qr")
+    with pytest.raises(ValueError, match="svd_sketch_dtype"):
+        _coso(torch.nn.Parameter(torch.zeros(4, 4)), svd="randomized", svd_sketch_dtype="float16")
 
 
 @pytest.mark.gpu
@@ -286,3 +291,103 @@ def test_sign_alignment_keeps_momentum_meaningful_on_a_least_squares_problem() -
         errors[name] = float((weight.detach() - target).norm() / target.norm())
     assert errors["full-aligned"] < 0.1 and errors["randomized"] < 0.1
     assert errors["full-aligned"] < 0.5 * errors["full"]
+
+
+def _drifting_gradients(m: int, n: int, steps: int, drift: float, generator: torch.Generator) -> list[torch.Tensor]:
+    """Gradient-like matrices (geometric spectrum) whose singular subspaces rotate by ``drift`` per step,
+    as consecutive minibatch gradients share most of their leading subspace."""
+    base = _spectrum_matrix(m, n, 0.85, generator, torch.float64)
+    u, s, vt = torch.linalg.svd(base, full_matrices=False)
+    out = []
+    for _ in range(steps):
+        a = torch.randn(m, m, generator=generator, dtype=torch.float64) * drift / m**0.5
+        b = torch.randn(n, n, generator=generator, dtype=torch.float64) * drift / n**0.5
+        u, vt = torch.linalg.matrix_exp(a - a.t()) @ u, vt @ torch.linalg.matrix_exp(b - b.t()).t()
+        out.append(((u * s) @ vt + 1e-3 * torch.randn(m, n, generator=generator, dtype=torch.float64)).float())
+    return out
+
+
+def _assert_accurate(g: torch.Tensor, u: torch.Tensor, s: torch.Tensor, k: int) -> None:
+    """The accuracy bar of the randomized SVD: values to 2e-3, residual within 1% of optimal, top-8 subspace."""
+    u_full, s_full = top_singular(g, k, "full")
+    torch.testing.assert_close(s[:k], s_full, rtol=2e-3, atol=1e-5)
+    optimal = float((g - u_full @ (u_full.t() @ g)).norm())
+    assert float((g - u[:, :k] @ (u[:, :k].t() @ g)).norm()) <= optimal * 1.01
+    assert float(torch.linalg.svdvals(u_full[:, :8].t() @ u[:, :8]).min()) > 0.999
+
+
+@pytest.mark.parametrize("sketch_dtype", [torch.float32, torch.bfloat16])
+def test_warm_started_refresh_meets_the_accuracy_bar_without_power_iterations(sketch_dtype: torch.dtype) -> None:
+    """Started from the previous refresh's right vectors, the range finder needs no power iteration on
+    a drifting gradient sequence; a Gaussian start without iterations would miss the bar."""
+    gen = torch.Generator().manual_seed(13)
+    grads = _drifting_gradients(192, 160, 6, 0.05, gen)
+    k = 16
+    found = randomized_svd(grads[0].unsqueeze(0), k, 10, 2, None, torch.Generator().manual_seed(0), sketch_dtype)
+    _assert_accurate(grads[0], found.u[0], found.sigma[0], k)
+    for g in grads[1:]:
+        found = randomized_svd(g.unsqueeze(0), k, 10, 0, found.next_test, sketch_dtype=sketch_dtype)
+        _assert_accurate(g, found.u[0], found.sigma[0], k)
+    cold = randomized_svd(grads[-1].unsqueeze(0), k, 10, 0, None, torch.Generator().manual_seed(0))
+    with pytest.raises(AssertionError):
+        _assert_accurate(grads[-1], cold.u[0], cold.sigma[0], k)
+
+
+def test_randomized_factors_give_the_projected_gradient() -> None:
+    gen = torch.Generator().manual_seed(14)
+    g = _spectrum_matrix(50, 40, 0.8, gen).unsqueeze(0)
+    found = randomized_svd(g, 6, 4, 1, None, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(found.projected(6), found.u[:, :, :6].transpose(1, 2) @ g, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(found.u.transpose(1, 2) @ found.u, torch.eye(10).unsqueeze(0), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_batched_sketch_merge_equals_the_qr_and_svd_merge(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(15)
+    m, ell = 64, 10
+    data = torch.randn(m, 40, generator=gen, dtype=torch.float64) * torch.logspace(0, -3, 40, dtype=torch.float64)
+    fd = FrequentDirections(m, ell, 0.9, dtype=torch.float64)
+    fd.update(data[:, :20])
+    basis, sigma, shrinkage = fd.basis.clone(), fd.sigma.clone(), float(fd.shrinkage)
+    u, s, _ = torch.linalg.svd(data[:, 20:], full_matrices=False)
+    block_sigma, block_delta = shrink(s[: ell + 1], ell)
+    fd.update_from_svd(u[:, :ell], s[: ell + 1])
+    new_basis, new_sigma, delta = merge_batch(basis[None].to(dtype), sigma[None].to(dtype), u[None, :, :ell].to(dtype),
+                                              block_sigma[None].to(dtype), 0.9, ell)
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    scale = float(fd.sigma[0])
+    assert float((new_sigma[0].double() - fd.sigma).abs().max()) <= tol * scale
+    assert shrinkage + float(block_delta) + float(delta[0]) == pytest.approx(float(fd.shrinkage), rel=tol)
+    # the same sketch S Sᵀ, with an orthonormal basis
+    sketch = new_basis[0].double() * new_sigma[0].double()
+    assert float((sketch @ sketch.t() - fd.sketch @ fd.sketch.t()).abs().max()) <= tol * scale**2
+    assert float((new_basis[0].t() @ new_basis[0] - torch.eye(ell, dtype=dtype)).abs().max()) <= tol
+
+
+def test_layers_of_one_shape_refresh_together_as_they_would_alone() -> None:
+    """The randomized refresh stacks layers of a shape; each layer's steps are those it takes alone."""
+    gen = torch.Generator().manual_seed(16)
+    shapes = [(48, 40), (48, 40), (30, 40)]
+    w0 = [torch.randn(*s, generator=gen) for s in shapes]
+    grads = [[torch.randn(*s, generator=gen) for s in shapes] for _ in range(5)]
+    history, _ = torch.linalg.qr(torch.randn(48, 4, generator=gen))
+    group = {"coso": True, "proj_rank": 4, "sketch_rank": 6, "svd": "randomized"}
+    together = [torch.nn.Parameter(w.clone()) for w in w0]
+    opt = CoSOAdamW([{"params": together, **group}], lr=1e-2)
+    opt.set_history(together[1], history)
+    alone = [torch.nn.Parameter(w.clone()) for w in w0]
+    opts = [CoSOAdamW([{"params": [w], **group}], lr=1e-2) for w in alone]
+    opts[1].set_history(alone[1], history)
+    for step_grads in grads:
+        for w, g in zip(together, step_grads):
+            w.grad = g.clone()
+        opt.step()
+        for o, w, g in zip(opts, alone, step_grads):
+            w.grad = g.clone()
+            o.step()
+    for a, b in zip(together, alone):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+    for a, b, o in zip(together, alone, opts):
+        s_together, s_alone = opt.sketch(a).sketch, o.sketch(b).sketch
+        torch.testing.assert_close(s_together @ s_together.t(), s_alone @ s_alone.t(), rtol=1e-4, atol=1e-5)
+    assert float((history.t() @ (together[1].detach() - w0[1])).norm()) < 1e-5

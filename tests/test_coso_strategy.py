@@ -39,8 +39,9 @@ def _train(strategy: CoSO, stream: object, settings: object, task: int) -> None:
     strategy.after_task(exp)
 
 
-def test_task_two_update_has_no_component_in_task_one_subspace(small_digits: Path) -> None:
-    strategy, stream, settings = _setup(small_digits, "mlp:32", proj_rank=4, sketch_rank=8)
+@pytest.mark.parametrize("svd", ["full", "randomized"])
+def test_task_two_update_has_no_component_in_task_one_subspace(small_digits: Path, svd: str) -> None:
+    strategy, stream, settings = _setup(small_digits, "mlp:32", proj_rank=4, sketch_rank=8, svd=svd)
     assert list(strategy.layers) == ["fc1"]
     _train(strategy, stream, settings, 0)
     history = strategy.history["fc1"].clone()
@@ -73,14 +74,15 @@ def test_without_history_the_update_touches_the_old_subspace(small_digits: Path)
     assert float((history.t() @ delta).norm()) > 0.05 * float(delta.norm())
 
 
-def test_strategy_state_resumes_exactly(small_digits: Path) -> None:
-    strategy, stream, settings = _setup(small_digits, "mlp:32", proj_rank=4, sketch_rank=8, update_gap=2)
+@pytest.mark.parametrize("svd", ["full", "randomized"])
+def test_strategy_state_resumes_exactly(small_digits: Path, svd: str) -> None:
+    strategy, stream, settings = _setup(small_digits, "mlp:32", proj_rank=4, sketch_rank=8, update_gap=2, svd=svd)
     _train(strategy, stream, settings, 0)
     saved_state = strategy.state_dict()
     saved_model = {k: v.clone() for k, v in strategy.model.state_dict().items()}
     _train(strategy, stream, settings, 1)
 
-    resumed, _, _ = _setup(small_digits, "mlp:32", proj_rank=4, sketch_rank=8, update_gap=2)
+    resumed, _, _ = _setup(small_digits, "mlp:32", proj_rank=4, sketch_rank=8, update_gap=2, svd=svd)
     resumed.load_state_dict(saved_state)
     resumed.model.load_state_dict(saved_model)
     _train(resumed, stream, settings, 1)

@@ -1,5 +1,5 @@
 """The rank-gated LoRA operation: the torch fast path against the readable reference, dispatch rules and
-the method invariants of methods.md §1.8 (fp64 and fp32, odd shapes, every gate kind)."""
+the MoRA gate's invariants (fp64 and fp32, odd shapes, every gate kind)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from test_kernels_support import GATE_NAMES, K, R, R_FROZEN, make_problem, relative_error, run_and_grad, scores, \
+from test_kernels_support import GATE_NAMES, K, M, R, R_FROZEN, make_problem, relative_error, run_and_grad, scores, \
     assert_valid_topk
 
 from clbench.kernels import StaticGate, TopKMagnitudeGate, TopKSoftmaxGate, rank_gated_lora, resolve_backend
-from clbench.kernels.cpu import CpuRankGatedLora, route
+from clbench.kernels import cpu as cpu_path
+from clbench.kernels.cpu import CpuRankGatedLora, route, select_topk, selected_dots
 from clbench.kernels.plan import plan_gate
 
 
@@ -30,10 +31,13 @@ def test_cpu_path_matches_reference_in_fp64(gate_name: str) -> None:
         torch.testing.assert_close(g_cpu[name], ref, rtol=1e-10, atol=1e-10, msg=name)
 
 
-@pytest.mark.parametrize("gate_name", ["softmax", "magnitude_bias", "static", "mask_per_token"])
-def test_cpu_path_matches_reference_in_fp32(gate_name: str) -> None:
-    problem64 = make_problem(gate_name, dtype=torch.float64, seed=3)
-    problem32 = make_problem(gate_name, dtype=torch.float32, seed=3)
+@pytest.mark.parametrize(("gate_name", "rows"), [("softmax", M), ("magnitude_bias", M), ("static", M),
+                                                  ("mask_per_token", M), ("softmax", 300), ("softmax_threshold", 300),
+                                                  ("magnitude_bias", 300)])
+def test_cpu_path_matches_reference_in_fp32(gate_name: str, rows: int) -> None:
+    """300 rows take the packed top-k selection (fp32, >= 256 rows); 37 rows take torch.topk."""
+    problem64 = make_problem(gate_name, dtype=torch.float64, seed=3, m=rows)
+    problem32 = make_problem(gate_name, dtype=torch.float32, seed=3, m=rows)
     y_ref, g_ref = run_and_grad(problem64, "reference")
     y_cpu, g_cpu = run_and_grad(problem32, "cpu")
     plan = plan_gate(problem32.gate, R, y_cpu.shape[0])
@@ -64,7 +68,7 @@ def test_frozen_bank_gets_no_gradient_but_takes_part_in_gating() -> None:
 
 
 def test_unselected_ranks_receive_gradient_through_the_norm() -> None:
-    """methods.md §1.8: the normalisation term is dense, so A_new rows that no token selected still learn."""
+    """The normalisation term is dense, so A_new rows that no token selected still learn."""
     problem = make_problem("softmax", m=5, r_frozen=0, r_train=13, k=2)
     y, grads = run_and_grad(problem, "cpu")
     z = problem.x.detach() @ problem.a_train.detach().t()
@@ -181,9 +185,55 @@ def test_bad_gate_shapes_are_reported() -> None:
 
 @pytest.mark.parametrize("gate_name", ["softmax_threshold", "static", "dense"])
 def test_cpu_path_in_bf16_stays_within_the_bf16_tolerance(gate_name: str) -> None:
-    """bf16 operands: outputs and gradients within 1e-2 relative of fp64 (kernels.md §4d)."""
+    """bf16 operands: outputs and gradients within 1e-2 relative of fp64."""
     y_ref, g_ref = run_and_grad(make_problem(gate_name, dtype=torch.float64, seed=3), "reference")
     y_cpu, g_cpu = run_and_grad(make_problem(gate_name, dtype=torch.bfloat16, seed=3), "cpu")
     assert y_cpu.dtype == torch.bfloat16 and relative_error(y_cpu, y_ref) < 1e-2
     for name, ref in g_ref.items():
         assert relative_error(g_cpu[name], ref) < 1e-2, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_packed_topk_selects_exactly_what_torch_topk_selects(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(11)
+    score = (torch.randn(400, 70, generator=gen) * torch.logspace(-3, 3, 70)).to(dtype)
+    score[0, :5] = torch.tensor([float("inf"), -float("inf"), -0.0, 0.0, 1e-38]).to(dtype)
+    score[1] = -score[1].abs()  # an all-negative row
+    for k in (1, 3, 8, 16):
+        values, got = select_topk(score, k)
+        assert got.shape == (400, k) and got.dtype == torch.int64
+        assert torch.equal(values, score.gather(1, got))
+        # Same values in the same (descending) order; the indices too where no two scores tie.
+        torch.testing.assert_close(score.gather(1, got), score.topk(k, dim=1).values, rtol=0, atol=0)
+        ties = score.float().sort(dim=1).values.diff(dim=1).eq(0).any(dim=1)
+        assert torch.equal(got[~ties], score.topk(k, dim=1).indices[~ties])
+
+
+def test_packed_topk_breaks_ties_with_exactly_k_distinct_ranks() -> None:
+    score = torch.zeros(300, 20)
+    score[:, 7] = 1.0
+    got = select_topk(score, 5)[1]
+    assert (got[:, 0] == 7).all()
+    assert all(len(set(row.tolist())) == 5 for row in got)
+
+
+def test_small_batches_and_fp64_use_torch_topk(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = torch.Tensor.topk
+    monkeypatch.setattr(torch.Tensor, "topk", lambda self, *a, **kw: calls.append(self.shape) or original(self, *a, **kw))
+    select_topk(torch.randn(10, 16), 4)
+    select_topk(torch.randn(300, 16, dtype=torch.float64), 4)
+    select_topk(torch.randn(300, 40), 20)
+    assert len(calls) == 3
+    select_topk(torch.randn(300, 16), 4)
+    assert len(calls) == 3
+
+
+def test_selected_dots_equal_the_gathered_gemm(monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = torch.Generator().manual_seed(12)
+    dy, rows = torch.randn(50, 33, generator=gen, dtype=torch.float64), torch.randn(9, 33, generator=gen, dtype=torch.float64)
+    idx = torch.randint(0, 9, (50, 4), generator=gen)
+    expected = (dy @ rows.t()).gather(1, idx)
+    torch.testing.assert_close(selected_dots(dy, rows, idx), expected, rtol=1e-12, atol=1e-12)
+    monkeypatch.setattr(cpu_path.torch.ops.aten, "_embedding_bag_per_sample_weights_backward", None, raising=False)
+    torch.testing.assert_close(selected_dots(dy, rows, idx), expected, rtol=1e-12, atol=1e-12)

@@ -1,4 +1,4 @@
-"""``clbench perf`` and the floor formulas: the spec's table numbers, the harness on a tiny shape, CLI errors."""
+"""``clbench perf`` and the floor formulas: the design's H100 floor table, the harness on a tiny shape, CLI errors."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ H100 = KNOWN_DEVICES["H100"]
     (LayerShape("llama-r64", 1536, 4096, 4096, 64, 8, 8), 65.2, 67.3),
 ])
 def test_floors_reproduce_the_spec_table(shape: LayerShape, base_us: float, fused_us: float) -> None:
-    """kernels.md §4b: base GEMM and fused 1-kernel dense-masked floors on an H100, bf16."""
+    """Base GEMM and fused 1-kernel dense-masked floors on an H100, bf16."""
     floors = layer_floors(shape, 2, H100)
     assert floors["base_fwd"] * 1e6 == pytest.approx(base_us, abs=0.1)
     assert floors["gated_fwd"] * 1e6 == pytest.approx(fused_us, abs=0.1)

@@ -114,7 +114,7 @@ def poisoned(monkeypatch: pytest.MonkeyPatch):
 
 
 def _tolerance(device: str) -> float:
-    # Interpreter dots are exact fp32; compiled fp32 dots use TF32 unless disabled (kernels.md §4d).
+    # Interpreter dots are exact fp32; compiled fp32 dots use TF32 unless disabled.
     return 1e-5 if device == "cpu" else 2e-3
 
 

@@ -170,7 +170,7 @@ def test_current_atom_gradients_match_finite_differences(backend: str) -> None:
 
 
 def test_normalisation_path_reaches_atoms_that_were_not_selected(backend: str) -> None:
-    """An unselected current atom still gets gradient, through ‖z‖ (methods.md §1.8)."""
+    """An unselected current atom still gets gradient, through ‖z‖ (the dense normalisation term)."""
     layer = make_layer(rank=3, tasks_frozen=1, topk=2, tau=0.5, seed=5)
     x = torch.randn(1, D_IN, dtype=torch.float64)
     _, w = reference_of(layer, x)

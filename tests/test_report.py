@@ -57,7 +57,11 @@ def test_metrics_table_mean_std_over_seeds_by_hand(tmp_path: Path) -> None:
     report = (tmp_path / "out" / "toy" / "report.md").read_text()
     # Last = mean(0.50, 0.70, 0.95) = 71.67 %; seeds shift by 2 points, so the sample std is 2.00.
     # Chaudhry forgetting = mean(0.80-0.50, 0.90-0.70) = 25 % (shifts cancel: std 0); probe delta 0.70-0.90.
-    assert re.search(r"\| lora \| 3 \| 71\.67 ± 2\.00 \| [^|]+ \| 25\.00 ± 0\.00 \| -25\.00 ± 0\.00 \|", report), report
+    # Learning acc. = mean(0.80, 0.90, 0.95) = 88.33 (std 2.00); its gain over row 0 = mean(0.70, 0.70, 0.65) = 68.33 (std 0).
+    # No per-example scores in these hand-made results: mean ± std, and the point gain decides "learned".
+    assert re.search(r"\| lora \| 3 \| 71\.67 ± 2\.00 \| [^|]+ \| 88\.33 ± 2\.00 \| 68\.33 ± 0\.00 \| yes \(3/3 tasks\) \| "
+                     r"25\.00 ± 0\.00 \| -25\.00 ± 0\.00 \|", report), report
+    assert "Intervals unavailable (mean ± std over seeds shown instead) for: finetune (no per-example scores); lora (no per-example scores)." in report
     assert "| finetune | 3 |" in report and "-20.00 ± 0.00" in report
 
 
@@ -70,13 +74,14 @@ def test_mtil_table_per_task_columns_by_hand(tmp_path: Path) -> None:
     assert "| lora Transfer | – | 25.0 | 37.5 | 31.2 |" in report
     # Avg_a = mean(0.8, 0.6, 0.5) = 63.3; Last = (50 + 70 + 95) / 3 = 71.7.
     assert "| lora Avg. | 63.3 | 61.7 | 56.7 |" in report and "| lora Last | 50.0 | 70.0 | 95.0 | 71.7 |" in report
+    assert "| lora Learning | 80.0 | 90.0 | 95.0 | 88.3 |" in report  # R[i][i], beside the rows it is read against
 
 
 def test_trace_table_when_declared(tmp_path: Path) -> None:
     runs = write_runs(tmp_path / "runs", [make_results(tables=["trace"])])
     build_report([runs], tmp_path / "out", ["md"])
     report = (tmp_path / "out" / "toy" / "report.md").read_text()
-    assert "## TRACE-style table" in report and "| lora | 1 | 71.67 | -25.00 | 25.00 |" in report
+    assert "## TRACE-style table" in report and "| lora | 1 | 71.67 | 88.33 | yes (3/3 tasks) | -25.00 | 25.00 |" in report
 
 
 def test_other_configurations_are_never_averaged_and_the_difference_is_named(tmp_path: Path) -> None:

@@ -55,3 +55,8 @@ def test_killed_run_resumes_to_identical_metrics(small_digits: Path, tmp_path: P
         assert finished["status"] == "complete"
         assert finished["matrix"]["values"] == reference["matrix"]["values"]
         assert finished["metrics"] == reference["metrics"]
+        # Per-example scores: the same bytes as an uninterrupted run's, so the same intervals.
+        reference_dir = Path(reference["_path"]).parent
+        assert (run_dir / "examples.npz").read_bytes() == (reference_dir / "examples.npz").read_bytes()
+        assert finished["intervals"] == reference["intervals"] and finished["plasticity"] == reference["plasticity"]
+        assert finished["budget"] == reference["budget"]

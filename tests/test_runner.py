@@ -10,6 +10,7 @@ import pytest
 
 from clbench import metrics
 from clbench.errors import UsageError
+from clbench.example_scores import ExampleScores, matches_matrix
 from clbench.results import SCHEMA, load_results, trained_matrix
 from clbench.runner import RunOptions, run
 
@@ -35,8 +36,25 @@ def test_matrix_rows_metrics_and_schema(small_digits: Path, tmp_path: Path) -> N
     assert on_disk["strategy"] | {"config": None} == {"name": "finetune", "package": "clbench", "version": on_disk["strategy"]["version"], "config": None}
     assert on_disk["environment"]["torch"] and on_disk["backbone"]["spec"] == "mlp:32"
     run_dir = Path(results["_path"]).parent
-    assert {"results.json", "config.json", "run.log", "checkpoint"} <= {p.name for p in run_dir.iterdir()}
+    assert {"results.json", "config.json", "run.log", "checkpoint", "examples.npz"} <= {p.name for p in run_dir.iterdir()}
     assert not list(run_dir.rglob("*.tmp"))
+    # Plasticity beside forgetting, intervals from the per-example scores, the budget actually run.
+    assert on_disk["metrics"]["learning_accuracy"] == pytest.approx(diagonal.mean())
+    assert on_disk["metrics"]["plasticity_gain"] == pytest.approx((diagonal - R[0]).mean())
+    for name, (low, high) in on_disk["intervals"].items():
+        assert low <= on_disk["metrics"][name] <= high, name
+    assert on_disk["plasticity"] | {"rule": None} == {"learned": True, "tasks_learned": 3, "tasks": 3, "judged_by": "95% bootstrap interval", "rule": None}
+    scores = ExampleScores.load(run_dir / "examples.npz")
+    assert scores.is_complete() and matches_matrix(scores, values)
+    assert on_disk["examples"] == scores.summary() and on_disk["examples"]["encodings"] == ["bits"] * 3
+    assert (run_dir / "examples.npz").stat().st_size < 1500  # 4 rows x ~270 test digits, bit-packed
+    steps = [t["steps"] for t in on_disk["tasks"]]
+    assert on_disk["budget"]["steps_per_task"] == steps == on_disk["budget"]["planned_steps_per_task"]
+    assert on_disk["budget"] | {"train_examples_per_task": None} == {
+        "epochs": 5, "iterations": None, "batch_size": 32, "grad_accum": 1, "lr": 0.01, "optimizer": "adamw", "scheduler": "constant",
+        "weight_decay": 0.0, "max_grad_norm": 0.0, "amp": "none", "examples_per_step": 32, "planned_steps_per_task": steps,
+        "steps_per_task": steps, "train_examples_per_task": None, "strategy_overrides": {}}
+    assert "budget 45 steps/task (5 epochs of batch 32), lr 0.01, adamw, constant schedule" in (run_dir / "run.log").read_text()
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(small_digits: Path, tmp_path: Path) -> None:
@@ -51,6 +69,9 @@ def test_zeroshot_rows_equal_row_zero_and_joint_keeps_old_tasks(small_digits: Pa
     zs = _run(small_digits, tmp_path, strategy="zeroshot")
     assert all(row == zs["matrix"]["values"][0] for row in zs["matrix"]["values"])
     assert "steps" not in zs["tasks"][0]
+    # No forgetting, because nothing was learned: the verdict says so.
+    assert zs["metrics"]["forgetting_chaudhry"] == 0.0 and zs["metrics"]["plasticity_gain"] == 0.0
+    assert zs["plasticity"]["learned"] is False and zs["budget"]["steps_per_task"] == [0, 0, 0]
     joint = np.array(_run(small_digits, tmp_path, strategy="joint")["matrix"]["values"])
     assert joint[3].min() > 0.8  # trained on the union: nothing forgotten
 
@@ -88,6 +109,19 @@ def test_strategy_rejects_unsupported_backbone_kind(small_digits: Path, tmp_path
 
     cls, _ = registry.get_strategy("finetune")
     monkeypatch.setattr(cls, "backbone_kinds", frozenset({"llm"}))
-    with pytest.raises(UsageError, match="supports llm backbones, not classic"):
+    with pytest.raises(UsageError, match="supports llm backbones, not classic .*; strategies for classic backbones: .*lora"):
         _run(small_digits, tmp_path)
     assert not (tmp_path / "digits-small").exists()
+
+
+def test_overwrite_that_cannot_start_keeps_the_finished_run(small_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clbench import registry
+
+    finished = _run(small_digits, tmp_path)
+    run_dir = Path(finished["_path"]).parent
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    cls, _ = registry.get_strategy("finetune")
+    monkeypatch.setattr(cls, "backbone_kinds", frozenset({"llm"}))
+    with pytest.raises(UsageError, match="supports llm backbones"):
+        _run(small_digits, tmp_path, overwrite=True)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before

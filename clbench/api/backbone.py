@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -39,6 +39,9 @@ class Backbone(ABC):
 
     kind: ClassVar[str] = ""
     target_patterns: ClassVar[dict[str, tuple[str, ...]]] = {}
+    fallback_targets: tuple[str, ...] = ()
+    """Targets adapter strategies use when none of their per-kind default targets exists on this
+    backbone (a frozen sentence encoder keeps only its ``head``); empty: such a default fails."""
 
     def __init__(self, spec: str, model: nn.Module) -> None:
         self.spec = spec
@@ -98,21 +101,51 @@ class Backbone(ABC):
         Raises:
             UsageError: for an unknown target name or a target matching no linear layer.
         """
-        modules = dict(self.model.named_modules())
         found: dict[str, nn.Linear] = {}
         for target in targets:
-            if target in self.target_patterns:
-                patterns = self.target_patterns[target]
-            elif "*" in target or "." in target:
-                patterns = (target,)
-            else:
-                valid = ", ".join(sorted(self.target_patterns))
-                raise UsageError(f"unknown adapter target {target!r} for {self.kind} backbone; valid: {valid} (or a glob over module names)")
-            matched = {n: m for n, m in modules.items() if isinstance(m, nn.Linear) and any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+            matched = self._linear_layers(target)
             if not matched:
                 raise UsageError(f"adapter target {target!r} matches no linear layer of {self.spec!r}")
             found.update(matched)
         return dict(sorted(found.items()))
+
+    def _linear_layers(self, target: str) -> dict[str, nn.Linear]:
+        """Linear layers one generic target name (or module-name glob) matches; may be empty."""
+        if target in self.target_patterns:
+            patterns = self.target_patterns[target]
+        elif "*" in target or "." in target:
+            patterns = (target,)
+        else:
+            valid = ", ".join(sorted(self.target_patterns))
+            raise UsageError(f"unknown adapter target {target!r} for {self.kind} backbone; valid: {valid} (or a glob over module names)")
+        return {n: m for n, m in self.model.named_modules() if isinstance(m, nn.Linear) and any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+
+    def default_targets(self, preferred: Sequence[str], strategy: str = "this strategy") -> tuple[str, ...]:
+        """A strategy's per-kind default targets as they apply to this backbone.
+
+        The preferred targets that match a linear layer here; when none does, the backbone's
+        :attr:`fallback_targets`. Targets a user names explicitly bypass this (they must exist).
+
+        Raises:
+            UsageError: no preferred target exists and the backbone has no fallback.
+        """
+        kept = tuple(t for t in preferred if t not in self.target_patterns or self._linear_layers(t))
+        if kept:
+            return kept
+        if self.fallback_targets:
+            return self.fallback_targets
+        raise UsageError(f"{strategy} adapts {', '.join(preferred)} layers, which backbone {self.spec!r} does not have; "
+                         f"pass -S targets=... with one of: {', '.join(sorted(self.target_patterns)) or 'none'}")
+
+    def head_layers(self, adapted: Collection[str] = ()) -> dict[str, nn.Linear]:
+        """The classifier heads (target ``head``) that ``train_head`` trains fully, skipping ``adapted`` layers.
+
+        An adapter that wraps a head (a frozen encoder's fallback target) is what trains it, so
+        it is not trained fully as well. Empty when the backbone names no head.
+        """
+        if "head" not in self.target_patterns:
+            return {}
+        return {n: m for n, m in sorted(self._linear_layers("head").items()) if n not in adapted}
 
     def describe(self) -> dict[str, Any]:
         """Facts recorded in results: spec, kind, parameter counts."""

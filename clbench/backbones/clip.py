@@ -23,7 +23,7 @@ task's classes; every other protocol (X-TAIL's task-agnostic union, class- and
 domain-incremental) scores among every class of the benchmark, whose ids the stream builder
 offsets per task.
 
-Training loss: ``methods.md`` §1.3 (:mod:`clbench.backbones.clip_loss`). The current classes'
+Training loss: the MoRAM and CoDyRA official code's (:mod:`clbench.backbones.clip_loss`). The current classes'
 text embeddings use each class's first template (one prompt per class, recomputed every step
 when the text encoder has trainable parameters, cached per task when it has none); earlier
 tasks' classes are encoded once per task without gradient and masked.

@@ -1,4 +1,4 @@
-"""The CLIP continual-learning training loss of MoRA/MoRAM and CoDyRA (``methods.md`` §1.3).
+"""The CLIP continual-learning training loss of MoRA/MoRAM and CoDyRA (official code: ``Artificer-AI-Lab/MoRAM`` ``XTAIL/models/moram.py``, ``Artificer-AI-Lab/CoDyRA`` ``models/codyra.py``).
 
 Two cross-entropy terms over L2-normalised features, scaled by ``exp(logit_scale)``:
 

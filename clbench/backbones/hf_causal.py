@@ -31,6 +31,7 @@ the argmax given the gold prefix: one forward pass); every other metric greedily
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -41,7 +42,7 @@ import sys
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -51,6 +52,9 @@ from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience
 from clbench.errors import MissingAssetError, UsageError
 from clbench.textmetrics import score_text
+
+if TYPE_CHECKING:
+    from clbench.kvcache import KVCachePolicy
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,11 @@ class GenerationScoring(ABC):
         """Per-example scores in [0, 1] under ``experience.metric``."""
         if experience.metric == "exact_match":
             return self.teacher_forced_match(batch)
-        predictions = self.generate_texts(batch)
+        return self.score_texts(batch, experience, self.generate_texts(batch))
+
+    @staticmethod
+    def score_texts(batch: Batch, experience: Experience, predictions: list[str]) -> torch.Tensor:
+        """Scores of generated ``predictions`` against the batch's answers under ``experience.metric``."""
         scores = [score_text(experience.metric, p, a, s)
                   for p, a, s in zip(predictions, batch["answer_text"], batch["source_text"], strict=True)]
         return torch.tensor(scores, dtype=torch.float32, device=batch["input_ids"].device)
@@ -129,6 +137,11 @@ class CausalLMBackbone(GenerationScoring, Backbone):
         self.pad_id = int(tokenizer.pad_token_id)
         self.eos_id = tokenizer.eos_token_id
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        self.kv_policy: KVCachePolicy | None = None
+
+    def set_kv_policy(self, policy: KVCachePolicy | None) -> None:
+        """Generate under ``policy`` (a :mod:`clbench.kvcache` KV-cache policy; ``None``: the model's own cache)."""
+        self.kv_policy = None if policy is None or policy.is_full else policy
 
     # ---- formatting -----------------------------------------------------------------------
     def prompt_text(self, example: dict[str, Any]) -> str:
@@ -224,8 +237,9 @@ class CausalLMBackbone(GenerationScoring, Backbone):
         return (wrong == 0).float()
 
     @torch.no_grad()
-    def generate_texts(self, batch: Batch) -> list[str]:
-        """Greedy continuations of the batch's prompts (left-padded), decoded without specials."""
+    def generate_texts(self, batch: Batch, use_policy: bool = True) -> list[str]:
+        """Greedy continuations of the batch's prompts (left-padded), decoded without specials, under
+        the KV-cache policy if one is set (``use_policy=False``: its full-cache reference)."""
         budget = int(batch["max_new_tokens"])
         keep = max(min(self.max_length - budget, int(batch["max_prompt_tokens"])), 1)
         prompts = [self.tokenizer(t, add_special_tokens=False)["input_ids"][-keep:] for t in batch["prompt_text"]]
@@ -235,9 +249,27 @@ class CausalLMBackbone(GenerationScoring, Backbone):
         for i, ids in enumerate(prompts):
             input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
             attention[i, width - len(ids):] = 1
-        out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                                  generation_config=greedy_config(self.tokenizer, budget, self.pad_id))
+        attention = attention.to(self.device)
+        policy = self.kv_policy
+        if policy is None:
+            context: Any = contextlib.nullcontext()
+        else:  # the policy's cache, or its full-cache reference on the same attention kernel
+            context = policy.generation(self.model, attention) if use_policy else policy.reference(self.model)
+        with context as cache:
+            extra = {"cache": cache} if cache is not None else {}
+            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention,
+                                      generation_config=greedy_config(self.tokenizer, budget, self.pad_id), **extra)
         return self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+
+    def score(self, batch: Batch, experience: Experience) -> torch.Tensor:
+        """As :meth:`GenerationScoring.score`; under a KV-cache policy that compares with the full
+        cache, the batch is also generated with the full cache and both scores go to the policy."""
+        scores = super().score(batch, experience)
+        policy = self.kv_policy
+        if policy is not None and policy.compare_full and experience.metric != "exact_match":
+            reference = self.score_texts(batch, experience, self.generate_texts(batch, use_policy=False))
+            policy.record_scores(experience.name, scores, reference)
+        return scores
 
 
 # ---- loading ------------------------------------------------------------------------------

@@ -120,11 +120,25 @@ def show_strategy(name: str) -> None:
     if module_doc:
         print("\n" + inspect.cleandoc(module_doc))
     print(f"\nbackbones: {', '.join(sorted(cls.backbone_kinds))}")
+    print(_training_defaults(cls))
     print("\nsettings (-S key=value; training settings left as None use the benchmark's):")
     docs = _field_docs(cls.Config)
     for field in dataclasses.fields(cls.Config):
         default = field.default if field.default is not dataclasses.MISSING else "(required)"
         print(f"  {field.name} = {default!r}: {docs.get(field.name, '')}")
+
+
+def _training_defaults(cls: Any) -> str:
+    """The training settings the strategy sets per backbone kind (over the benchmark's ``[train]``)."""
+    lines = ["\ntraining budget by backbone kind (what replaces the benchmark's [train] defaults; -S overrides both):"]
+    try:
+        config = cls.Config()
+    except (TypeError, ValueError, UsageError) as exc:  # a config with required settings
+        return lines[0] + f"\n  (needs settings first: {exc})"
+    for kind in sorted(cls.backbone_kinds):
+        changed = {k: v for k, v in config.train_overrides(kind).items() if v is not None}
+        lines.append(f"  {kind}: " + (", ".join(f"{k}={v}" for k, v in changed.items()) if changed else "the benchmark's"))
+    return "\n".join(lines)
 
 
 def _compact(values: object) -> str:
@@ -133,6 +147,24 @@ def _compact(values: object) -> str:
             and values == list(range(values[0], values[0] + len(values))):
         return f"{values[0]}..{values[-1]}"
     return str(values)
+
+
+def _benchmark_budget(spec: Any) -> str:
+    """The default budget per task, with step counts where tasks state their training-set size."""
+    from clbench.budget import steps_per_task
+
+    t = spec.train
+    if t.iterations is not None:
+        steps = f"{t.iterations} optimizer steps per task"
+    else:
+        steps = f"{t.epochs} epoch(s) per task: steps = {t.epochs} × ⌈train examples / {t.batch_size * t.grad_accum}⌉"
+        sized = [(task.name, task.options["n_train"]) for task in spec.trained_tasks if isinstance(task.options.get("n_train"), int)]
+        if sized:
+            steps += " (" + ", ".join(f"{name}: {steps_per_task(n, t)}" for name, n in sized) + ")"
+    accum = f" × {t.grad_accum} accumulated" if t.grad_accum != 1 else ""
+    return (f"default budget: {steps}; batch {t.batch_size}{accum}; lr {t.lr:g} ({t.optimizer}, {t.scheduler} schedule)\n"
+            "  strategies may override it per backbone kind (clbench show STRATEGY lists theirs); every run logs and records "
+            "the budget it used (results.json: budget)")
 
 
 def show_benchmark(name: str) -> None:
@@ -144,6 +176,7 @@ def show_benchmark(name: str) -> None:
     print(f"headline metrics: {', '.join(spec.metrics)}")
     train = dataclasses.asdict(spec.train)
     print("training: " + ", ".join(f"{k}={v}" for k, v in train.items() if v is not None))
+    print(_benchmark_budget(spec))
     from clbench.data.vision_base import task_class_count
 
     counts = [task_class_count(t.loader, t.options) for t in spec.tasks]

@@ -16,6 +16,7 @@ RUN_EPILOG = """examples:
   clbench run digits-split -s lora,finetune --seed 0,1
   clbench run digits-split -s lora -S rank=4 -S lora.merge_after_task=true
   clbench run quickstart --resume                   continue a killed run from its last task
+  clbench run trace -s lora --kv-cache d2o:0.2      generation-scored tasks evaluated under D2O at a 20% KV budget
 
 -S keys are checked against each strategy's settings (clbench show NAME lists them); a bare key
 goes to every selected strategy that has it, NAME.key to one strategy.
@@ -34,6 +35,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--data-root", type=Path, help="dataset folder (default: $CLBENCH_DATA_ROOT)")
     p.add_argument("--allow-download", action="store_true", help="let loaders download missing datasets and models")
+    p.add_argument("--kv-cache", default="full", metavar="POLICY",
+                   help="KV-cache policy for generation-scored evaluation on causal LMs: full (default), d2o:BUDGET, h2o:BUDGET, "
+                        "streaming:BUDGET or d2o-faithful:BUDGET, BUDGET a fraction of each prompt's length; results go to seed-N-kv-POLICY")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="discard existing results in the run directories")
@@ -66,10 +70,6 @@ def _seeds(text: str | None, default: tuple[int, ...]) -> list[int]:
     return seeds
 
 
-def _format(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:6.2f}"
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from clbench import registry
     from clbench.config import parse_assignments, split_overrides
@@ -90,7 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     seeds = _seeds(args.seed, spec.seeds)
     plans = [RunOptions(benchmark=args.benchmark, strategy=requested[name], overrides=routed[name], backbone=args.backbone, seed=seed,
                         out=args.out, device=args.device, resume=args.resume, overwrite=args.overwrite, data_root=args.data_root,
-                        allow_download=True if args.allow_download else None, progress=not args.no_progress and sys.stderr.isatty())
+                        allow_download=True if args.allow_download else None, progress=not args.no_progress and sys.stderr.isatty(),
+                        kv_cache=args.kv_cache)
              for name in classes for seed in seeds]
     for options in plans:  # every check that needs no data or model, for every run, before the first one starts
         preflight(options)
@@ -104,14 +105,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(metric_names: tuple[str, ...], summary: list[tuple[str, int, dict[str, Any], float]]) -> None:
-    short = {"last_accuracy": "last", "average_incremental_accuracy": "avg-inc", "forgetting_chaudhry": "forget",
-             "bwt": "bwt", "fwt": "fwt", "mtil_transfer": "transfer", "mtil_avg": "mtil-avg", "mtil_last": "mtil-last"}
-    header = ["strategy", "seed"] + [short.get(m, m) for m in metric_names] + ["probes Δ", "time", "results"]
-    print("\n" + "  ".join(header))
-    for name, seed, results, seconds in summary:
-        metrics = results["metrics"]
-        probes = results.get("probes", {})
-        probe_delta = ", ".join(f"{_format(p['delta']).strip()}" for p in probes.values()) or "-"
-        cells = [name, str(seed)] + [_format(metrics.get(m)) for m in metric_names] + [probe_delta, f"{seconds:5.1f}s", str(Path(results["_path"]).parent) if "_path" in results else ""]
-        print("  ".join(cells))
-    print("(scores in %; forget = Chaudhry forgetting, bwt/fwt as in GEM with b_i = row 0)")
+    from clbench.cli.summary import summary_lines
+
+    print("\n" + "\n".join(summary_lines(metric_names, summary)))

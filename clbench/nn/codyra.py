@@ -1,6 +1,6 @@
 """CoDyRA's layer: LoRA with a per-rank importance gate, proximal sparsification, prune and merge.
 
-``y = W x + b + B diag(w) A x`` (``methods.md`` §2.1) with ``A`` (r × d_in, Kaiming-uniform,
+``y = W x + b + B diag(w) A x`` (arXiv 2412.01004; official code ``Artificer-AI-Lab/CoDyRA``, ``loralib/codyra.py``) with ``A`` (r × d_in, Kaiming-uniform,
 a=√5), ``B`` (d_out × r, zeros) and the gate ``w`` (r, drawn from N(0, 1) as the official code
 does, so gates may be negative; signs are absorbed into B). Scaling is 1 and there is no dropout.
 The forward pass goes through the shared rank-gated op with a static gate
@@ -51,7 +51,7 @@ def official_threshold_(weights: torch.Tensor, kappa: float) -> torch.Tensor:
     The official loop subtracts κ from entries above κ, adds κ to entries below −κ, and *then*
     zeroes every entry whose new magnitude is below κ. The last mask sees the already-shrunk
     values, so entries with ``κ < |w| < 2κ`` end at zero instead of ``|w| − κ``: a soft threshold
-    with a ``2κ`` dead zone. The spec's formula is :func:`soft_threshold_`.
+    with a ``2κ`` dead zone. The paper's proximal step is :func:`soft_threshold_`.
 
     Returns:
         ``weights``.
@@ -152,7 +152,7 @@ class CoDyRALinear(nn.Module):
         return (self.lora_B * self.gate) @ self.lora_A
 
     def prox_(self, kappa: float, rule: str = "soft") -> None:
-        """Shrink the gate after an optimizer step (``soft``: the spec; ``official``: the code's masks)."""
+        """Shrink the gate after an optimizer step (``soft``: the paper's; ``official``: the code's masks)."""
         if rule == "soft":
             soft_threshold_(self.gate.data, kappa)
         elif rule == "official":

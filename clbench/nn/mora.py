@@ -2,7 +2,7 @@
 
 Each adapted linear keeps rank-1 atoms ``B_i A_iᵀ``: the frozen atoms of past tasks (``bank_A``,
 ``bank_B``) and ``r`` trainable atoms of the current task (``lora_A`` Kaiming-uniform, ``lora_B``
-zero). Per token (``methods.md`` §1.2)::
+zero). Per token (MoRAM, arXiv 2506.21035, eqs. 4–8)::
 
     z = A_all · dropout(x)                      responses of all R atoms (old ones too)
     s = z / max(‖z‖₂, eps)                      signed, L2-normalised scores (no router)
@@ -16,7 +16,7 @@ Triton) serves MoRA. At a task boundary :meth:`MoRALinear.freeze_current_` appen
 atoms to the bank and starts fresh ones; nothing is merged into ``W`` because the weights of the
 experts depend on the input.
 
-**LLM scaling quirk** (``methods.md`` §1.7.4). The official LLM code scales the trainable values by
+**LLM scaling quirk** (``Artificer-AI-Lab/MoRAM`` ``TRACE/utils/my_peft/tuners/moram.py``). The official LLM code scales the trainable values by
 ``s = lora_alpha / r`` during training but copies ``B_new`` into the bank *without* ``s``, so a
 task's atoms lose part of their magnitude once frozen. ``bake_scaling_on_freeze=False`` (the
 default) reproduces that; ``True`` stores ``s · B_new`` in the bank, so the function the task was

@@ -46,8 +46,11 @@ def find_results(inputs: Sequence[Path]) -> list[Path]:
 
 def _identity(results: dict[str, Any]) -> dict[str, Any]:
     """What makes two runs of one strategy comparable (everything but the seed)."""
-    return {"config": results["strategy"]["config"], "backbone": results["backbone"]["spec"], "train": results.get("train"),
-            "package": f"{results['strategy'].get('package')} {results['strategy'].get('version')}"}
+    identity = {"config": results["strategy"]["config"], "backbone": results["backbone"]["spec"], "train": results.get("train"),
+                "package": f"{results['strategy'].get('package')} {results['strategy'].get('version')}"}
+    if results.get("kv_cache"):  # runs evaluated under a KV-cache policy (absent: the full cache)
+        identity["kv_cache"] = results["kv_cache"].get("policy")
+    return identity
 
 
 def _config_key(results: dict[str, Any]) -> str:

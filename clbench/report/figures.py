@@ -169,3 +169,44 @@ def telemetry_curves(series: dict[str, dict[str, list[float]]], tasks: Sequence[
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(fig, stem)
+
+
+def plasticity_overview(points: Sequence[dict[str, object]], stem: Path, title: str) -> list[Path]:
+    """Who keeps what while still learning: learning accuracy against forgetting and against Last.
+
+    Args:
+        points: per strategy ``{"label", "learned" (bool), "x", "x_err", "forgetting", "forgetting_err",
+            "last", "last_err"}`` in [0, 1]; an ``*_err`` is ``(low, high)`` (an interval) or ``None``.
+            Strategies that did not learn are drawn hollow and named so in the legend.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.2))
+    for i, point in enumerate(points):
+        style = _style(i)
+        learned = bool(point["learned"])
+        label = str(point["label"]) + ("" if learned else " (did not learn)")
+        x = 100 * float(point["x"])  # type: ignore[arg-type]
+        for ax, key in zip(axes, ("forgetting", "last"), strict=True):
+            y = 100 * float(point[key])  # type: ignore[arg-type]
+            ax.errorbar([x], [y], xerr=_error(x, point["x_err"]), yerr=_error(y, point[f"{key}_err"]), color=style["color"],
+                        marker=style["marker"], markersize=8, markerfacecolor=style["color"] if learned else "white",
+                        markeredgecolor=style["color"], capsize=3, linewidth=1.2, linestyle="none", label=label)
+            ax.annotate(str(point["label"]), (x, y), xytext=(6, 5), textcoords="offset points", fontsize=7, color="#333333")
+    for ax, ylabel in zip(axes, ("forgetting (%) ↓ (Chaudhry)", "Last: final mean accuracy (%) ↑"), strict=True):
+        ax.set_xlabel("learning accuracy (%) →\n(mean accuracy on each task right after learning it)")
+        ax.set_ylabel(ylabel)
+        ax.grid(color="#eeeeee")
+        ax.set_xlim(-2, 102)
+    axes[1].set_ylim(-2, 102)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.07 + 0.04 * ((len(labels) - 1) // 5), 1, 1))
+    return _save(fig, stem)
+
+
+def _error(center: float, interval: object) -> np.ndarray | None:
+    """``[[below], [above]]`` for ``errorbar`` from a ``(low, high)`` fraction interval around ``center`` (percent)."""
+    if interval is None:
+        return None
+    low, high = interval  # type: ignore[misc]
+    return np.array([[max(center - 100 * low, 0.0)], [max(100 * high - center, 0.0)]])

@@ -1,7 +1,11 @@
-"""Report tables: per-strategy metrics, MTIL-style Transfer/Avg/Last, TRACE-style OP/BWT, cost.
+"""Report tables: per-strategy metrics, MTIL-style Transfer/Avg/Last, TRACE-style OP/BWT, budget, cost.
 
-Every cell is a mean over seeds with its sample standard deviation (``mean ± std``) and the seed
-count is a column, so a single-seed number is never mistaken for an average.
+Metric cells are a mean over seeds with its 95 % bootstrap interval (``mean [low, high]``, test
+examples and seeds resampled, :mod:`clbench.report.intervals`), or, for results without
+per-example scores, with the sample standard deviation over seeds (``mean ± std``). The seed count
+is a column, so a single-seed number is never mistaken for an average, and plasticity (learning
+accuracy, its gain over row 0 and the "did not learn" verdict) sits beside forgetting in every
+metric table.
 """
 
 from __future__ import annotations
@@ -10,18 +14,22 @@ from typing import Any
 
 import numpy as np
 
+from clbench import budget as budgets
 from clbench import metrics as formulas
 from clbench.report.aggregate import BenchmarkGroup, mean_std
 from clbench.report.document import Table
+from clbench.report.intervals import StrategyUncertainty, learned_cell, metric_cell
 from clbench.results import trained_matrix
 
-HEADLINE = ("last_accuracy", "average_incremental_accuracy", "forgetting_chaudhry", "bwt", "fwt")
+HEADLINE = ("last_accuracy", "average_incremental_accuracy", "learning_accuracy", "plasticity_gain", "forgetting_chaudhry", "bwt", "fwt")
 SHORT = {
     "last_accuracy": "Last", "average_incremental_accuracy": "Avg. incr.", "forgetting_chaudhry": "Forgetting",
     "forgetting_first_minus_last": "Forgetting (first−last)", "forgetting_max_clipped": "Forgetting (clipped)",
     "bwt": "BWT", "fwt": "FWT", "mtil_transfer": "Transfer", "mtil_avg": "Avg.", "mtil_last": "Last",
-    "transfer_row_mean_mammoth": "Transfer (Mammoth)",
+    "transfer_row_mean_mammoth": "Transfer (Mammoth)", "learning_accuracy": "Learning acc.", "plasticity_gain": "Gain over row 0",
 }
+NOT_LEARNED_MARK = " †"
+FORGETTING_LIKE = frozenset({"forgetting_chaudhry", "forgetting_first_minus_last", "forgetting_max_clipped", "bwt"})
 MTIL_METRICS = ("mtil_transfer", "mtil_avg", "mtil_last")
 
 
@@ -34,19 +42,28 @@ def declared_tables(results: dict[str, Any]) -> list[str]:
     return tables
 
 
-def metrics_table(group: BenchmarkGroup) -> Table:
-    """One row per strategy: seeds, the standard metrics (and the benchmark's headline ones), probe deltas."""
+def metrics_table(group: BenchmarkGroup, found: dict[str, StrategyUncertainty]) -> Table:
+    """One row per strategy: seeds, the standard metrics with plasticity and its verdict beside forgetting, probe deltas."""
     first = group.first
     names = list(HEADLINE) + [m for m in first["benchmark"].get("metrics", []) if m not in HEADLINE and m in formulas.METRICS]
     probes = first["benchmark"].get("probes", [])
-    header = ("strategy", "seeds", *(SHORT.get(m, m) for m in names), *(f"{p} Δ" for p in probes))
+    at = names.index("forgetting_chaudhry")
+    header = ("strategy", "seeds", *(SHORT.get(m, m) for m in names[:at]), "learned", *(SHORT.get(m, m) for m in names[at:]),
+              *(f"{p} Δ" for p in probes))
     rows = []
     for label, strategy in group.strategies.items():
-        cells = [mean_std(strategy.metric_values(m)) for m in names]
+        info = found[label]
+        cells = [metric_cell(strategy.metric_values(m), info.intervals.get(m)) for m in names]
+        if not info.verdict["learned"]:  # forgetting of a strategy that did not learn means nothing
+            cells = [c + NOT_LEARNED_MARK if m in FORGETTING_LIKE else c for c, m in zip(cells, names, strict=True)]
         deltas = [mean_std([r["probes"].get(p, {}).get("delta") for r in strategy.runs]) for p in probes]
-        rows.append((label, str(len(strategy.runs)), *cells, *deltas))
-    caption = ("Scores in %, mean ± sample std over seeds. Last = A_T; Avg. incr. = mean of A_t; Forgetting = Chaudhry et al. 2018; "
-               "BWT and FWT as in GEM with b_i = row 0 (before training).")
+        rows.append((label, str(len(strategy.runs)), *cells[:at], learned_cell(info.verdict), *cells[at:], *deltas))
+    caption = ("Scores in %: mean over seeds [95% bootstrap interval, test examples and seeds resampled] (mean ± sample std over seeds where "
+               "no per-example scores exist). Last = A_T; Avg. incr. = mean of A_t; Learning acc. = mean of R[i][i], each task right after "
+               "learning it; Gain over row 0 = mean of R[i][i] − R[0][i]; Forgetting = Chaudhry et al. 2018; BWT and FWT as in GEM with "
+               "b_i = row 0. learned: tasks whose own gain's interval is above 0; did not learn = the interval of the gain over row 0 "
+               "reaches 0 (point estimate ≤ 0 without per-example scores); † = forgetting or BWT of a strategy that did not learn, "
+               "which says nothing about keeping what was learned.")
     return Table(header, tuple(rows), caption)
 
 
@@ -63,21 +80,29 @@ def mtil_table(group: BenchmarkGroup) -> Table:
                 values = [p[key][i] for p in per_run]
                 cells.append("–" if all(v is None for v in values) else mean_std(values, digits=1))
             rows.append((f"{label} {title}", *cells, mean_std(strategy.metric_values(metric), digits=1)))
+        diagonals = [list(np.diagonal(np.asarray(trained_matrix(r))[1:])) for r in strategy.runs]
+        rows.append((f"{label} Learning", *(mean_std([d[i] for d in diagonals], digits=1) for i in range(len(tasks))),
+                     mean_std(strategy.metric_values("learning_accuracy"), digits=1)))
     caption = ("MTIL-style table (ZSCL): Transfer = mean of each column's strict upper triangle (zero-shot on tasks not yet learned), "
-               "Avg. = mean of each column over all rows after training, Last = final row. In %, mean over seeds.")
+               "Avg. = mean of each column over all rows after training, Last = final row, Learning = each task right after learning it "
+               "(R[i][i], the plasticity the other rows should be read against). In %, mean over seeds.")
     return Table(("method", *tasks, "Average"), tuple(rows), caption)
 
 
-def trace_table(group: BenchmarkGroup) -> Table:
-    """OP and BWT per strategy as TRACE reports them, plus forgetting printed as a positive number."""
+def trace_table(group: BenchmarkGroup, found: dict[str, StrategyUncertainty]) -> Table:
+    """OP and BWT per strategy as TRACE reports them, forgetting as a positive number, and plasticity beside them."""
     rows = []
     for label, strategy in group.strategies.items():
         bwt = strategy.metric_values("bwt")
-        rows.append((label, str(len(strategy.runs)), mean_std(strategy.metric_values("last_accuracy")), mean_std(bwt),
-                     mean_std([-v for v in bwt])))
-    caption = ("TRACE-style table: OP = mean final score over tasks (A_T); BWT as in GEM (negative = forgetting); "
-               "the MoRAM and CoDyRA pages print −BWT as a positive forgetting number (lower is better).")
-    return Table(("strategy", "seeds", "OP", "BWT", "−BWT (forgetting)"), tuple(rows), caption)
+        info = found[label]
+        mark = "" if info.verdict["learned"] else NOT_LEARNED_MARK
+        rows.append((label, str(len(strategy.runs)), mean_std(strategy.metric_values("last_accuracy")),
+                     mean_std(strategy.metric_values("learning_accuracy")), learned_cell(info.verdict), mean_std(bwt) + mark,
+                     mean_std([-v for v in bwt]) + mark))
+    caption = ("TRACE-style table: OP = mean final score over tasks (A_T); Learning acc. = mean score right after learning each task; "
+               "BWT as in GEM (negative = forgetting); the MoRAM and CoDyRA pages print −BWT as a positive forgetting number "
+               "(lower is better). Mean ± std over seeds; † = the strategy did not learn, so its BWT says nothing about keeping.")
+    return Table(("strategy", "seeds", "OP", "Learning acc.", "learned", "BWT", "−BWT (forgetting)"), tuple(rows), caption)
 
 
 def final_row_table(group: BenchmarkGroup) -> Table:
@@ -86,9 +111,38 @@ def final_row_table(group: BenchmarkGroup) -> Table:
     rows = []
     for label, strategy in group.strategies.items():
         mean = strategy.mean_matrix()
+        n_tasks = mean.shape[0] - 1
+        learned = [mean[i + 1, i] if i < n_tasks else np.nan for i in range(mean.shape[1])]
         rows.append((f"{label} (row 0)", *(f"{100 * v:.1f}" if np.isfinite(v) else "–" for v in mean[0])))
+        rows.append((f"{label} (just learned)", *(f"{100 * v:.1f}" if np.isfinite(v) else "–" for v in learned)))
         rows.append((f"{label} (final)", *(f"{100 * v:.1f}" if np.isfinite(v) else "–" for v in mean[-1])))
-    return Table(("strategy", *columns), tuple(rows), "Per-task scores before training (row 0) and after the last task, in %, mean over seeds.")
+    return Table(("strategy", *columns), tuple(rows), "Per-task scores before training (row 0), right after learning the task (R[i][i]) "
+                 "and after the last task, in %, mean over seeds.")
+
+
+def budget_table(group: BenchmarkGroup) -> Table:
+    """Steps, batch, learning rate, optimizer and schedule per task for each strategy (first seed's record)."""
+    rows = []
+    for label, strategy in group.strategies.items():
+        run = strategy.runs[0]
+        record = run.get("budget") or _legacy_budget(run)
+        steps = record.get("steps_per_task") or record.get("planned_steps_per_task") or []
+        changed = record.get("strategy_overrides") or {}
+        rows.append((label, ", ".join(map(str, steps)) or "–", str(record.get("batch_size", "–")), f"{record['lr']:g}" if "lr" in record else "–",
+                     str(record.get("optimizer", "–")), str(record.get("scheduler", "–")),
+                     f"{record['iterations']} iterations" if record.get("iterations") is not None else f"{record.get('epochs', '–')} epochs",
+                     ", ".join(f"{k} {v['benchmark']}→{v['run']}" for k, v in changed.items()) or "none"))
+    return Table(("strategy", "steps per task", "batch", "lr", "optimizer", "schedule", "budget", "changed from the benchmark's"), tuple(rows),
+                 "Training budget as each run recorded it: optimizer steps taken on each task, examples per step, peak learning rate; "
+                 "strategies may override the benchmark's defaults (last column).")
+
+
+def _legacy_budget(run: dict[str, Any]) -> dict[str, Any]:
+    """A budget record rebuilt from ``train`` and per-task steps (results written before ``budget`` existed)."""
+    train = dict(run.get("train") or {})
+    record = {k: train[k] for k in budgets.BUDGET_KEYS if k in train}
+    record["steps_per_task"] = [t.get("steps", 0) for t in run.get("tasks", [])]
+    return record
 
 
 def cost_table(group: BenchmarkGroup) -> Table:

@@ -133,6 +133,7 @@ class AvalancheStrategy(Strategy):
         """The stream's trained tasks as one avalanche benchmark (one experience per task)."""
         from avalanche.benchmarks.scenarios import benchmark_from_datasets
         from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
+        from avalanche.benchmarks.scenarios.task_aware import with_task_labels
         from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_tensor_classification_dataset
 
         task_incremental = stream.protocol == "task-incremental"
@@ -140,12 +141,17 @@ class AvalancheStrategy(Strategy):
         for exp in stream.tasks:
             data = exp.train
             if not isinstance(data, TensorTaskDataset):
-                raise UsageError(f"avalanche:{self.avalanche_name} needs tensor data; task {exp.name!r} holds {type(data).__name__}")
+                raise UsageError(f"strategy avalanche:{self.avalanche_name} does not support backbone {self.backbone.spec!r}: avalanche strategies "
+                                 f"need tensor inputs, but task {exp.name!r} holds {type(data).__name__}; use clbench's finetune, ewc, lwf, "
+                                 "replay or joint instead")
             # Task labels only under the task-incremental protocol: elsewhere avalanche's plugins
             # (LwF, GEM) must treat every task as one growing classification problem.
             labels = exp.index if task_incremental else 0
             datasets.append(_make_taskaware_tensor_classification_dataset(data.x, data.y, targets=data.y.tolist(), task_labels=labels))
-        return with_classes_timeline(benchmark_from_datasets(train=datasets))
+        scenario = benchmark_from_datasets(train=datasets)
+        if task_incremental:  # experiences need task_labels, or avalanche calls the multi-task model without them
+            scenario = with_task_labels(scenario)
+        return with_classes_timeline(scenario)
 
     def _build(self) -> Any:
         from avalanche.training.plugins import EvaluationPlugin

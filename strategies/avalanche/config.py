@@ -5,7 +5,7 @@
 optional of one) becomes a config field with avalanche's default. Parameters that the adapter
 supplies itself (model, optimizer, criterion, batch sizes, epochs, device, plugins, evaluator)
 are not settings. A few hyperparameters have no avalanche default; :data:`FALLBACK_DEFAULTS`
-gives them the values of the worked examples in ``offline-assets.md`` Q1 and of avalanche's own
+gives them the values of the EWC and LwF papers' worked examples and of avalanche's own
 examples, and any other required one must be given with ``-S``.
 """
 
@@ -28,7 +28,7 @@ SUPPLIED = frozenset({"self", "model", "optimizer", "criterion", "train_mb_size"
 PLAIN_TYPES = (int, float, bool, str)
 
 # Hyperparameters avalanche makes required, with the values used here when -S omits them.
-# EWC λ=100 and LwF α=1, T=2 are the settings of offline-assets.md Q1 (T=2 is also LwF's paper
+# EWC λ=100 and LwF α=1, T=2 are common worked-example settings (T=2 is LwF's paper
 # value); GEM's 0.5 memory strength is the GEM paper's default; SI's λ=1 is avalanche's
 # examples value. Every other required parameter must be passed with -S.
 FALLBACK_DEFAULTS: dict[str, dict[str, Any]] = {

@@ -1,4 +1,4 @@
-"""``codyra``: CoDyRA, continual dynamic rank-selective LoRA (arXiv 2412.01004; ``methods.md`` §2).
+"""``codyra``: CoDyRA, continual dynamic rank-selective LoRA (arXiv 2412.01004; official code ``Artificer-AI-Lab/CoDyRA``).
 
 Each task trains a fresh LoRA with a per-rank gate, ``y = W x + B diag(w) A x``. After every
 optimizer step of the sparse phase the gates are soft-thresholded with a κ that ramps to

@@ -46,7 +46,7 @@ class CoDyRAConfig(StrategyConfig):
         kappa_reference_steps: rescale kappa_max so a task's total shrinkage equals that of this many
             steps (0 = use kappa_max as is, the official code); -1 = per kind: 0 on CLIP, 500 on
             LLM and classic backbones, whose tasks are far shorter than the paper's 500 steps.
-        prox: ``soft`` (the spec: w ← sign(w)·max(|w| − κ, 0)) or ``official`` (the code's in-place
+        prox: ``soft`` (the paper: w ← sign(w)·max(|w| − κ, 0)) or ``official`` (the code's in-place
             masks, which also zero gates with κ < |w| < 2κ).
         train_head: also train the classifier heads fully (classic and ViT backbones, whose heads
             are randomly initialised).

@@ -1,6 +1,6 @@
 """CoDyRA's proximal threshold schedule: a dense phase, then κ ramped over discrete levels.
 
-Exactly the official training loop (``methods.md`` §2.2), with ``T`` optimizer steps per task and
+Exactly the official training loop (``Artificer-AI-Lab/CoDyRA`` ``main.py``), with ``T`` optimizer steps per task and
 steps counted from 0:
 
 * the levels are ``linspace(0, κ_max, L)`` (L = 50), so level 0 is κ = 0 and level L−1 is κ_max;

@@ -1,6 +1,6 @@
 """The CoDyRA strategy: per task, wrap fresh gated adapters, sparsify their gates, merge them.
 
-Per task (``methods.md`` §2):
+Per task (arXiv 2412.01004; ``Artificer-AI-Lab/CoDyRA``):
 
 * ``before_task``: wrap every target layer in a fresh :class:`~clbench.nn.codyra.CoDyRALinear`
   (Kaiming A, zero B, N(0, 1) gate; drawn after the runner re-seeds the task, so a resumed run
@@ -38,10 +38,10 @@ class CoDyRA(Strategy):
         super().setup(backbone)
         for p in backbone.model.parameters():
             p.requires_grad_(False)
-        targets = self.config.targets or DEFAULT_TARGETS.get(backbone.kind, ("fc",))
+        targets = self.config.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("fc",)), "codyra")
         self.target_names = tuple(backbone.adapter_targets(targets))  # checks the targets now, before any training
         if self.config.train_head and backbone.kind in HEAD_TRAINED_KINDS and "head" in backbone.target_patterns:
-            for head in backbone.adapter_targets(["head"]).values():
+            for head in backbone.head_layers(self.target_names).values():
                 head.requires_grad_(True)
         self.adapters: dict[str, CoDyRALinear] = {}
         self.schedule = KappaSchedule(0, self.config.kappa_max, self.config.dense_fraction, self.config.kappa_levels)

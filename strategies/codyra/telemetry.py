@@ -1,4 +1,4 @@
-"""What CoDyRA reports after each task: rank allocation and weight drift (``methods.md`` §2.2–2.3).
+"""What CoDyRA reports after each task: rank allocation and weight drift (arXiv 2412.01004 §3).
 
 * effective rank of every adapted module (nonzero gates at the merge), also arranged as a grid of
   module kinds × layer indices (the paper's rank-allocation figure);

@@ -4,7 +4,7 @@ CoSO fine-tunes full weight matrices (by default the attention output projection
 optimizer that works in a sequence of low-rank subspaces taken from each step's gradient SVD,
 after projecting every gradient off a historical subspace that holds the important gradient
 directions of earlier tasks (found with a Frequent Directions sketch). See
-``docs/strategies/coso.md`` and ``methods.md`` §3.
+``docs/strategies/coso.md``; paper arXiv 2505.11816, official code ``quinn-ch/CoSO``.
 
 Modules: :mod:`.config` (settings and official presets), :mod:`.projector` (deflation, SVD,
 energy selection), :mod:`.frequent_directions` (the sketch), :mod:`.optimizer` (``CoSOAdamW``),

@@ -1,4 +1,4 @@
-"""CoSO's settings and the per-benchmark defaults of the official configs (``methods.md`` §3.4)."""
+"""CoSO's settings and the per-benchmark defaults of the official configs (``quinn-ch/CoSO`` ``exps/*.json``)."""
 
 from __future__ import annotations
 
@@ -73,10 +73,21 @@ class CoSOConfig(StrategyConfig):
         temperature: logits are divided by it in the training loss (task-head backbones).
         eps: Adam epsilon.
         sketch_decay: β, applied to the sketch before each merge.
-        svd: ``full`` (exact thin SVD, as the paper) or ``randomized`` (torch.svd_lowrank, faster,
-            approximate; opt-in speed option).
-        svd_oversample: extra columns of the randomized SVD.
-        svd_power_iters: subspace iterations of the randomized SVD.
+        svd: ``full`` (exact thin SVD and QR + SVD sketch merge, as the official code) or
+            ``randomized`` (warm-started randomized range finder, layers of one shape batched,
+            sketch merged through a small eigenproblem; approximate, opt-in speed option).
+        svd_oversample: extra columns of the randomized SVD (ours, as every randomized setting:
+            the official code has only the full SVD).
+        svd_power_iters: subspace iterations of the randomized SVD from a Gaussian start (a
+            task's first refresh, or every refresh without ``svd_warm_start``).
+        svd_warm_start: start each randomized refresh from the previous refresh's right singular
+            vectors (PowerSGD-style) instead of a Gaussian matrix (ours; see the CoSO guide for
+            the accuracy measured with it).
+        svd_warm_power_iters: subspace iterations after a warm start (ours).
+        svd_sketch_dtype: dtype of the randomized range finder's products: ``auto`` (bfloat16
+            where it is native: CUDA with bf16, CPUs with AVX512-BF16 or AMX; else float32),
+            ``float32`` or ``bfloat16`` (ours; the singular values and the projected gradient are
+            always computed in float32).
         align_signs: flip each new projector column to agree in sign with the previous
             projector's, so the unrotated Adam moments keep their meaning across refreshes
             (always on for the randomized SVD; off for the full SVD, as in the official code).
@@ -98,6 +109,9 @@ class CoSOConfig(StrategyConfig):
     svd: str = "full"
     svd_oversample: int = 10
     svd_power_iters: int = 2
+    svd_warm_start: bool = True
+    svd_warm_power_iters: int = 0
+    svd_sketch_dtype: str = "auto"
     align_signs: bool = False
     orthonormalize_history: bool = False
     train_head: bool = True
@@ -117,8 +131,10 @@ class CoSOConfig(StrategyConfig):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.svd not in ("full", "randomized"):
             raise ValueError(f"svd must be full or randomized, got {self.svd!r}")
-        if self.svd_oversample < 0 or self.svd_power_iters < 0:
-            raise ValueError("svd_oversample and svd_power_iters must be >= 0")
+        if min(self.svd_oversample, self.svd_power_iters, self.svd_warm_power_iters) < 0:
+            raise ValueError("svd_oversample, svd_power_iters and svd_warm_power_iters must be >= 0")
+        if self.svd_sketch_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"svd_sketch_dtype must be auto, float32 or bfloat16, got {self.svd_sketch_dtype!r}")
 
     def train_overrides(self, backbone_kind: str) -> dict[str, Any]:
         """An explicit preset also gives the official epochs, batch size and CoSO learning rate."""

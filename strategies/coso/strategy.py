@@ -1,6 +1,6 @@
 """The ``coso`` strategy: which weights CoSO trains, its heads and loss, and the task boundary.
 
-Per task (``methods.md`` §3.2–3.3):
+Per task (arXiv 2505.11816; official code ``quinn-ch/CoSO``, ``models/coso.py``):
 
 * the target weights (default: attention output projections) are trained by
   :class:`~clbench.strategies.coso.optimizer.CoSOAdamW`, everything else in the backbone is frozen;
@@ -51,12 +51,13 @@ class CoSO(Strategy):
         self.settings: ResolvedSettings = self.config.resolved(self.ctx.benchmark)
         for p in backbone.model.parameters():
             p.requires_grad_(False)
-        targets = self.config.targets or DEFAULT_TARGETS.get(backbone.kind, ("o",))
+        targets = self.config.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("o",)), "coso")
         self.layers: dict[str, nn.Linear] = backbone.adapter_targets(targets)
-        if has_task_heads(backbone):
+        head_is_target = not self.config.targets and targets == backbone.fallback_targets  # a frozen encoder: CoSO trains its head
+        if has_task_heads(backbone) or head_is_target:
             head_names = set()
         else:
-            head_names = set(backbone.adapter_targets(["head"])) if backbone.kind == "classic" else set()
+            head_names = set(backbone.head_layers()) if backbone.kind == "classic" else set()
         self.layers = {n: m for n, m in self.layers.items() if n not in head_names}
         if not self.layers:
             raise UsageError(f"coso targets {', '.join(targets)} leave no layer to train on {backbone.spec!r}")
@@ -80,7 +81,7 @@ class CoSO(Strategy):
         if has_task_heads(self.backbone):
             return list(self.backbone.head_parameters(task_index))  # type: ignore[attr-defined]
         if self.backbone.kind == "classic":
-            return list(self.backbone.adapter_targets(["head"])["head"].parameters())
+            return [p for head in self.backbone.head_layers(self.layers).values() for p in head.parameters()]
         return []
 
     def before_task(self, experience: Experience) -> None:
@@ -106,6 +107,7 @@ class CoSO(Strategy):
             "params": weights, "lr": coso_lr, "coso": True, "proj_rank": self.settings.proj_rank,
             "sketch_rank": self.settings.sketch_rank, "update_gap": self.settings.update_gap, "sketch_decay": self.config.sketch_decay,
             "svd": self.config.svd, "svd_oversample": self.config.svd_oversample, "svd_power_iters": self.config.svd_power_iters,
+            "svd_warm_start": self.config.svd_warm_start, "svd_warm_power_iters": self.config.svd_warm_power_iters, "svd_sketch_dtype": self.config.svd_sketch_dtype,
             "align_signs": self.config.align_signs,
         }]
         if others:

@@ -1,4 +1,4 @@
-"""``ewc``: Elastic Weight Consolidation, online variant (``methods.md`` §5.4).
+"""``ewc``: Elastic Weight Consolidation, online variant (Kirkpatrick et al. 2017; Schwarz et al. 2018).
 
 Training task ``t`` minimises ``L_t + (λ/2) Σ_i F_i (θ_i − θ*_i)²``. At the end of every task the
 diagonal empirical Fisher ``F_t`` is estimated from squared gradients of the task loss on the
@@ -32,8 +32,7 @@ class EWCConfig(StrategyConfig):
     """Online EWC.
 
     Attributes:
-        ewc_lambda: λ, the weight of the quadratic penalty (tune per backbone; ``methods.md``
-            §5.4). The default 1000 suits the digits MLP with per-example Fisher.
+        ewc_lambda: λ, the weight of the quadratic penalty (tune per backbone). The default 1000 suits the digits MLP with per-example Fisher.
         gamma: decay of the accumulated Fisher at each task boundary (1 = plain sum).
         fisher_samples: training examples of a task used to estimate its Fisher (0 = all).
         fisher_batch_size: examples per squared gradient; 1 gives the exact per-example

@@ -1,6 +1,6 @@
 """``flylora``: FlyLoRA, LoRA with a frozen sparse random A as an implicit rank router (NeurIPS 2025).
 
-A configuration of the shared rank-gated operation (``methods.md`` §5.8, §6): top-k of
+A configuration of the shared rank-gated operation (FlyLoRA, NeurIPS 2025; official code ``gfyddha/FlyLoRA``): top-k of
 ``|A x + d|`` per token over a frozen sparse random ``A``, trainable zero-initialised ``B``, a
 load-balancing bias ``d`` updated after every optimizer step; see
 :mod:`clbench.strategies.flylora.layer`.
@@ -68,7 +68,7 @@ class FlyLoRA(Strategy):
         cfg = self.config
         for p in backbone.model.parameters():
             p.requires_grad_(False)
-        targets = cfg.targets or DEFAULT_TARGETS.get(backbone.kind, ("fc",))
+        targets = cfg.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("fc",)), "flylora")
         layers = backbone.adapter_targets(targets)
         # One generator from the run seed: A is the same on a resumed run and across reruns.
         generator = torch.Generator().manual_seed(self.ctx.seed * 7_919 + 17)
@@ -79,7 +79,7 @@ class FlyLoRA(Strategy):
             setattr(backbone.model.get_submodule(parent_name) if parent_name else backbone.model, child, adapter)
             self.adapters[name] = adapter
         if cfg.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
-            for head in backbone.adapter_targets(["head"]).values():
+            for head in backbone.head_layers(layers).values():
                 for p in head.parameters():
                     p.requires_grad_(True)
         self._task_counts = {name: torch.zeros(cfg.rank, dtype=torch.float64) for name in self.adapters}

@@ -1,6 +1,6 @@
 """The FlyLoRA layer: a frozen sparse random down-projection acting as an implicit router.
 
-``methods.md`` §5.8 and the official ``gfyddha/FlyLoRA`` ``flylora.py``:
+FlyLoRA (NeurIPS 2025) and the official ``gfyddha/FlyLoRA`` ``flylora.py``:
 
 * ``A`` (``r × d_in``) is frozen, sparse and random: each row has ``p = max(1, ⌊ρ·d_in⌋)``
   nonzeros at random columns, drawn from ``N(0, 1/r²)``; ρ = k/r by default;

@@ -1,7 +1,7 @@
 """``inflora``: InfLoRA, interference-free low-rank adaptation (Liang & Li, CVPR 2024).
 
 Per task, each adapted layer gets a new LoRA branch whose down-projection ``A_t`` is *designed*
-rather than learned (``methods.md`` §5.3; official code ``liangyanshuo/InfLoRA``):
+rather than learned (arXiv 2404.00228; official code ``liangyanshuo/InfLoRA``):
 
 1. before training, pass the task's training data through the model and accumulate each
    adapted layer's input second moment ``C = mean(x xᵀ)``;
@@ -126,7 +126,7 @@ class InfLoRA(Strategy):
         super().setup(backbone)
         for p in backbone.model.parameters():
             p.requires_grad_(False)
-        targets = self.config.targets or DEFAULT_TARGETS.get(backbone.kind, ("fc",))
+        targets = self.config.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("fc",)), "inflora")
         layers = backbone.adapter_targets(targets)
         too_narrow = [n for n, layer in layers.items() if layer.in_features < self.config.rank]
         if too_narrow:
@@ -138,8 +138,8 @@ class InfLoRA(Strategy):
         for adapter in self.adapters.values():
             adapter.lora_A.requires_grad_(False)  # A_t is designed, never trained
         if self.config.train_head and backbone.kind == "classic":
-            for p in backbone.adapter_targets(["head"])["head"].parameters():
-                p.requires_grad_(True)
+            for head in backbone.head_layers(layers).values():
+                head.requires_grad_(True)
         self.memory: dict[str, DualGPM] = {}
         self.tasks_done = 0
         self.thresholds: list[float] = []

@@ -1,5 +1,5 @@
 """InfLoRA's subspace bookkeeping: the DualGPM memory of old tasks' input subspace and the
-design of the new task's down-projection ``A_t`` (``methods.md`` §5.3; official code
+design of the new task's down-projection ``A_t`` (arXiv 2404.00228; official code
 ``liangyanshuo/InfLoRA`` ``methods/inflora.py``).
 
 Per adapted layer, DualGPM stores an orthonormal basis ``M`` (``[d, m]``) in one of two forms:
@@ -86,7 +86,7 @@ class DualGPM:
 
         The official code stores the used directions even when it picks the ``retain`` form
         (so its own ``retain`` assertion would fail); here ``retain`` stores the complement,
-        the form's meaning everywhere else (``methods.md`` §5.3: switch to retain past d/2).
+        the form's meaning everywhere else (switch to retain past d/2).
         """
         u, s, _ = torch.linalg.svd(cov.double(), full_matrices=True)
         ratio = s**2 / (s**2).sum()

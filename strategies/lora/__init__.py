@@ -1,6 +1,6 @@
 """``lora``: sequential LoRA, one adapter trained across tasks or merged and restarted per task.
 
-Two variants appear in the literature (``methods.md`` §5.1): TRACE's SeqLoRA keeps training one
+Two variants appear in the literature (TRACE, arXiv 2310.06762; CoDyRA, arXiv 2412.01004): TRACE's SeqLoRA keeps training one
 adapter on every task (``merge_after_task=false``, the default); CoDyRA's naive "LoRA r=16"
 baseline merges the adapter into the weights after each task and starts a fresh one
 (``merge_after_task=true``). Either way nothing protects old tasks.
@@ -58,11 +58,11 @@ class SequentialLoRA(Strategy):
         super().setup(backbone)
         for p in backbone.model.parameters():
             p.requires_grad_(False)
-        targets = self.config.targets or DEFAULT_TARGETS.get(backbone.kind, ("fc",))
+        targets = self.config.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("fc",)), "lora")
         layers = backbone.adapter_targets(targets)
         self.adapters = apply_lora(backbone.model, layers, self.config.rank, self.config.alpha, self.config.dropout)
         if self.config.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
-            for head in backbone.adapter_targets(["head"]).values():
+            for head in backbone.head_layers(layers).values():
                 for p in head.parameters():
                     p.requires_grad_(True)
 

@@ -1,4 +1,4 @@
-"""``lwf``: Learning without Forgetting (Li & Hoiem 2016; ``methods.md`` §5.4).
+"""``lwf``: Learning without Forgetting (Li & Hoiem 2016).
 
 At the start of every task after the first, a frozen copy of the model is taken (the teacher).
 Training minimises ``L_t + λ · KL(softmax(z_old/T) ‖ softmax(z_new/T))`` on the current task's

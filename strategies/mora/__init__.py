@@ -1,4 +1,4 @@
-"""``mora``: MoRA / MoRAM, a self-activated sparse mixture of rank-1 experts (``methods.md`` §1).
+"""``mora``: MoRA / MoRAM, a self-activated sparse mixture of rank-1 experts (arXiv 2506.21035; official code ``Artificer-AI-Lab/MoRAM``).
 
 Each adapted linear layer keeps a growing bank of rank-1 atoms: ``r`` trainable atoms per task,
 frozen at the next task boundary but still taking part in routing. A token's gate over the atoms

@@ -14,7 +14,7 @@ from typing import Any
 from clbench.api import StrategyConfig
 from clbench.nn import MoRASettings
 
-# Per backbone kind, from the official runners (methods.md §1.5):
+# Per backbone kind, from the official runners (Artificer-AI-Lab/MoRAM):
 #   clip: XTAIL/runner_moram.sh (both encoders, q/k/v/out/c_fc/c_proj; r=16, topk=16, temp 0.01,
 #         thre 0.2; lora scaling 1; F.normalize eps 1e-12).
 #   llm:  TRACE/runner_moram.sh (q/k/v/o; r=8, alpha 16 so s=2, dropout 0.1, topk 8, temp 0.03,

@@ -43,7 +43,7 @@ class MoRA(Strategy):
         # Wrap target by target so the telemetry can break the bank down by generic target name.
         self.target_of: dict[str, str] = {}
         layers = {}
-        for target in self.config.adapter_targets(backbone.kind):
+        for target in self.config.targets or backbone.default_targets(self.config.adapter_targets(backbone.kind), "mora"):
             for name, layer in backbone.adapter_targets([target]).items():
                 if name not in layers:
                     layers[name] = layer
@@ -52,7 +52,7 @@ class MoRA(Strategy):
         # The resolved per-kind values (the config records None for "the kind's default").
         log.info("mora: %d adapted layers, settings %s", len(self.layers), dataclasses.asdict(self.settings))
         if self.config.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
-            for head in backbone.adapter_targets(["head"]).values():
+            for head in backbone.head_layers(layers).values():
                 for p in head.parameters():
                     p.requires_grad_(True)
         self.frozen_tasks: list[str] = []  # owner of each r-atom block of the bank, in order

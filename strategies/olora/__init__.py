@@ -2,7 +2,7 @@
 
 Each task trains a fresh LoRA (``A_new``, ``B_new``) on the target layers while the adapters of
 earlier tasks stay frozen in a bank (``A_old``, ``B_old``). The loss keeps the new adapter's
-input subspace away from the old ones (``methods.md`` §5.2; official code ``cmnfriend/O-LoRA``
+input subspace away from the old ones (arXiv 2310.14152; official code ``cmnfriend/O-LoRA``
 ``src/uie_trainer_lora.py``)::
 
     L = L_task + λ1 Σ_layers Σ_ij |(A_old A_newᵀ)_ij| + λ2 Σ_{θ ∈ new adapter} ‖θ‖₂
@@ -88,11 +88,11 @@ class OLoRA(Strategy):
         super().setup(backbone)
         for p in backbone.model.parameters():
             p.requires_grad_(False)
-        targets = self.config.targets or DEFAULT_TARGETS.get(backbone.kind, ("fc",))
+        targets = self.config.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("fc",)), "olora")
         layers = backbone.adapter_targets(targets)
         self.adapters = apply_task_lora(backbone.model, layers, self.config.rank, self.config.alpha, self.config.dropout)
         if self.config.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
-            for head in backbone.adapter_targets(["head"]).values():
+            for head in backbone.head_layers(layers).values():
                 for p in head.parameters():
                     p.requires_grad_(True)
         self.tasks_done = 0

@@ -1,4 +1,4 @@
-"""``replay``: experience replay from a reservoir buffer (``methods.md`` §5.4).
+"""``replay``: experience replay from a reservoir buffer (Chaudhry et al. 2019).
 
 A fixed-size memory (size in examples) keeps a uniform, seeded reservoir sample of every
 training example of the tasks seen so far. While training task ``t``, every batch of current

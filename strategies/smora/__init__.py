@@ -1,6 +1,6 @@
 """``smora``: SMoRA, "Each Rank Could be an Expert" — single-rank mixture-of-experts LoRA.
 
-A configuration of the shared rank-gated operation (``methods.md`` §5.7, §6): a learned sigmoid
+A configuration of the shared rank-gated operation (arXiv 2501.15103; official code ``StyxXuan/smora``): a learned sigmoid
 router picks k of the r rank-1 experts per token, with normalised gates times k, scaling α/k and
 an auxiliary-loss-free load-balancing bias updated after every optimizer step; see
 :mod:`clbench.strategies.smora.layer`.
@@ -71,7 +71,7 @@ class SMoRA(Strategy):
         cfg = self.config
         for p in backbone.model.parameters():
             p.requires_grad_(False)
-        targets = cfg.targets or DEFAULT_TARGETS.get(backbone.kind, ("fc",))
+        targets = cfg.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("fc",)), "smora")
         self.adapters: dict[str, SMoRALinear] = {}
         for name, layer in backbone.adapter_targets(targets).items():
             adapter = SMoRALinear(layer, cfg.rank, cfg.k, cfg.alpha, cfg.dropout, cfg.partition, cfg.bias_lr)
@@ -79,7 +79,7 @@ class SMoRA(Strategy):
             setattr(backbone.model.get_submodule(parent_name) if parent_name else backbone.model, child, adapter)
             self.adapters[name] = adapter
         if cfg.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
-            for head in backbone.adapter_targets(["head"]).values():
+            for head in backbone.head_layers(self.adapters).values():
                 for p in head.parameters():
                     p.requires_grad_(True)
         self._task_counts = {name: torch.zeros(cfg.rank, dtype=torch.float64) for name in self.adapters}

@@ -1,6 +1,6 @@
 """The SMoRA layer: every rank of a LoRA is an expert chosen per token by a learned router.
 
-``methods.md`` §5.7 and the official ``StyxXuan/smora`` (``packages/peft/src/peft/tuners/srmole/
+arXiv 2501.15103 and the official ``StyxXuan/smora`` (``packages/peft/src/peft/tuners/srmole/
 layer.py``), per token ``x`` (after adapter dropout):
 
 * router scores ``s = sigmoid(x W_gᵀ)`` (``W_g``: ``[r/p, d_in]``, repeated ``p`` times when the
