@@ -156,8 +156,8 @@ class ExampleScores:
                 arrays = {name: data[name] for name in data.files}
         except FileNotFoundError:
             raise ResultsError(f"{path}: no such per-example scores file") from None
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise ResultsError(f"{path}: not a readable per-example scores file ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - damaged bytes surface as zlib, zipfile, numpy or OS errors alike
+            raise ResultsError(f"{path}: not a readable per-example scores file ({type(exc).__name__}: {str(exc)[:160]})") from None
         try:
             version = int(arrays["version"][0])
             if version != FORMAT_VERSION:
@@ -167,15 +167,19 @@ class ExampleScores:
             binary = arrays["binary"].astype(bool)
             scores = cls(len(evaluated), len(sizes))
             columns = []
+            if len(binary) != len(sizes) or any(n < 0 for n in sizes):
+                raise ValueError(f"{len(binary)} column encodings and sizes {sizes} do not fit")
             for c, n in enumerate(sizes):
                 stored = arrays[f"col_{c:04d}"]
+                if stored.ndim != 2 or (binary[c] and stored.shape[1] != -(-n // 8)):
+                    raise ValueError(f"column {c} has shape {stored.shape}, expected {len(evaluated)} rows of {n} scores")
                 values = np.unpackbits(stored, axis=1, count=n).astype(np.float32) if binary[c] else stored.astype(np.float32)
                 if values.shape != (len(evaluated), n):
                     raise ValueError(f"column {c} has shape {values.shape}, expected {(len(evaluated), n)}")
                 columns.append(values)
         except ResultsError:
             raise
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, TypeError, OverflowError) as exc:
             raise ResultsError(f"{path}: malformed per-example scores file ({exc})") from None
         for t in np.flatnonzero(evaluated):
             scores.rows[int(t)] = [col[t].copy() for col in columns]

@@ -48,7 +48,7 @@ from clbench.api.strategy import RunContext, Strategy, StrategyConfig
 from clbench.config import build_config
 from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream, check_not_empty
 from clbench.errors import ClbenchError, ResultsError, UsageError
-from clbench.example_scores import EXAMPLES_FILE, ExampleScores
+from clbench.example_scores import EXAMPLES_FILE, ExampleScores, matches_matrix
 from clbench.kvcache import KVCachePolicy, parse_kv_cache
 from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, load_results, probe_summary, write_json_atomic
 from clbench.rundir import RunDirectory, attach_run_log, detach_run_log, holder, in_use_error, run_directory
@@ -257,15 +257,31 @@ class _Run:
         if is_main_process():
             self.examples.save(self.run_dir / EXAMPLES_FILE)
 
-    def restore_examples(self, rows_done: int) -> None:
-        """Keep the saved per-example rows a resumed run will not re-evaluate."""
+    def restore_examples(self, rows: list[list[float] | None], rows_done: int) -> ExampleScores:
+        """The saved per-example scores of the ``rows_done`` rows a resumed run will not re-evaluate.
+
+        A checkpoint written before per-example scores were kept has no file: the run then
+        resumes without them (and ends without intervals, saying so).
+
+        Raises:
+            ResultsError: ``examples.npz`` is damaged, or does not hold the checkpointed rows'
+                scores (naming the file); nothing has been written.
+        """
+        path = self.run_dir / EXAMPLES_FILE
+        fresh = ExampleScores(self.examples.n_rows, self.examples.n_columns)
+        if not path.exists():
+            log.warning("%s has no per-example scores (%s): the resumed run will have no confidence intervals", self.run_dir, EXAMPLES_FILE)
+            return fresh
+        hint = "rerun with --overwrite (or delete it to resume without confidence intervals)"
         try:
-            saved = ExampleScores.load(self.run_dir / EXAMPLES_FILE)
-        except ResultsError:
-            return
-        if (saved.n_rows, saved.n_columns) == (self.examples.n_rows, self.examples.n_columns):
-            saved.keep_rows(rows_done)
-            self.examples = saved
+            saved = ExampleScores.load(path)
+        except ResultsError as exc:
+            raise ResultsError(f"{exc}; {hint}") from None
+        saved.keep_rows(rows_done)  # rows saved after the checkpoint are evaluated again
+        if (saved.n_rows, saved.n_columns) != (fresh.n_rows, fresh.n_columns) or not matches_matrix(saved, rows):
+            raise ResultsError(f"{path} does not hold the scores of the {rows_done} evaluation(s) the checkpoint recorded; it is damaged or "
+                               f"from another run; {hint}")
+        return saved
 
     def write(self, status: str) -> dict[str, Any]:
         data = self.results(status)
@@ -280,6 +296,7 @@ class _Run:
         Raises:
             UsageError: the checkpoint was made with other settings, or is damaged (naming the
                 file and the field); nothing is written in either case.
+            ResultsError: ``examples.npz`` is damaged or does not match the checkpoint.
         """
         folder = self.run_dir / "checkpoint"
         pointer = checkpoint.read_pointer(folder, len(self.stream.tasks))
@@ -290,6 +307,8 @@ class _Run:
         if saved != mine:
             diffs = [k for k in mine if saved.get(k) != mine[k]]
             raise UsageError(f"cannot resume {self.run_dir}: it was started with a different {', '.join(diffs)}; use --overwrite to start again")
+        progress = pointer["progress"]
+        examples = self.restore_examples(progress["rows"], int(pointer["tasks_done"]) + 1)
         state = checkpoint.load_checkpoint(folder, pointer)
         try:
             self.strategy.load_state_dict(state["strategy"])
@@ -299,13 +318,12 @@ class _Run:
         except Exception as exc:  # the file loaded but does not fit the rebuilt model or strategy
             raise checkpoint.damaged(folder / pointer["file"], f"it does not fit the rebuilt run: {type(exc).__name__}: {str(exc)[:200]}") from None
         checkpoint.prune(folder, pointer["file"])
-        progress = pointer["progress"]
+        self.examples = examples
         self.rows = progress["rows"]
         self.task_records = progress["tasks"]
         self.telemetry = progress["telemetry"]
         self.kv_initial = progress.get("kv_initial", {})
         self.created = progress["created"]
-        self.restore_examples(int(pointer["tasks_done"]) + 1)
         log.info("resumed %s after task %d of %d", self.run_dir, pointer["tasks_done"], len(self.stream.tasks))
         return int(pointer["tasks_done"])
 
