@@ -58,7 +58,8 @@ def check_results(data: Any, file: str) -> None:
     task and probe names; strategy name and config; backbone spec; an integer seed; the matrix
     (row and column labels, one row per task plus row 0, each row ``null`` or a list of scores in
     [0, 1] or ``null``, no ``null`` row once complete); metrics, probes, per-task records and
-    telemetry shapes.
+    telemetry shapes; the budget record, intervals, plasticity verdict, per-example summary and
+    KV-cache policy where present (results from before they existed still pass).
     """
     c = _Checker(file, data)
     if data.get("status") not in STATUSES:
@@ -101,6 +102,58 @@ def check_results(data: Any, file: str) -> None:
         for key in ("train_seconds", "eval_seconds", "peak_memory_mb"):
             if key in record and record[key] is not None and not _is_number(record[key]):
                 raise c.fail(f"tasks[{t}].{key}", f"is {record[key]!r}, not a number")
+    _check_budget(c, data)
+    _check_uncertainty(c, data)
+    if "kv_cache" in data:
+        kv = c.table("kv_cache", data, "kv_cache")
+        c.text("kv_cache.policy", kv, "policy")
+
+
+def _check_budget(c: _Checker, data: dict[str, Any]) -> None:
+    """The ``budget`` record (or, in results written before it existed, ``train``): what the
+    report's budget table formats."""
+    field = "budget" if "budget" in data else "train"
+    record = c.table(field, data, field, required=False)
+    if "lr" in record and not _is_number(record["lr"]):
+        raise c.fail(f"{field}.lr", f"is {record['lr']!r}, not a number")
+    for key in ("epochs", "batch_size", "grad_accum", "examples_per_step"):
+        if key in record and not (_is_int(record[key]) and record[key] >= 0):
+            raise c.fail(f"{field}.{key}", f"is {record[key]!r}, not a non-negative integer")
+    if record.get("iterations") is not None and not (_is_int(record["iterations"]) and record["iterations"] >= 0):
+        raise c.fail(f"{field}.iterations", f"is {record['iterations']!r}, not a non-negative integer or null")
+    for key in ("optimizer", "scheduler"):
+        if key in record and not isinstance(record[key], str):
+            raise c.fail(f"{field}.{key}", f"is {record[key]!r}, not a string")
+    for key in ("steps_per_task", "planned_steps_per_task"):
+        steps = record.get(key, [])
+        if not isinstance(steps, list) or not all(_is_int(v) and v >= 0 for v in steps):
+            raise c.fail(f"{field}.{key}", "is not a list of step counts")
+    overrides = record.get("strategy_overrides", {})
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) and {"benchmark", "run"} <= set(v) for v in overrides.values()):
+        raise c.fail(f"{field}.strategy_overrides", "is not an object of {benchmark, run} pairs")
+
+
+def _check_uncertainty(c: _Checker, data: dict[str, Any]) -> None:
+    """``intervals`` ([low, high] or null per metric), the ``plasticity`` verdict and the
+    ``examples`` summary (null before the first evaluation)."""
+    intervals = c.table("intervals", data, "intervals", required=False)
+    for name, pair in intervals.items():
+        if pair is not None and not (isinstance(pair, list) and len(pair) == 2 and all(_is_number(v) for v in pair) and pair[0] <= pair[1]):
+            raise c.fail(f"intervals.{name}", f"is {pair!r}, not [low, high] or null")
+    verdict = c.table("plasticity", data, "plasticity", required=False)
+    if verdict:
+        if not isinstance(verdict.get("learned"), bool):
+            raise c.fail("plasticity.learned", f"is {verdict.get('learned')!r}, not true or false")
+        for key in ("tasks_learned", "tasks"):
+            if not (_is_int(verdict.get(key)) and verdict[key] >= 0):
+                raise c.fail(f"plasticity.{key}", f"is {verdict.get(key)!r}, not a task count")
+    if data.get("examples") is not None:
+        examples = c.table("examples", data, "examples")
+        sizes = examples.get("sizes", [])
+        if not isinstance(sizes, list) or not all(_is_int(n) and n >= 0 for n in sizes):
+            raise c.fail("examples.sizes", "is not a list of test-set sizes")
+        if not (_is_int(examples.get("rows_evaluated")) and examples["rows_evaluated"] >= 0):
+            raise c.fail("examples.rows_evaluated", f"is {examples.get('rows_evaluated')!r}, not a row count")
 
 
 def _check_matrix(c: _Checker, data: dict[str, Any], n_tasks: int, n_probes: int) -> None:
