@@ -153,6 +153,8 @@ def read_pointer(folder: Path, n_tasks: int | None = None) -> dict[str, Any] | N
     for key, kind in expected.items():
         if not isinstance(progress.get(key), kind):
             raise damaged(path, f"field 'progress.{key}' is missing or not a {kind.__name__}")
+    if not isinstance(progress.get("kv_initial", {}), dict):  # KV-cache measurements of row 0 (--kv-cache runs)
+        raise damaged(path, "field 'progress.kv_initial' is not an object")
     rows = progress["rows"]
     if n_tasks is not None and len(rows) != n_tasks + 1:
         raise damaged(path, f"field 'progress.rows' has {len(rows)} rows, expected {n_tasks + 1}")
