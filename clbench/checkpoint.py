@@ -19,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from clbench.errors import UsageError
+from clbench.errors import ClbenchError, UsageError
 from clbench.safeio import atomic_writer, ensure_free_space, make_dirs, write_bytes_atomic
 
 POINTER = "checkpoint.json"
@@ -70,11 +71,13 @@ def _nbytes(value: Any) -> int:
     return 64
 
 
-def save_checkpoint(folder: Path, tasks_done: int, model_delta: dict[str, torch.Tensor], strategy_state: dict[str, Any], progress: dict[str, Any]) -> None:
+def save_checkpoint(folder: Path, tasks_done: int, model_delta: dict[str, torch.Tensor], strategy_state: dict[str, Any], progress: dict[str, Any],
+                    companions: Mapping[Path, bytes] | None = None) -> None:
     """Write the checkpoint after ``tasks_done`` tasks and point ``checkpoint.json`` at it.
 
-    The tensor file is written first (atomically), then the pointer replaces the old one, then
-    older tensor files are deleted: at every instant the pointer names a complete checkpoint.
+    The tensor file is written first (atomically), then the companion files, then the pointer
+    replaces the old one, then older tensor files are deleted: at every instant the pointer names
+    a complete checkpoint, and the companions hold at least what it names.
 
     Args:
         folder: the run's checkpoint folder.
@@ -82,6 +85,9 @@ def save_checkpoint(folder: Path, tasks_done: int, model_delta: dict[str, torch.
         model_delta: changed model tensors (see :func:`changed_state`).
         strategy_state: the strategy's ``state_dict()`` (tensors and plain Python values).
         progress: JSON-ready runner state (matrix rows, timings, telemetry).
+        companions: files that advance with the checkpoint (the run's ``examples.npz``), by path.
+            If the pointer cannot be written they are put back as they were (best effort: one
+            left ahead of its pointer is harmless, a resume drops the rows past the checkpoint).
 
     Raises:
         StorageError: not enough free space, or a write failed (the previous checkpoint stays).
@@ -90,14 +96,36 @@ def save_checkpoint(folder: Path, tasks_done: int, model_delta: dict[str, torch.
     name = checkpoint_name(tasks_done)
     payload = {"model": model_delta, "strategy": strategy_state}
     pointer = json.dumps({"tasks_done": tasks_done, "file": name, "progress": progress})
-    ensure_free_space(folder, _nbytes(payload) + 2 * len(pointer), f"checkpoint {folder / name}")
+    companions = dict(companions or {})
+    ensure_free_space(folder, _nbytes(payload) + 2 * len(pointer) + sum(map(len, companions.values())), f"checkpoint {folder / name}")
     _save_atomic(payload, folder / name)
+    before: dict[Path, bytes | None] = {}
     try:
+        for path, data in companions.items():
+            before[path] = _read_or_none(path)
+            write_bytes_atomic(path, data)
         write_bytes_atomic(folder / POINTER, pointer.encode("utf-8"))
     except BaseException:
         (folder / name).unlink(missing_ok=True)  # never leave a tensor file no pointer names
+        _put_back(before)
         raise
     prune(folder, name)
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _put_back(before: dict[Path, bytes | None]) -> None:
+    for path, data in before.items():
+        with contextlib.suppress(ClbenchError, OSError):
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                write_bytes_atomic(path, data)
 
 
 def prune(folder: Path, keep: str) -> None:

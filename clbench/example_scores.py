@@ -126,12 +126,8 @@ class ExampleScores:
             out[f"col_{c:04d}"] = np.packbits(values > 0.5, axis=1) if binary[c] else values.astype(np.float16)
         return out
 
-    def save(self, path: Path) -> None:
-        """Write the file atomically (temp file, fsync, rename; :mod:`clbench.safeio`) with deterministic bytes.
-
-        Raises:
-            StorageError: the disk is full or the write failed; ``path`` keeps its old content.
-        """
+    def to_bytes(self) -> bytes:
+        """The file's bytes: a zip of ``.npy`` arrays with fixed timestamps (equal scores, equal bytes)."""
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for name, array in self.arrays().items():
@@ -142,7 +138,15 @@ class ExampleScores:
                 info.create_system = 3
                 info.external_attr = 0o644 << 16
                 archive.writestr(info, member.getvalue())
-        write_bytes_atomic(path, buffer.getvalue())
+        return buffer.getvalue()
+
+    def save(self, path: Path) -> None:
+        """Write the file atomically (temp file, fsync, rename; :mod:`clbench.safeio`) with deterministic bytes.
+
+        Raises:
+            StorageError: the disk is full or the write failed; ``path`` keeps its old content.
+        """
+        write_bytes_atomic(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: Path) -> ExampleScores:

@@ -253,7 +253,7 @@ class _Run:
         return uncertainty.run_uncertainty(columns, matrix, seed=self.options.seed)
 
     def save_examples(self) -> None:
-        """Rewrite ``examples.npz`` (before the checkpoint, so a checkpoint never claims rows the file lacks)."""
+        """Write ``examples.npz`` with row 0 (later rows are written with each checkpoint, see :meth:`save_checkpoint`)."""
         if is_main_process():
             self.examples.save(self.run_dir / EXAMPLES_FILE)
 
@@ -333,7 +333,10 @@ class _Run:
         progress = {"identity": self.identity(), "rows": self.rows, "tasks": self.task_records, "telemetry": self.telemetry, "created": self.created,
                     "kv_initial": self.kv_initial}
         delta = checkpoint.changed_state(self.backbone.model, self.reference)
-        checkpoint.save_checkpoint(self.run_dir / "checkpoint", tasks_done, delta, self.strategy.state_dict(), progress)
+        # examples.npz advances with the checkpoint: written after its tensors and before its pointer (so it
+        # always holds the rows the pointer names), and put back if the pointer cannot be written.
+        checkpoint.save_checkpoint(self.run_dir / "checkpoint", tasks_done, delta, self.strategy.state_dict(), progress,
+                                   companions={self.run_dir / EXAMPLES_FILE: self.examples.to_bytes()})
         if self.directory is not None:
             self.directory.checkpointed()
 
@@ -372,7 +375,6 @@ class _Run:
                                         per_example=scores)
             eval_seconds = time.perf_counter() - start
             self.examples.set_row(t + 1, scores)
-            self.save_examples()
             memory, memory_kind = peak_memory_mb(self.device)
             record = {"task": exp.name, "eval_seconds": round(eval_seconds, 4), "peak_memory_mb": round(memory, 1), "memory_kind": memory_kind}
             if stats is not None:
