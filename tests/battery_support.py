@@ -2,7 +2,7 @@
 
 The battery runs every case against a copy of one prepared folder (:func:`build_template`):
 a finished run, a run stopped after two of its three tasks, a benchmark file, Fashion-MNIST
-and ImageNet-R layouts and a results file, so each case can damage exactly one thing and the
+and ImageNet-R layouts and a results file with its per-example scores, so each case can damage exactly one thing and the
 test can check that nothing else moved (:func:`snapshot`).
 """
 
@@ -92,6 +92,7 @@ def build_template(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     results = root / "results" / BENCH / "finetune" / "seed-0"
     results.mkdir(parents=True)
     shutil.copy(finished_dir(root) / "results.json", results / "results.json")
+    shutil.copy(finished_dir(root) / "examples.npz", results / "examples.npz")
     return root
 
 
@@ -151,6 +152,16 @@ def edit_json(path: Path, change: Callable[[Any], Any]) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
     change(data)
     path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def edit_examples(path: Path, change: Callable[[dict[str, np.ndarray]], Any]) -> None:
+    """Apply ``change`` to the arrays of an ``examples.npz`` in place and save them (a damaged or
+    foreign per-example scores file that is still a valid ``.npz``)."""
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    change(arrays)
+    with path.open("wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def gzip_bytes(data: bytes) -> bytes:

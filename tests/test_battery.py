@@ -33,8 +33,8 @@ from typing import Any
 import pytest
 import torch
 
-from battery_support import (BENCH, TINY_BENCH, WNIDS, assert_unchanged, build_template, clbench_command, edit_json, fail_writes, gzip_bytes,
-                             idx_labels, no_free_space, snapshot)
+from battery_support import (BENCH, TINY_BENCH, WNIDS, assert_unchanged, build_template, clbench_command, edit_examples, edit_json, fail_writes,
+                             gzip_bytes, idx_labels, no_free_space, snapshot)
 from test_registry import _fake_dist
 
 B = f"bench/{BENCH}.toml"
@@ -47,6 +47,8 @@ BAD = ["run", "bench/bad.toml", "--out", "runs", "--no-progress"]
 REPORT = ["report", "results", "--out", "reports"]
 RESULTS = Path("results") / BENCH / "finetune" / "seed-0" / "results.json"
 CKPT = Path("runs") / BENCH / "finetune" / "seed-1" / "checkpoint"
+EXAMPLES = RESULTS.with_name("examples.npz")  # the per-example scores beside the report's results file
+PART_EXAMPLES = CKPT.with_name("examples.npz")  # those of the stopped run (rows 0-2)
 FASHION = ["run", "bench/fashion.toml", "--out", "runs", "--no-progress", "--data-root", "fashion"]
 FASHION_RAW = Path("fashion") / "FashionMNIST" / "raw"
 
@@ -79,6 +81,19 @@ def bench_with(old: str, new: str) -> Callable[[Path], None]:
 
 def results_with(change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
     return lambda root: edit_json(root / RESULTS, change)
+
+
+def truncated(path: Path, keep: int) -> Callable[[Path], None]:
+    return lambda root: (root / path).write_bytes((root / path).read_bytes()[:keep])
+
+
+def examples_with(path: Path, change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
+    return lambda root: edit_examples(root / path, change)
+
+
+def _budget_without_record(data: dict[str, Any]) -> None:  # results written before ``budget`` existed: the report reads ``train``
+    data.pop("budget")
+    data["train"]["lr"] = "fast"
 
 
 def pointer_with(change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
@@ -199,6 +214,23 @@ CASES = [
     Case("setting-no-key", [*NEW, "-S", "=3"], "expected key=value"),
     Case("setting-no-value", [*NEW, "-S", "lr"], "expected key=value"),
     Case("setting-other-strategy", [*NEW, "-S", "lora.rank=4"], "no selected strategy has a setting 'lora.rank'"),
+    # ---- --kv-cache: validated with everything else, before any file -------------------------------------------------------------------------
+    Case("kv-cache-empty", [*NEW, "--kv-cache", ""], "--kv-cache is empty"),
+    Case("kv-cache-blank", [*NEW, "--kv-cache", "  "], "--kv-cache is empty"),
+    Case("kv-cache-no-budget", [*NEW, "--kv-cache", "d2o"], "bad --kv-cache 'd2o': expected full, d2o:BUDGET"),
+    Case("kv-cache-budget-zero", [*NEW, "--kv-cache", "d2o:0"], "bad --kv-cache 'd2o:0'"),
+    Case("kv-cache-budget-negative", [*NEW, "--kv-cache", "h2o:-0.5"], "bad --kv-cache 'h2o:-0.5'"),
+    Case("kv-cache-budget-nan", [*NEW, "--kv-cache", "streaming:nan"], "bad --kv-cache 'streaming:nan'"),
+    Case("kv-cache-budget-inf", [*NEW, "--kv-cache", "d2o:inf"], "bad --kv-cache 'd2o:inf'"),
+    Case("kv-cache-budget-overflow", [*NEW, "--kv-cache", "d2o:" + "9" * 400], "(404 characters)"),
+    Case("kv-cache-budget-word", [*NEW, "--kv-cache", "d2o:half"], "bad --kv-cache 'd2o:half'"),
+    Case("kv-cache-unknown-policy", [*NEW, "--kv-cache", "lru:0.2"], "bad --kv-cache 'lru:0.2'"),
+    Case("kv-cache-path", [*NEW, "--kv-cache", "d2o:../../escaped"], "bad --kv-cache 'd2o:../../escaped'"),
+    Case("kv-cache-5000-chars", [*NEW, "--kv-cache", "x" * 5000], "(5000 characters)"),
+    Case("kv-cache-not-an-llm", [*NEW, "--kv-cache", "d2o:0.2"], "--kv-cache d2o:0.2 needs a causal LM backbone that generates"),
+    Case("kv-cache-long-spelling-not-an-llm", [*NEW, "--kv-cache", "d2o:0." + "2" * 300], "--kv-cache d2o:0.2222222222222222 needs a causal LM"),
+    Case("overwrite-kv-cache-bad", [*FIN, "--overwrite", "--kv-cache", "d2o:0"], "bad --kv-cache 'd2o:0'"),
+    Case("overwrite-kv-cache-not-an-llm", [*FIN, "--overwrite", "--kv-cache", "h2o:0.5"], "needs a causal LM backbone"),
     # ---- existing runs: nothing is destroyed by a run that cannot start ---------------------------------------------------------------------
     Case("finished-without-flag", FIN, "already holds a run; pass --resume"),
     Case("overwrite-epochs-zero", [*FIN, "--overwrite", "-S", "epochs=0"], "epochs must be >= 1"),
@@ -294,6 +326,33 @@ CASES = [
     Case("report-input-missing", ["report", "nowhere", "--out", "reports"], "nowhere: no such file or directory"),
     Case("report-format-unknown", [*REPORT, "--format", "pdf"], "unknown report format(s) pdf"),
     Case("report-results-is-folder", REPORT, "no such results file", prepare=lambda r: ((r / RESULTS).unlink(), (r / RESULTS).mkdir())),
+    # ---- per-example scores (examples.npz) and the newer results fields in clbench report ---------------------------------------------------
+    Case("report-examples-truncated", REPORT, "examples.npz: not a readable per-example scores file", prepare=truncated(EXAMPLES, 200)),
+    Case("report-examples-empty", REPORT, "examples.npz: not a readable per-example scores file", prepare=write(str(EXAMPLES), b"")),
+    Case("report-examples-random-bytes", REPORT, "not a readable per-example scores file", prepare=write(str(EXAMPLES), os.urandom(2048))),
+    Case("report-examples-wrong-shape", REPORT, "malformed per-example scores file (column 1 has shape (4, 3)",
+         prepare=examples_with(EXAMPLES, lambda a: a.update(col_0001=a["col_0001"][:, :3]))),
+    Case("report-examples-too-few-rows", REPORT, "malformed per-example scores file (column 0 has shape (2,",
+         prepare=examples_with(EXAMPLES, lambda a: a.update(col_0000=a["col_0000"][:2]))),
+    Case("report-examples-sizes-negative", REPORT, "malformed per-example scores file", prepare=examples_with(EXAMPLES, lambda a: a.update(sizes=-a["sizes"]))),
+    Case("report-examples-missing-array", REPORT, "malformed per-example scores file", prepare=examples_with(EXAMPLES, lambda a: a.pop("col_0002"))),
+    Case("report-examples-future-format", REPORT, "per-example scores format 9 is not 1", prepare=examples_with(EXAMPLES, lambda a: a.update(version=a["version"] * 0 + 9))),
+    Case("report-budget-lr-string", REPORT, "field 'budget.lr' is 'fast', not a number", prepare=results_with(lambda d: d["budget"].update(lr="fast"))),
+    Case("report-budget-steps-strings", REPORT, "field 'budget.steps_per_task' is not a list of step counts",
+         prepare=results_with(lambda d: d["budget"].update(steps_per_task=["many"]))),
+    Case("report-budget-batch-float", REPORT, "field 'budget.batch_size' is 6.5", prepare=results_with(lambda d: d["budget"].update(batch_size=6.5))),
+    Case("report-budget-overrides-list", REPORT, "field 'budget.strategy_overrides' is not an object",
+         prepare=results_with(lambda d: d["budget"].update(strategy_overrides=["lr"]))),
+    Case("report-budget-not-object", REPORT, "field 'budget' is list, not an object", prepare=results_with(lambda d: d.update(budget=[]))),
+    Case("report-train-lr-string-without-budget", REPORT, "field 'train.lr' is 'fast', not a number", prepare=results_with(_budget_without_record)),
+    Case("report-intervals-reversed", REPORT, "field 'intervals.last_accuracy' is [0.9, 0.1]",
+         prepare=results_with(lambda d: d["intervals"].update(last_accuracy=[0.9, 0.1]))),
+    Case("report-intervals-string", REPORT, "field 'intervals.bwt' is 'tight'", prepare=results_with(lambda d: d["intervals"].update(bwt="tight"))),
+    Case("report-plasticity-learned-string", REPORT, "field 'plasticity.learned' is 'yes'", prepare=results_with(lambda d: d["plasticity"].update(learned="yes"))),
+    Case("report-examples-summary-sizes", REPORT, "field 'examples.sizes' is not a list of test-set sizes",
+         prepare=results_with(lambda d: d["examples"].update(sizes="many"))),
+    Case("report-kv-cache-string", REPORT, "field 'kv_cache' is str, not an object", prepare=results_with(lambda d: d.update(kv_cache="d2o:0.2"))),
+    Case("report-kv-cache-no-policy", REPORT, "field 'kv_cache.policy' is missing", prepare=results_with(lambda d: d.update(kv_cache={"initial": {}}))),
     # ---- checkpoints at --resume -------------------------------------------------------------------------------------------------------------
     Case("ckpt-truncated", [*PART, "--resume"], "task-002.pt is damaged", prepare=lambda r: (r / CKPT / "task-002.pt").write_bytes((r / CKPT / "task-002.pt").read_bytes()[:300])),
     Case("ckpt-random-bytes", [*PART, "--resume"], "task-002.pt is damaged", prepare=write(str(CKPT / "task-002.pt"), os.urandom(4096))),
@@ -311,6 +370,17 @@ CASES = [
     Case("pointer-rows-short", [*PART, "--resume"], "field 'progress.rows' has 2 rows, expected 4", prepare=pointer_with(lambda p: p["progress"].update(rows=p["progress"]["rows"][:2]))),
     Case("pointer-rows-strings", [*PART, "--resume"], "holds something other than rows of numbers", prepare=pointer_with(lambda p: p["progress"]["rows"].__setitem__(1, ["x", "y", "z"]))),
     Case("pointer-array", [*PART, "--resume"], "not a JSON object", prepare=write(str(CKPT / "checkpoint.json"), "[]")),
+    Case("resume-examples-truncated", [*PART, "--resume"], "examples.npz: not a readable per-example scores file (BadZipFile",
+         prepare=truncated(PART_EXAMPLES, 300)),
+    Case("resume-examples-random-bytes", [*PART, "--resume"], "not a readable per-example scores file", prepare=write(str(PART_EXAMPLES), os.urandom(1024))),
+    Case("resume-examples-wrong-shape", [*PART, "--resume"], "malformed per-example scores file (column 0 has shape (4, 1)",
+         prepare=examples_with(PART_EXAMPLES, lambda a: a.update(col_0000=a["col_0000"][:, :1]))),
+    Case("resume-examples-other-columns", [*PART, "--resume"], "does not hold the scores of the 3 evaluation(s) the checkpoint recorded",
+         prepare=examples_with(PART_EXAMPLES, lambda a: (a.update(sizes=a["sizes"][:2], binary=a["binary"][:2]), a.pop("col_0002")))),
+    Case("resume-examples-rows-missing", [*PART, "--resume"], "does not hold the scores of the 3 evaluation(s)",
+         prepare=examples_with(PART_EXAMPLES, lambda a: a["evaluated"].__setitem__(2, 0))),
+    Case("resume-examples-other-scores", [*PART, "--resume"], "it is damaged or from another run",
+         prepare=examples_with(PART_EXAMPLES, lambda a: a.update(col_0000=255 - a["col_0000"]))),
     # ---- plugins -----------------------------------------------------------------------------------------------------------------------------
     Case("plugin-duplicate-strategy", [*NEW, "-s", "finetune"], "registered by several packages",
          patch=plugin("[clbench.strategies]\nfinetune = bp_dup:Ok\n", {"bp_dup": STRATEGY_OK})),
@@ -353,6 +423,11 @@ CASES = [
     Case("resume-io-error-pointer", [*PART, "--resume"], "is as it was", status=1, patch=faults(errno.EIO, "checkpoint.json")),
     Case("resume-of-nothing-disk-full", [*NEW, "--resume"], "its folder runs/digits-tiny/finetune/seed-7 was removed", status=1,
          patch=faults(errno.ENOSPC, "results.json")),
+    Case("disk-full-examples", NEW, "examples.npz: the disk is full", status=1, patch=faults(errno.ENOSPC, "examples.npz")),
+    Case("overwrite-disk-full-examples", [*FIN, "--overwrite"], "the earlier run in runs/digits-tiny/finetune/seed-0 was restored", status=1,
+         patch=faults(errno.ENOSPC, "examples.npz")),
+    Case("resume-disk-full-examples", [*PART, "--resume"], "examples.npz: the disk is full; free some space and rerun; runs/digits-tiny/finetune/seed-1 is as it was",
+         status=1, patch=faults(errno.ENOSPC, "examples.npz")),
     Case("report-disk-full", REPORT, "the disk is full", status=1, patch=faults(errno.ENOSPC, "report.md")),
     # ---- a training loss that becomes non-finite ---------------------------------------------------------------------------------------------
     Case("nan-loss-new", [*NEW, "-S", "lr=1e30", "-S", "epochs=3"], "training loss became nan in task 1 (a) at step", status=1),

@@ -4,8 +4,10 @@
   PID (plain, ``--resume`` and ``--overwrite``); two processes started together leave exactly one
   run on disk, the one whose numbers were printed.
 - ``kill -9`` at several points late in a run (and during an ``--overwrite``, before and after its
-  first checkpoint): ``--resume`` ends with the numbers of an uninterrupted run, the stale lock is
-  taken over, and an interrupted overwrite gives the earlier run back when it had no checkpoint.
+  first checkpoint): ``--resume`` ends with the numbers of an uninterrupted run (matrix, metrics,
+  loss curves, intervals and the very bytes of ``examples.npz``), the stale lock is taken over, and
+  an interrupted overwrite gives the earlier run back (with its ``examples.npz``) when it had no
+  checkpoint.
 - A real full disk (a small tmpfs in a private mount namespace), a real read-only folder (a
   read-only bind mount there) and a real file-size limit (``RLIMIT_FSIZE`` with SIGXFSZ ignored,
   which makes writes fail with EFBIG): one line, nothing half-written, the earlier run intact.
@@ -134,10 +136,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 
 
 def _same_numbers(resumed: dict[str, Any], reference: dict[str, Any]) -> None:
+    """The same matrix, metrics and loss curves, and the same per-example scores (file bytes, so the same intervals)."""
     assert resumed["status"] == "complete"
     assert resumed["matrix"]["values"] == reference["matrix"]["values"]
     assert resumed["metrics"] == reference["metrics"]
     assert [t["loss_curve"] for t in resumed["tasks"]] == [t["loss_curve"] for t in reference["tasks"]]
+    assert resumed["intervals"] == reference["intervals"] and resumed["plasticity"] == reference["plasticity"]
+    assert resumed["examples"] == reference["examples"] and resumed["examples"]["rows_evaluated"] == len(resumed["matrix"]["values"])
+    assert (Path(resumed["_path"]).parent / "examples.npz").read_bytes() == (Path(reference["_path"]).parent / "examples.npz").read_bytes()
 
 
 @pytest.mark.parametrize(("point", "tasks_done", "delay"), [
@@ -160,11 +166,51 @@ def test_kill_9_late_in_a_run_resumes_to_the_same_numbers(reference: tuple[Path,
     if point == "inside task 3":  # plus what a kill in the middle of saving checkpoint 3 would have left on disk
         (run_dir / "checkpoint" / ".task-003.pt.x1y2.tmp").write_bytes(b"half a checkpoint")
         (run_dir / ".results.json.x1y2.tmp").write_text('{"half": ')
+        (run_dir / ".examples.npz.x1y2.tmp").write_bytes(b"PK\x03\x04 half a zip")
     resumed = run(RunOptions(benchmark=str(bench), strategy="finetune", seed=3, out=out, resume=True, progress=False))
     _same_numbers(resumed, expected)
     assert not (run_dir.parent / ".seed-3.lock").exists(), point
     assert not list(run_dir.rglob("*.tmp")), point
     assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == ["checkpoint.json", "task-004.pt"], point
+
+
+KILL_BEFORE_POINTER_2 = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from clbench import checkpoint
+    from clbench.runner import RunOptions, run
+
+    real, pointers = checkpoint.write_bytes_atomic, []
+
+    def write(path, data):
+        if Path(path).name == "checkpoint.json":
+            pointers.append(path)
+            if len(pointers) == 2:  # checkpoint 2's tensors and examples.npz are written, its pointer is not
+                os.kill(os.getpid(), signal.SIGKILL)
+        real(path, data)
+
+    checkpoint.write_bytes_atomic = write
+    run(RunOptions(benchmark=sys.argv[1], strategy="finetune", seed=5, out=Path(sys.argv[2]), progress=False))
+""")
+
+
+def test_kill_9_between_the_scores_and_the_pointer_of_a_checkpoint(tmp_path: Path) -> None:
+    """``examples.npz`` is written with each checkpoint, after its tensors and before its pointer: a
+    run killed in between holds one row more than its checkpoint; ``--resume`` drops that row,
+    evaluates it again and ends with the bytes of an uninterrupted run."""
+    from clbench.example_scores import ExampleScores
+
+    bench = _bench(tmp_path)
+    options = {"benchmark": str(bench), "strategy": "finetune", "seed": 5, "progress": False}
+    expected = run(RunOptions(**options, out=tmp_path / "reference"))
+    out = tmp_path / "runs"
+    run_dir = out / BENCH / "finetune" / "seed-5"
+    killed = subprocess.run([sys.executable, "-c", KILL_BEFORE_POINTER_2, str(bench), str(out)], capture_output=True, text=True, env=ONE_THREAD)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert _tasks_done(run_dir) == 1 and (run_dir / "checkpoint" / "task-002.pt").exists()
+    assert ExampleScores.load(run_dir / "examples.npz").evaluated() == [True, True, True, False]
+    _same_numbers(run(RunOptions(**options, out=out, resume=True)), expected)
+    assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == ["checkpoint.json", "task-003.pt"]
 
 
 def test_kill_9_during_an_overwrite(reference: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
@@ -173,7 +219,7 @@ def test_kill_9_during_an_overwrite(reference: tuple[Path, dict[str, Any]], tmp_
     run_dir = out / BENCH / "finetune" / "seed-3"
     previous = run_dir.parent / ".seed-3.previous"
     shutil.copytree(Path(expected["_path"]).parent, run_dir)
-    original = (run_dir / "results.json").read_bytes()
+    original = {name: (run_dir / name).read_bytes() for name in ("results.json", "examples.npz", "config.json")}
 
     # Killed before its first checkpoint: the next run of the directory gives the earlier run back.
     proc = _start("run", bench, "--out", out, "--seed", "3", "--overwrite", "--no-progress", "-S", "epochs=100000")
@@ -181,7 +227,7 @@ def test_kill_9_during_an_overwrite(reference: tuple[Path, dict[str, Any]], tmp_
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     restored = run(RunOptions(benchmark=str(bench), strategy="finetune", seed=3, out=out, resume=True, progress=False))
-    assert (run_dir / "results.json").read_bytes() == original and not previous.exists()
+    assert {name: (run_dir / name).read_bytes() for name in original} == original and not previous.exists()
     assert restored["matrix"] == expected["matrix"]
 
     # Killed after its first checkpoint: the new run is resumable and the earlier one waits aside until it completes.
@@ -190,6 +236,7 @@ def test_kill_9_during_an_overwrite(reference: tuple[Path, dict[str, Any]], tmp_
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert json.loads((previous / "results.json").read_text())["status"] == "complete"
+    assert (previous / "examples.npz").read_bytes() == original["examples.npz"]  # staged with the run it belongs to
     from clbench.report import find_results
 
     assert find_results([out]) == [run_dir / "results.json"]  # the staged run is never reported twice
