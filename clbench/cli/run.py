@@ -73,7 +73,8 @@ def _seeds(text: str | None, default: tuple[int, ...]) -> list[int]:
 def cmd_run(args: argparse.Namespace) -> int:
     from clbench import registry
     from clbench.config import parse_assignments, split_overrides
-    from clbench.runner import RunOptions, preflight, run
+    from clbench.preflight import RunOptions, preflight
+    from clbench.runner import run
 
     spec, _ = registry.load_benchmark(args.benchmark)
     names = _split(args.strategy, "-s/--strategy") or list(spec.strategies)
