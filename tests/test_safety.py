@@ -112,7 +112,9 @@ def test_two_processes_started_together_leave_one_consistent_run(tmp_path: Path)
     saved = json.loads((out / BENCH / "finetune" / "seed-0" / "results.json").read_text())
     assert saved["status"] == "complete" and saved["train"]["lr"] == float(winners[0])
     printed = next(line for line in results[winners[0]][1].splitlines() if line.startswith("finetune"))
-    assert printed.split()[2] == f"{100 * saved['metrics']['last_accuracy']:.2f}"
+    from clbench.cli.summary import metric_cell
+
+    assert metric_cell(saved["metrics"]["last_accuracy"], saved["intervals"]["last_accuracy"]) in printed  # Last and its interval
 
 
 def test_a_lock_is_exclusive_within_one_process_too(tmp_path: Path) -> None:
