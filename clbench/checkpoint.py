@@ -6,22 +6,28 @@ pristine backbone plus freshly initialised adapters, both reproducible from the 
 are found by a BLAKE2 fingerprint of each tensor's bytes taken at setup. Resuming rebuilds that
 state the same way, lets the strategy restore any grown structure, then loads the delta.
 
-Files are written to temporary names and renamed; ``checkpoint.json`` is replaced last, so a run
-killed mid-save resumes from the previous complete checkpoint. Everything loads with
-``torch.load(weights_only=True)``.
+Files are written to temporary names, fsynced and renamed (:mod:`clbench.safeio`);
+``checkpoint.json`` is replaced last, so a run killed mid-save, or stopped by a full disk, resumes
+from the previous complete checkpoint. Free space is checked before a checkpoint is written.
+Everything loads with ``torch.load(weights_only=True)``, and a damaged checkpoint (truncated,
+foreign bytes, a blocked pickle, a missing file, an inconsistent pointer) is refused with one line
+naming the file and field.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
-import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from clbench.errors import ClbenchError, UsageError
+from clbench.safeio import atomic_writer, ensure_free_space, make_dirs, write_bytes_atomic
 
 POINTER = "checkpoint.json"
 
@@ -49,19 +55,29 @@ def changed_state(model: nn.Module, reference: dict[str, str]) -> dict[str, torc
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` through :func:`clbench.safeio.atomic_writer` (temp file, fsync, rename)."""
+    with atomic_writer(path) as handle:
+        torch.save(obj, handle)
 
 
-def save_checkpoint(folder: Path, tasks_done: int, model_delta: dict[str, torch.Tensor], strategy_state: dict[str, Any], progress: dict[str, Any]) -> None:
+def _nbytes(value: Any) -> int:
+    """Bytes of the tensors in a (nested) state, to check free space before saving it."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_nbytes(v) for v in value)
+    return 64
+
+
+def save_checkpoint(folder: Path, tasks_done: int, model_delta: dict[str, torch.Tensor], strategy_state: dict[str, Any], progress: dict[str, Any],
+                    companions: Mapping[Path, bytes] | None = None) -> None:
     """Write the checkpoint after ``tasks_done`` tasks and point ``checkpoint.json`` at it.
+
+    The tensor file is written first (atomically), then the companion files, then the pointer
+    replaces the old one, then older tensor files are deleted: at every instant the pointer names
+    a complete checkpoint, and the companions hold at least what it names.
 
     Args:
         folder: the run's checkpoint folder.
@@ -69,33 +85,138 @@ def save_checkpoint(folder: Path, tasks_done: int, model_delta: dict[str, torch.
         model_delta: changed model tensors (see :func:`changed_state`).
         strategy_state: the strategy's ``state_dict()`` (tensors and plain Python values).
         progress: JSON-ready runner state (matrix rows, timings, telemetry).
+        companions: files that advance with the checkpoint (the run's ``examples.npz``), by path.
+            If the pointer cannot be written they are put back as they were (best effort: one
+            left ahead of its pointer is harmless, a resume drops the rows past the checkpoint).
+
+    Raises:
+        StorageError: not enough free space, or a write failed (the previous checkpoint stays).
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"task-{tasks_done:03d}.pt"
-    _save_atomic({"model": model_delta, "strategy": strategy_state}, folder / name)
-    pointer = {"tasks_done": tasks_done, "file": name, "progress": progress}
-    fd, tmp = tempfile.mkstemp(prefix=f".{POINTER}.", suffix=".tmp", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(pointer, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, folder / POINTER)
-    for old in folder.glob("task-*.pt"):
-        if old.name != name:
-            old.unlink()
-
-
-def read_pointer(folder: Path) -> dict[str, Any] | None:
-    """The latest complete checkpoint's pointer, or ``None`` when there is none."""
+    make_dirs(folder)
+    name = checkpoint_name(tasks_done)
+    payload = {"model": model_delta, "strategy": strategy_state}
+    pointer = json.dumps({"tasks_done": tasks_done, "file": name, "progress": progress})
+    companions = dict(companions or {})
+    ensure_free_space(folder, _nbytes(payload) + 2 * len(pointer) + sum(map(len, companions.values())), f"checkpoint {folder / name}")
+    _save_atomic(payload, folder / name)
+    before: dict[Path, bytes | None] = {}
     try:
-        return json.loads((folder / POINTER).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+        for path, data in companions.items():
+            before[path] = _read_or_none(path)
+            write_bytes_atomic(path, data)
+        write_bytes_atomic(folder / POINTER, pointer.encode("utf-8"))
+    except BaseException:
+        (folder / name).unlink(missing_ok=True)  # never leave a tensor file no pointer names
+        _put_back(before)
+        raise
+    prune(folder, name)
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
         return None
 
 
+def _put_back(before: dict[Path, bytes | None]) -> None:
+    for path, data in before.items():
+        with contextlib.suppress(ClbenchError, OSError):
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                write_bytes_atomic(path, data)
+
+
+def prune(folder: Path, keep: str) -> None:
+    """Delete tensor files other than ``keep`` (older checkpoints, or a newer one a kill left
+    without its pointer)."""
+    for old in folder.glob("task-*.pt"):
+        if old.name != keep:
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
+def checkpoint_name(tasks_done: int) -> str:
+    return f"task-{tasks_done:03d}.pt"
+
+
+def damaged(folder: Path, detail: str) -> UsageError:
+    """The one-line error for a checkpoint that cannot be resumed."""
+    return UsageError(f"checkpoint {folder} is damaged ({detail}); rerun with --overwrite to start the run again")
+
+
+def read_pointer(folder: Path, n_tasks: int | None = None) -> dict[str, Any] | None:
+    """The latest complete checkpoint's pointer, or ``None`` when there is none.
+
+    The pointer is checked field by field (``tasks_done`` in 1..n_tasks, ``file`` exactly the
+    tensor file of that count, inside ``folder``; ``progress`` with its rows and records), so a
+    damaged or hand-edited pointer is refused before anything is loaded.
+
+    Raises:
+        UsageError: the pointer exists but is unreadable or inconsistent (naming the field).
+    """
+    path = folder / POINTER
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise damaged(path, f"cannot read it: {exc.strerror or exc}") from None
+    try:
+        pointer = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise damaged(path, "not valid JSON") from None
+    if not isinstance(pointer, dict):
+        raise damaged(path, "not a JSON object")
+    done = pointer.get("tasks_done")
+    if isinstance(done, bool) or not isinstance(done, int) or done < 1 or (n_tasks is not None and done > n_tasks):
+        raise damaged(path, f"field 'tasks_done' is {done!r}, not a task count" + (f" in 1..{n_tasks}" if n_tasks else ""))
+    if pointer.get("file") != checkpoint_name(done):
+        raise damaged(path, f"field 'file' is {pointer.get('file')!r}, expected {checkpoint_name(done)!r}")
+    progress = pointer.get("progress")
+    if not isinstance(progress, dict):
+        raise damaged(path, "field 'progress' is missing")
+    expected = {"identity": dict, "rows": list, "tasks": list, "telemetry": list, "created": str}
+    for key, kind in expected.items():
+        if not isinstance(progress.get(key), kind):
+            raise damaged(path, f"field 'progress.{key}' is missing or not a {kind.__name__}")
+    if not isinstance(progress.get("kv_initial", {}), dict):  # KV-cache measurements of row 0 (--kv-cache runs)
+        raise damaged(path, "field 'progress.kv_initial' is not an object")
+    rows = progress["rows"]
+    if n_tasks is not None and len(rows) != n_tasks + 1:
+        raise damaged(path, f"field 'progress.rows' has {len(rows)} rows, expected {n_tasks + 1}")
+    if any(row is not None and not (isinstance(row, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in row)) for row in rows):
+        raise damaged(path, "field 'progress.rows' holds something other than rows of numbers")
+    if any(row is None for row in rows[: done + 1]) or len(progress["tasks"]) != done or len(progress["telemetry"]) != done:
+        raise damaged(path, f"field 'progress' does not hold {done} finished task(s)")
+    return pointer
+
+
 def load_checkpoint(folder: Path, pointer: dict[str, Any]) -> dict[str, Any]:
-    """Load the tensors a pointer refers to (``weights_only=True``: no code runs)."""
-    return torch.load(folder / pointer["file"], map_location="cpu", weights_only=True)
+    """Load the tensors a pointer refers to (``weights_only=True``: no code runs).
+
+    Raises:
+        UsageError: the tensor file is missing, truncated, not a checkpoint or holds objects
+            ``weights_only`` refuses.
+    """
+    path = folder / pointer["file"]
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise damaged(path, "the file is missing") from None
+    except Exception as exc:  # truncated zip, random bytes, a pickle weights_only blocks: all mean "damaged"
+        raise damaged(path, f"{type(exc).__name__}: {_first_line(exc)}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("strategy"), dict):
+        raise damaged(path, "it does not hold 'model' and 'strategy' states")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
+        raise damaged(path, "its 'model' state holds something other than named tensors")
+    return state
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""
 
 
 def restore_model(model: nn.Module, delta: dict[str, torch.Tensor]) -> None:

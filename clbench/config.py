@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from clbench.errors import UsageError
+from clbench.validation import check_number
 
 
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:
@@ -84,8 +85,9 @@ def build_config(config_cls: type, overrides: dict[str, str], owner: str) -> Any
     """Instantiate ``config_cls`` with string overrides, each checked against its field.
 
     Raises:
-        UsageError: unknown key (listing valid fields), unparsable value, or a value the
-            config's own validation rejects.
+        UsageError: unknown key (listing valid fields), unparsable value, a non-finite number or
+            an integer past its sane limit (:mod:`clbench.validation`), or a value the config's
+            own validation rejects.
     """
     fields = config_fields(config_cls)
     values = {}
@@ -93,6 +95,7 @@ def build_config(config_cls: type, overrides: dict[str, str], owner: str) -> Any
         if key not in fields:
             raise UsageError(f"{owner} has no setting {key!r}; valid: {', '.join(sorted(fields))}")
         values[key] = _coerce(key, raw, fields[key])
+        check_number(key, values[key], owner)
     try:
         return config_cls(**values)
     except (ValueError, TypeError) as exc:
@@ -105,6 +108,7 @@ def split_overrides(assignments: dict[str, str], strategies: dict[str, type]) ->
     routed: dict[str, dict[str, str]] = {name: {} for name in strategies}
     for key, value in assignments.items():
         prefix, dot, field = key.rpartition(".")
+        prefix = prefix.rpartition("/")[2]  # DIST/NAME.key targets NAME
         if dot and prefix in strategies:
             routed[prefix][field] = value
             continue

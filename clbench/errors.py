@@ -25,3 +25,32 @@ class ResultsError(ClbenchError):
     """A results file is unreadable, partial or incompatible with the others asked for."""
 
     exit_code = 2
+
+
+class DataError(ClbenchError):
+    """A dataset file is present but damaged or empty; the message names the file."""
+
+    exit_code = 2
+
+
+class StorageError(ClbenchError):
+    """Writing (or reading) a file failed in the file system: full disk, quota, I/O error,
+    read-only folder. The message names the file and the cause; earlier files are intact."""
+
+    exit_code = 1
+
+
+class RunInUseError(ClbenchError):
+    """Another process holds the run directory's lock; the message names its PID."""
+
+    exit_code = 3
+
+
+class TrainingError(ClbenchError):
+    """Training went wrong in a way no setting can repair mid-run (a non-finite loss)."""
+
+    exit_code = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled exactly like Ctrl-C (SIGINT): the run stops and says what it kept."""

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from clbench.errors import ResultsError
-from clbench.results import write_bytes_atomic
+from clbench.safeio import write_bytes_atomic
 
 EXAMPLES_FILE = "examples.npz"
 FORMAT_VERSION = 1
@@ -126,8 +126,8 @@ class ExampleScores:
             out[f"col_{c:04d}"] = np.packbits(values > 0.5, axis=1) if binary[c] else values.astype(np.float16)
         return out
 
-    def save(self, path: Path) -> None:
-        """Write the file atomically (temp file, fsync, rename) with deterministic bytes."""
+    def to_bytes(self) -> bytes:
+        """The file's bytes: a zip of ``.npy`` arrays with fixed timestamps (equal scores, equal bytes)."""
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for name, array in self.arrays().items():
@@ -138,7 +138,15 @@ class ExampleScores:
                 info.create_system = 3
                 info.external_attr = 0o644 << 16
                 archive.writestr(info, member.getvalue())
-        write_bytes_atomic(path, buffer.getvalue())
+        return buffer.getvalue()
+
+    def save(self, path: Path) -> None:
+        """Write the file atomically (temp file, fsync, rename; :mod:`clbench.safeio`) with deterministic bytes.
+
+        Raises:
+            StorageError: the disk is full or the write failed; ``path`` keeps its old content.
+        """
+        write_bytes_atomic(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: Path) -> ExampleScores:
@@ -152,8 +160,8 @@ class ExampleScores:
                 arrays = {name: data[name] for name in data.files}
         except FileNotFoundError:
             raise ResultsError(f"{path}: no such per-example scores file") from None
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise ResultsError(f"{path}: not a readable per-example scores file ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - damaged bytes surface as zlib, zipfile, numpy or OS errors alike
+            raise ResultsError(f"{path}: not a readable per-example scores file ({type(exc).__name__}: {str(exc)[:160]})") from None
         try:
             version = int(arrays["version"][0])
             if version != FORMAT_VERSION:
@@ -163,15 +171,19 @@ class ExampleScores:
             binary = arrays["binary"].astype(bool)
             scores = cls(len(evaluated), len(sizes))
             columns = []
+            if len(binary) != len(sizes) or any(n < 0 for n in sizes):
+                raise ValueError(f"{len(binary)} column encodings and sizes {sizes} do not fit")
             for c, n in enumerate(sizes):
                 stored = arrays[f"col_{c:04d}"]
+                if stored.ndim != 2 or (binary[c] and stored.shape[1] != -(-n // 8)):
+                    raise ValueError(f"column {c} has shape {stored.shape}, expected {len(evaluated)} rows of {n} scores")
                 values = np.unpackbits(stored, axis=1, count=n).astype(np.float32) if binary[c] else stored.astype(np.float32)
                 if values.shape != (len(evaluated), n):
                     raise ValueError(f"column {c} has shape {values.shape}, expected {(len(evaluated), n)}")
                 columns.append(values)
         except ResultsError:
             raise
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, TypeError, OverflowError) as exc:
             raise ResultsError(f"{path}: malformed per-example scores file ({exc})") from None
         for t in np.flatnonzero(evaluated):
             scores.rows[int(t)] = [col[t].copy() for col in columns]

@@ -50,11 +50,18 @@ class Plugin:
         return f"{self.dist}/{self.name}"
 
     def load(self) -> Any:
-        """Import the component; any failure becomes a one-line :class:`UsageError`."""
+        """Import the component; any failure becomes a one-line :class:`UsageError`.
+
+        ``sys.exit()`` in a plugin's module body is a failure too: it must not end clbench.
+        """
         try:
             return self.entry_point.load()
+        except SystemExit as exc:
+            raise UsageError(f"{SINGULAR[self.kind]} {self.name!r} from {self.dist} {self.version} failed to load ({self.value}): "
+                             f"it called sys.exit({exc.code!r}) while being imported") from None
         except Exception as exc:  # a broken plugin must not take the CLI down with a traceback
-            raise UsageError(f"{SINGULAR[self.kind]} {self.name!r} from {self.dist} {self.version} failed to load ({self.value}): {type(exc).__name__}: {exc}") from None
+            detail = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise UsageError(f"{SINGULAR[self.kind]} {self.name!r} from {self.dist} {self.version} failed to load ({self.value}): {type(exc).__name__}: {detail}") from None
 
 
 def normalize(name: str) -> str:
@@ -101,6 +108,8 @@ def resolve(kind: str, name: str) -> Plugin:
     Raises:
         UsageError: unknown name (with did-you-mean suggestions) or a name claimed twice.
     """
+    if not name.strip():
+        raise UsageError(f"empty {SINGULAR[kind]} name")
     dist_filter, _, bare = name.rpartition("/")
     bare, colon, argument = bare.partition(":")
     if colon and kind == "strategies":
@@ -120,6 +129,8 @@ def resolve(kind: str, name: str) -> Plugin:
 
 def unknown_name_message(what: str, name: str, known: list[str]) -> str:
     """``unknown X 'name'; did you mean ...?`` with close matches, else the known names."""
+    if len(name) > 100:
+        return f"unknown {what} {name[:40]!r}... ({len(name)} characters); names are short, see clbench list"
     close = difflib.get_close_matches(normalize(name), known, n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"known: {', '.join(known) or 'none'}"
     return f"unknown {what} {name!r}; {hint}"
@@ -164,19 +175,47 @@ def get_strategy(name: str) -> tuple[type[Any], Plugin]:
     return cls, plugin
 
 
+def split_backbone_spec(spec: str) -> tuple[str | None, str]:
+    """``DIST/KIND:REST`` -> ``(DIST, "KIND:REST")``; a spec without ``DIST/`` gives ``(None, spec)``.
+
+    Only the part before the first ``:`` can name a distribution (``hf:/models/x`` has none).
+    """
+    head, colon, rest = spec.partition(":")
+    dist, slash, kind = head.rpartition("/")
+    if not slash:
+        return None, spec
+    return dist, f"{kind}{colon}{rest}"
+
+
 def build_backbone(spec: str) -> Any:
-    """Build a backbone from a spec ``prefix:rest`` using the factory registered for ``prefix``."""
+    """Build a backbone from a spec ``[DIST/]KIND:REST`` using the factory registered for ``KIND``.
+
+    The factory receives ``KIND:REST``; ``DIST/`` picks one package when two register ``KIND``.
+    """
     from clbench.api.backbone import Backbone
 
-    prefix = spec.partition(":")[0]
+    if not isinstance(spec, str) or not spec.strip():
+        raise UsageError("empty backbone spec; specs look like KIND:REST, e.g. mlp:128 (clbench list backbones)")
+    if len(spec) > 4096:
+        raise UsageError(f"backbone spec {spec[:40]!r}... is {len(spec)} characters long; specs are KIND:REST, e.g. mlp:128")
+    dist, bare = split_backbone_spec(spec)
+    prefix = bare.partition(":")[0]
     if normalize(prefix) not in {p.name for p in plugins("backbones")}:
         kinds = sorted({p.name for p in plugins("backbones")})
         close = difflib.get_close_matches(normalize(prefix), kinds, n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}?" if close else f"known kinds: {', '.join(kinds)}"
         raise UsageError(f"unknown backbone {spec!r}: no backbone kind {prefix!r} (specs look like KIND:REST); {hint}")
-    plugin = resolve("backbones", prefix)
+    try:
+        plugin = resolve("backbones", f"{dist}/{prefix}" if dist else prefix)
+    except UsageError as exc:
+        if "several packages" not in str(exc):
+            raise
+        owners = sorted(p.dist for p in plugins("backbones") if p.name == normalize(prefix))
+        example = OWN_DISTRIBUTION if OWN_DISTRIBUTION in owners else owners[0]
+        raise UsageError(f"backbone kind {normalize(prefix)!r} is registered by several packages ({', '.join(owners)}); pick one with "
+                         f"--backbone DIST/{bare}, e.g. --backbone {example}/{bare}") from None
     factory = plugin.load()
-    backbone = factory(spec)
+    backbone = factory(bare)
     if not isinstance(backbone, Backbone):
         raise UsageError(f"backbone factory {plugin.name!r} ({plugin.value}) returned {type(backbone).__name__}, not a clbench.api.Backbone")
     return backbone
@@ -220,10 +259,17 @@ def load_benchmark(name: str) -> tuple[Any, dict[str, Any]]:
     """
     from clbench.api.benchmark import load_benchmark_file
 
+    if not name.strip():
+        raise UsageError("empty benchmark name; see clbench list benchmarks")
     if name.endswith(".toml"):
         path = Path(name)
-        if not path.is_file():
-            raise UsageError(f"benchmark file {name!r} does not exist")
+        shown = name if len(name) <= 120 else f"{name[:60]}...({len(name)} characters)"
+        try:
+            exists = path.is_file()
+        except OSError as exc:  # ENAMETOOLONG and friends are not "missing"
+            raise UsageError(f"benchmark file {shown!r}: {exc.strerror or exc}") from None
+        if not exists:
+            raise UsageError(f"benchmark file {shown!r} does not exist")
         return load_benchmark_file(path), {}
     index, _ = benchmark_index()
     dist_filter, _, bare = name.rpartition("/")

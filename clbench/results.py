@@ -32,38 +32,28 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from clbench import metrics as metric_formulas
+from clbench import safeio
 from clbench.errors import ResultsError
+from clbench.results_check import check_results
+from clbench.safeio import make_dirs
 
 SCHEMA = "clbench.results/1"
 RESULTS_FILE = "results.json"
-REQUIRED_KEYS = ("schema", "status", "benchmark", "strategy", "seed", "matrix", "metrics")
+REQUIRED_KEYS = ("schema", "status", "benchmark", "strategy", "backbone", "seed", "matrix", "metrics")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` atomically (temp file in the same folder, fsync, rename)."""
-    write_bytes_atomic(path, (json.dumps(_json_safe(data), indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8"))
+    """Write JSON to ``path`` atomically (temp file in the same folder, fsync, rename).
 
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    Raises:
+        StorageError: the disk is full or the write failed; ``path`` keeps its old content.
+    """
+    make_dirs(path.parent)
+    safeio.write_json_atomic(path, _json_safe(data))
 
 
 def _json_safe(value: Any) -> Any:
@@ -110,25 +100,23 @@ def load_results(path: Path) -> dict[str, Any]:
     """Read and validate a results file (or a run directory holding one).
 
     Raises:
-        ResultsError: unreadable file, wrong schema or missing keys, naming the file.
+        ResultsError: unreadable file, wrong schema, missing keys or a field of the wrong type
+            or shape (see :mod:`clbench.results_check`), naming the file and the field.
     """
-    file = path / RESULTS_FILE if path.is_dir() else path
+    file = path
     try:
+        file = path / RESULTS_FILE if path.is_dir() else path
         data = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ResultsError(f"{file}: no such results file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"{file}: not a readable results file ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ResultsError(f"{path}: not a readable results file ({str(exc)[:200]})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise ResultsError(f"{file}: schema {found!r} is not {SCHEMA!r}")
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise ResultsError(f"{file}: missing key(s) {', '.join(missing)}")
-    matrix = data["matrix"]
-    n_cols = len(matrix.get("columns", []))
-    n_tasks = len(data["benchmark"].get("tasks", []))
-    if len(matrix.get("values", [])) != n_tasks + 1 or any(row is not None and len(row) != n_cols for row in matrix["values"]):
-        raise ResultsError(f"{file}: accuracy matrix must have {n_tasks + 1} rows of {n_cols} values")
+    check_results(data, str(file))
     data["_path"] = str(file)
     return data

@@ -3,13 +3,19 @@
 ``run(RunOptions(...))`` is the Python API behind ``clbench run``. For one (benchmark, strategy,
 seed) it:
 
-1. resolves the benchmark, strategy (checking ``-S`` overrides against its config), backbone
-   and data — all before creating the run directory, so a missing asset leaves nothing behind;
+1. checks the options (:func:`clbench.preflight.preflight`), then resolves the benchmark,
+   strategy, backbone and data — all before creating the run directory, so bad input or a
+   missing asset leaves nothing behind; then locks the run directory and stages an
+   ``--overwrite`` (:mod:`clbench.rundir`);
 2. evaluates every task before any training (row 0);
 3. per task: re-seeds (so a resumed run replays the same randomness), calls the strategy's
-   hooks around the shared training loop, evaluates every task (row t), saves a checkpoint and
-   rewrites ``results.json`` atomically;
+   hooks around the shared training loop, evaluates every task (row t), saves a checkpoint
+   (with ``examples.npz``, the per-example scores) and rewrites ``results.json`` atomically;
 4. writes the metrics and marks the run complete.
+
+A run that stops before its first checkpoint (an error, Ctrl-C, SIGTERM) leaves no folder behind
+and puts back the run an ``--overwrite`` was replacing; after that it stays resumable. Every file
+is written atomically (:mod:`clbench.safeio`); a full disk stops the run with one line.
 
 The runner reaches strategies only through the registry and knows nothing about any of them.
 On several processes (``torch.distributed``) only rank 0 writes files and logs.
@@ -28,7 +34,6 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,72 +44,16 @@ import clbench
 from clbench import budget, checkpoint, registry, uncertainty
 from clbench.api.benchmark import BenchmarkSpec
 from clbench.api.strategy import RunContext, Strategy
-from clbench.config import build_config
-from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream
-from clbench.errors import ResultsError, UsageError
-from clbench.example_scores import EXAMPLES_FILE, ExampleScores
-from clbench.kvcache import parse_kv_cache, policy_slug
-from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, load_results, probe_summary, write_json_atomic
+from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream, check_not_empty
+from clbench.errors import ClbenchError, ResultsError, UsageError
+from clbench.example_scores import EXAMPLES_FILE, ExampleScores, matches_matrix
+from clbench.preflight import RunOptions, check_amp, existing_complete, is_main_process, preflight, resolve_device
+from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, probe_summary, write_json_atomic
+from clbench.rundir import RunDirectory, attach_run_log, detach_run_log
 from clbench.training import evaluate, peak_memory_mb, train_task
+from clbench.validation import check_data_root
 
 log = logging.getLogger("clbench")
-
-
-@dataclass
-class RunOptions:
-    """One run of one strategy on one benchmark with one seed.
-
-    Attributes:
-        benchmark: a registered benchmark name, ``dist/name``, or a path to a ``.toml`` file.
-        strategy: a registered strategy name (or ``dist/name``).
-        overrides: strategy config overrides as raw strings (``-S key=value``).
-        backbone: backbone spec replacing the benchmark's default.
-        seed: the run seed.
-        out: root folder; the run lives in ``out/<benchmark>/<strategy>/seed-<seed>``.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        resume: continue an unfinished run from its last checkpoint.
-        overwrite: discard an existing run directory's results and start again.
-        data_root: dataset folder (default ``$CLBENCH_DATA_ROOT``).
-        allow_download: let loaders download missing data (default ``$CLBENCH_ALLOW_DOWNLOAD``).
-        progress: show progress bars.
-        kv_cache: KV-cache policy for generation-scored evaluation (``full``, ``d2o:0.2``, ...;
-            see :mod:`clbench.kvcache`); a non-full policy gets its own run directory
-            (``seed-N-kv-<policy>``) and records KV bytes and retained accuracy per task.
-    """
-
-    benchmark: str
-    strategy: str
-    overrides: dict[str, str] = field(default_factory=dict)
-    backbone: str | None = None
-    seed: int = 0
-    out: Path = Path("runs")
-    device: str = "auto"
-    resume: bool = False
-    overwrite: bool = False
-    data_root: Path | None = None
-    allow_download: bool | None = None
-    progress: bool = True
-    kv_cache: str = "full"
-
-
-def run_directory(out: Path, benchmark: str, strategy: str, seed: int, kv_cache: str = "full") -> Path:
-    """Where a run lives: ``out/<benchmark>/<strategy>/seed-<N>``, suffixed ``-kv-<policy>`` for a non-full KV policy."""
-    policy = parse_kv_cache(kv_cache)
-    suffix = "" if policy.is_full else f"-kv-{policy_slug(policy.spec)}"
-    return Path(out) / benchmark / strategy / f"seed-{seed}{suffix}"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without one is a usage error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but no CUDA device is available; use --device cpu")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -117,11 +66,6 @@ def seed_everything(seed: int) -> None:
 def task_seed(seed: int, task_index: int) -> int:
     """The seed each task starts from, so a resumed run replays a task exactly."""
     return (seed * 1_000_003 + 7919 * (task_index + 1)) % 2**31
-
-
-def is_main_process() -> bool:
-    """True on rank 0 of a distributed run (and on every single-process run)."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -148,31 +92,33 @@ class _Run:
     """State of one run while it executes (kept out of the public API)."""
 
     def __init__(self, options: RunOptions) -> None:
+        """Resolve and build everything the run needs; writes nothing (see :func:`run`)."""
         self.options = options
-        self.kv_policy = parse_kv_cache(options.kv_cache)
-        spec, loaders = registry.load_benchmark(options.benchmark)
+        checked = preflight(options)
+        spec, strategy_cls = checked.spec, checked.strategy_cls
         self.spec: BenchmarkSpec = spec
-        strategy_cls, self.plugin = registry.get_strategy(options.strategy)
-        self.config = build_config(strategy_cls.Config, options.overrides, owner=f"strategy {self.plugin.name!r}")
-        self.device = resolve_device(options.device)
-        self.run_dir = run_directory(Path(options.out), spec.name, self.plugin.name, options.seed, options.kv_cache)
-        self._check_existing()
+        self.plugin, self.config, self.device, self.run_dir = checked.plugin, checked.config, checked.device, checked.run_dir
+        self.kv_policy = checked.kv_policy
+        self.directory: RunDirectory | None = None
         seed_everything(options.seed)
-        self.stream = build_stream(spec, extra_loaders=loaders, data_root=options.data_root, allow_download=options.allow_download)
+        self.stream = build_stream(spec, extra_loaders=checked.loaders, data_root=check_data_root(options.data_root),
+                                   allow_download=options.allow_download)
+        check_not_empty(spec.name, self.stream)
         with _model_downloads(options.allow_download):
             self.backbone = registry.build_backbone(options.backbone or spec.backbone)
         if self.backbone.kind not in strategy_cls.backbone_kinds:
             raise UsageError(registry.unsupported_backbone_message(self.plugin.name, strategy_cls.backbone_kinds, self.backbone.kind, self.backbone.spec))
         self._attach_kv_policy()
-        self.backbone.bind(self.stream)
-        self.backbone.to(self.device)
-        self.train = spec.train.updated(**self.config.train_overrides(self.backbone.kind))
-        ctx = RunContext(stream=self.stream, train=self.train, device=self.device, seed=options.seed, run_dir=self.run_dir,
-                         benchmark=spec.name)
-        self.strategy: Strategy = strategy_cls(self.config, ctx)
-        self.strategy.setup(self.backbone)
+        with _allocating(f"strategy {self.plugin.name!r} on {self.backbone.spec}"):
+            self.backbone.bind(self.stream)
+            self.backbone.to(self.device)
+            self.train = spec.train.updated(**self.config.train_overrides(self.backbone.kind))
+            check_amp(self.train, self.device)
+            ctx = RunContext(stream=self.stream, train=self.train, device=self.device, seed=options.seed, run_dir=self.run_dir,
+                             benchmark=spec.name)
+            self.strategy: Strategy = strategy_cls(self.config, ctx)
+            self.strategy.setup(self.backbone)
         self.reference = checkpoint.fingerprints(self.backbone.model)
-        self._clear_if_overwriting()  # only now: a run that cannot start never destroys a finished one
         self.rows: list[list[float] | None] = [None] * (len(self.stream.tasks) + 1)
         self.task_records: list[dict[str, Any]] = []
         self.telemetry: list[dict[str, Any]] = []
@@ -190,16 +136,6 @@ class _Run:
             log.warning("--kv-cache %s has no effect on %s: every task is scored teacher-forced (exact_match), nothing is generated",
                         self.kv_policy.spec, self.spec.name)
         self.backbone.set_kv_policy(self.kv_policy)  # type: ignore[attr-defined]
-
-    def _check_existing(self) -> None:
-        results = self.run_dir / RESULTS_FILE
-        if results.exists() and not (self.options.resume or self.options.overwrite):
-            raise UsageError(f"{self.run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
-
-    def _clear_if_overwriting(self) -> None:
-        if self.options.overwrite and self.run_dir.exists():
-            for path in sorted(self.run_dir.rglob("*"), reverse=True):
-                path.unlink() if path.is_file() else path.rmdir()
 
     def identity(self) -> dict[str, Any]:
         """What must match for a checkpoint to be resumed (JSON-normalised, as stored)."""
@@ -259,19 +195,35 @@ class _Run:
         return uncertainty.run_uncertainty(columns, matrix, seed=self.options.seed)
 
     def save_examples(self) -> None:
-        """Rewrite ``examples.npz`` (before the checkpoint, so a checkpoint never claims rows the file lacks)."""
+        """Write ``examples.npz`` with row 0 (later rows are written with each checkpoint, see :meth:`save_checkpoint`)."""
         if is_main_process():
             self.examples.save(self.run_dir / EXAMPLES_FILE)
 
-    def restore_examples(self, rows_done: int) -> None:
-        """Keep the saved per-example rows a resumed run will not re-evaluate."""
+    def restore_examples(self, rows: list[list[float] | None], rows_done: int) -> ExampleScores:
+        """The saved per-example scores of the ``rows_done`` rows a resumed run will not re-evaluate.
+
+        A checkpoint written before per-example scores were kept has no file: the run then
+        resumes without them (and ends without intervals, saying so).
+
+        Raises:
+            ResultsError: ``examples.npz`` is damaged, or does not hold the checkpointed rows'
+                scores (naming the file); nothing has been written.
+        """
+        path = self.run_dir / EXAMPLES_FILE
+        fresh = ExampleScores(self.examples.n_rows, self.examples.n_columns)
+        if not path.exists():
+            log.warning("%s has no per-example scores (%s): the resumed run will have no confidence intervals", self.run_dir, EXAMPLES_FILE)
+            return fresh
+        hint = "rerun with --overwrite (or delete it to resume without confidence intervals)"
         try:
-            saved = ExampleScores.load(self.run_dir / EXAMPLES_FILE)
-        except ResultsError:
-            return
-        if (saved.n_rows, saved.n_columns) == (self.examples.n_rows, self.examples.n_columns):
-            saved.keep_rows(rows_done)
-            self.examples = saved
+            saved = ExampleScores.load(path)
+        except ResultsError as exc:
+            raise ResultsError(f"{exc}; {hint}") from None
+        saved.keep_rows(rows_done)  # rows saved after the checkpoint are evaluated again
+        if (saved.n_rows, saved.n_columns) != (fresh.n_rows, fresh.n_columns) or not matches_matrix(saved, rows):
+            raise ResultsError(f"{path} does not hold the scores of the {rows_done} evaluation(s) the checkpoint recorded; it is damaged or "
+                               f"from another run; {hint}")
+        return saved
 
     def write(self, status: str) -> dict[str, Any]:
         data = self.results(status)
@@ -281,9 +233,15 @@ class _Run:
         return data
 
     def resume_from_checkpoint(self) -> int:
-        """Restore the last checkpoint; returns how many tasks it had finished (0 if none)."""
+        """Restore the last checkpoint; returns how many tasks it had finished (0 if none).
+
+        Raises:
+            UsageError: the checkpoint was made with other settings, or is damaged (naming the
+                file and the field); nothing is written in either case.
+            ResultsError: ``examples.npz`` is damaged or does not match the checkpoint.
+        """
         folder = self.run_dir / "checkpoint"
-        pointer = checkpoint.read_pointer(folder)
+        pointer = checkpoint.read_pointer(folder, len(self.stream.tasks))
         if pointer is None:
             return 0
         saved = pointer["progress"]["identity"]
@@ -291,16 +249,23 @@ class _Run:
         if saved != mine:
             diffs = [k for k in mine if saved.get(k) != mine[k]]
             raise UsageError(f"cannot resume {self.run_dir}: it was started with a different {', '.join(diffs)}; use --overwrite to start again")
-        state = checkpoint.load_checkpoint(folder, pointer)
-        self.strategy.load_state_dict(state["strategy"])
-        checkpoint.restore_model(self.backbone.model, state["model"])
         progress = pointer["progress"]
+        examples = self.restore_examples(progress["rows"], int(pointer["tasks_done"]) + 1)
+        state = checkpoint.load_checkpoint(folder, pointer)
+        try:
+            self.strategy.load_state_dict(state["strategy"])
+            checkpoint.restore_model(self.backbone.model, state["model"])
+        except UsageError:
+            raise
+        except Exception as exc:  # the file loaded but does not fit the rebuilt model or strategy
+            raise checkpoint.damaged(folder / pointer["file"], f"it does not fit the rebuilt run: {type(exc).__name__}: {str(exc)[:200]}") from None
+        checkpoint.prune(folder, pointer["file"])
+        self.examples = examples
         self.rows = progress["rows"]
         self.task_records = progress["tasks"]
         self.telemetry = progress["telemetry"]
         self.kv_initial = progress.get("kv_initial", {})
         self.created = progress["created"]
-        self.restore_examples(int(pointer["tasks_done"]) + 1)
         log.info("resumed %s after task %d of %d", self.run_dir, pointer["tasks_done"], len(self.stream.tasks))
         return int(pointer["tasks_done"])
 
@@ -310,7 +275,12 @@ class _Run:
         progress = {"identity": self.identity(), "rows": self.rows, "tasks": self.task_records, "telemetry": self.telemetry, "created": self.created,
                     "kv_initial": self.kv_initial}
         delta = checkpoint.changed_state(self.backbone.model, self.reference)
-        checkpoint.save_checkpoint(self.run_dir / "checkpoint", tasks_done, delta, self.strategy.state_dict(), progress)
+        # examples.npz advances with the checkpoint: written after its tensors and before its pointer (so it
+        # always holds the rows the pointer names), and put back if the pointer cannot be written.
+        checkpoint.save_checkpoint(self.run_dir / "checkpoint", tasks_done, delta, self.strategy.state_dict(), progress,
+                                   companions={self.run_dir / EXAMPLES_FILE: self.examples.to_bytes()})
+        if self.directory is not None:
+            self.directory.checkpointed()
 
     def execute(self) -> dict[str, Any]:
         tasks = self.stream.tasks
@@ -318,7 +288,7 @@ class _Run:
         name = f"{self.plugin.name} s{self.options.seed}"
         progress = self.options.progress
         done = self.resume_from_checkpoint() if self.options.resume else 0
-        if is_main_process():
+        if is_main_process() and not (done and (self.run_dir / "config.json").exists()):  # a resumed run keeps the config it started with
             write_json_atomic(self.run_dir / "config.json", {"options": {**dataclasses.asdict(self.options), "out": str(self.options.out),
                                                                          "data_root": str(self.options.data_root) if self.options.data_root else None},
                                                              **self.identity()})
@@ -347,12 +317,13 @@ class _Run:
                                         per_example=scores)
             eval_seconds = time.perf_counter() - start
             self.examples.set_row(t + 1, scores)
-            self.save_examples()
             memory, memory_kind = peak_memory_mb(self.device)
             record = {"task": exp.name, "eval_seconds": round(eval_seconds, 4), "peak_memory_mb": round(memory, 1), "memory_kind": memory_kind}
             if stats is not None:
                 record.update(steps=stats.steps, examples=stats.examples, train_seconds=round(stats.train_seconds, 4),
                               final_loss=stats.final_loss, loss_curve=stats.loss_curve)
+                if stats.skipped_steps:
+                    record["skipped_steps"] = stats.skipped_steps
             self.task_records.append(record)
             kv_stats = self.kv_policy.take_stats()
             self.telemetry.append({"task": exp.name, **self.strategy.telemetry(), **({"kv_cache": kv_stats} if kv_stats else {})})
@@ -360,7 +331,10 @@ class _Run:
                      f"{stats.final_loss:.4f}" if stats and stats.final_loss is not None else "-", stats.train_seconds if stats else 0.0)
             self.save_checkpoint(t + 1)
             self.write("running")
-        return self.write("complete")
+        data = self.write("complete")
+        if self.directory is not None:
+            self.directory.completed()
+        return data
 
 
 @contextlib.contextmanager
@@ -384,55 +358,72 @@ def _fmt(row: list[float] | None) -> str:
     return "[" + ", ".join(f"{v:.3f}" for v in row or []) + "]"
 
 
-def _attach_log_file(run_dir: Path) -> logging.Handler | None:
-    if not is_main_process():
-        return None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    if log.level == logging.NOTSET or log.level > logging.INFO:
-        log.setLevel(logging.INFO)
-    return handler
+def _allocating_error(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("allocate" in text or "out of memory" in text or "numel" in text or "invalid size" in text)
+
+
+@contextlib.contextmanager
+def _allocating(what: str) -> Iterator[None]:
+    """Turn a failed allocation while building the model into one line (settings too large)."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        if not _allocating_error(exc):
+            raise
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UsageError(f"{what}: not enough memory to build the model with these settings ({detail}); lower the sizes you set with -S") from None
 
 
 def run(options: RunOptions) -> dict[str, Any]:
     """Run one strategy on one benchmark with one seed; returns the results dict.
 
-    A completed run asked to ``resume`` is returned as it is. Raises :class:`UsageError` or
-    :class:`MissingAssetError` (before any file is written) for bad input or missing assets.
+    Everything is validated and built before the first file is written; the run directory is
+    then locked for the life of the run and an ``--overwrite`` is staged (see
+    :mod:`clbench.rundir`). A completed run asked to ``resume`` is returned as it is.
+
+    Raises:
+        UsageError, MissingAssetError, DataError: bad input or a missing asset, before any file
+            is written.
+        RunInUseError: another process is running this run directory.
+        StorageError, TrainingError: the run stopped; the message says what was kept.
+        KeyboardInterrupt: Ctrl-C or SIGTERM; its message says what was kept.
     """
     if options.resume:
-        path = Path(options.out)
-        existing = _existing_complete(path, options)
+        existing = existing_complete(Path(options.out), options)
         if existing is not None:
             return existing
-    state = _Run(options)
-    handler = _attach_log_file(state.run_dir)
     try:
+        state = _Run(options)
+    except KeyboardInterrupt as exc:
+        exc.args = ("nothing of this run was written",)
+        raise
+    if not is_main_process():
         return state.execute()
-    finally:
-        if handler is not None:
-            log.removeHandler(handler)
-            handler.close()
-
-
-def _existing_complete(out: Path, options: RunOptions) -> dict[str, Any] | None:
-    """A complete results file for these options, if one exists (cheap: no model is built)."""
+    mode = "resume" if options.resume else "overwrite" if options.overwrite else "new"
+    directory = RunDirectory(state.run_dir, mode)
     try:
-        spec, _ = registry.load_benchmark(options.benchmark)
-        plugin = registry.resolve("strategies", options.strategy)
-    except UsageError:
-        return None
-    path = run_directory(out, spec.name, plugin.name, options.seed, options.kv_cache) / RESULTS_FILE
-    if not path.exists():
-        return None
-    data = load_results(path)
-    if data["status"] != "complete":
-        return None
-    strategy_cls, _ = registry.get_strategy(options.strategy)
-    config = build_config(strategy_cls.Config, options.overrides, owner=f"strategy {plugin.name!r}")
-    backbone = options.backbone or spec.backbone
-    if data["strategy"]["config"] != config.to_dict() or data["backbone"]["spec"] != backbone:
-        raise UsageError(f"{path.parent} already finished with other settings; use --overwrite to start again")
-    return data
+        with directory:
+            if options.resume:  # a killed --overwrite may just have been rolled back to a complete run
+                existing = existing_complete(Path(options.out), options)
+                if existing is not None:
+                    return existing
+            state.directory = directory
+            handler = attach_run_log(state.run_dir, log)
+            try:
+                return state.execute()
+            finally:
+                detach_run_log(handler, log)
+    except ClbenchError as exc:
+        if not directory.outcome:
+            raise
+        raise type(exc)(f"{exc}; {directory.outcome}") from None
+    except KeyboardInterrupt as exc:
+        if directory.outcome:
+            exc.args = (directory.outcome,)
+        raise
+
+
+__all__ = ["RunOptions", "environment", "is_main_process", "preflight", "resolve_device", "run", "seed_everything", "task_seed"]

@@ -27,9 +27,12 @@ from clbench.api.benchmark import TrainSettings
 from clbench.api.strategy import Strategy
 from clbench.api.stream import Experience
 from clbench.budget import steps_per_task
-from clbench.errors import UsageError
+from clbench.errors import TrainingError, UsageError
 
 MAX_LOSS_POINTS = 100
+# On accelerators the loss is checked for NaN/inf every this many steps (one synchronisation);
+# on the CPU every step, which costs nothing there.
+NONFINITE_CHECK_EVERY = 16
 
 
 @dataclass
@@ -41,6 +44,7 @@ class TaskStats:
     train_seconds: float = 0.0
     final_loss: float | None = None
     loss_curve: list[float] = field(default_factory=list)
+    skipped_steps: int = 0
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
@@ -90,10 +94,19 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
     start = time.perf_counter()
     bar = tqdm(total=total, desc=label, disable=not progress, leave=False, mininterval=0.5, unit="step")
     micro = 0
+    skip = settings.nonfinite_loss == "skip"
+    on_cpu = backbone.device.type == "cpu"
+    checked = 0
     for batch in _batches(loader):
         batch = backbone.move_batch(batch)
         with autocast(backbone.device, settings.amp):
             loss = strategy.loss(batch, experience)
+        if skip and not bool(torch.isfinite(loss.detach()).all()):
+            stats.skipped_steps += 1
+            if stats.skipped_steps > total:
+                raise TrainingError(f"training loss stayed non-finite in task {experience.index + 1} ({experience.name}): {stats.skipped_steps} "
+                                    "batches skipped; the run stopped and is not complete; lower lr")
+            continue
         scaled = loss / settings.grad_accum if settings.grad_accum > 1 else loss
         (scaler.scale(scaled) if scaler else scaled).backward()
         micro += 1
@@ -115,15 +128,33 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
         losses.append(loss.detach())
         stats.steps += 1
         bar.update(1)
+        if not skip and (on_cpu or stats.steps % NONFINITE_CHECK_EVERY == 0 or stats.steps >= total):
+            if not on_cpu or not math.isfinite(loss.item()):  # on the CPU a scalar read is the cheapest check
+                _check_finite(losses, checked, experience, total)
+            checked = stats.steps
         if stats.steps >= total:
             break
     bar.close()
+    if skip and not all(bool(torch.isfinite(p).all()) for p in params):
+        raise TrainingError(f"trainable weights became non-finite during task {experience.index + 1} ({experience.name}) although "
+                            f"{stats.skipped_steps} non-finite batches were skipped; the run stopped and is not complete; lower lr")
     curve = torch.stack(losses).float().cpu()
     stats.train_seconds = time.perf_counter() - start
     stats.final_loss = float(curve[-min(len(curve), 10):].mean())
     stride = max(1, math.ceil(len(curve) / MAX_LOSS_POINTS))
     stats.loss_curve = [round(float(v), 6) for v in curve[::stride]]
     return stats
+
+
+def _check_finite(losses: list[torch.Tensor], start: int, experience: Experience, total: int) -> None:
+    """Stop the run at the first NaN/inf loss in ``losses[start:]``, naming task and step."""
+    window = torch.stack(losses[start:]).float()
+    bad = (~torch.isfinite(window)).nonzero()
+    if len(bad):
+        offset = int(bad[0, 0])
+        value = float(window[offset])
+        raise TrainingError(f"training loss became {value} in task {experience.index + 1} ({experience.name}) at step {start + offset + 1} "
+                            f"of {total}; the run stopped and is not complete; lower lr (or set -S nonfinite_loss=skip)")
 
 
 @torch.no_grad()

@@ -52,6 +52,7 @@ def test_orders_and_metrics_follow_the_papers() -> None:
 
 def test_missing_dataset_fails_with_one_line_and_no_run_dir(cli, tmp_path: Path) -> None:
     out = tmp_path / "runs"
+    (tmp_path / "empty").mkdir()  # a data root that exists but holds no TRACE (a missing --data-root is its own error)
     status, stdout, stderr = cli("run", "trace", "-s", "lora", "--data-root", tmp_path / "empty", "--out", out, "--no-progress")
     assert status == 2
     lines = [line for line in stderr.strip().splitlines() if line.strip()]

@@ -67,6 +67,7 @@ def test_list_and_show_describe_the_catalog(cli) -> None:
 
 def test_real_benchmark_without_data_fails_with_one_line_and_no_run_dir(cli, tmp_path: Path) -> None:
     out = tmp_path / "runs"
+    (tmp_path / "data").mkdir()  # exists but holds no dataset (a missing --data-root is its own error)
     status, _, stderr = cli("run", "xtail", "-s", "zeroshot", "--data-root", tmp_path / "data", "--out", out, "--no-progress")
     assert status == 2
     assert len(stderr.strip().splitlines()) == 1 and "FGVC-Aircraft" in stderr and str(tmp_path / "data") in stderr

@@ -152,7 +152,7 @@ def test_config_defaults_follow_the_official_runner() -> None:
     clip = config.train_overrides("clip")
     assert clip | {"epochs": None, "grad_accum": None, "max_grad_norm": None, "amp": None} == {
         "iterations": 500, "batch_size": 64, "lr": 5e-4, "optimizer": "adamw", "betas": (0.9, 0.9999), "weight_decay": 0.0,
-        "scheduler": "cosine", "epochs": None, "grad_accum": None, "max_grad_norm": None, "amp": None}
+        "scheduler": "cosine", "epochs": None, "grad_accum": None, "max_grad_norm": None, "amp": None, "nonfinite_loss": None}
     assert CoDyRAConfig(lr=1e-3).train_overrides("clip")["lr"] == 1e-3  # -S wins
     assert all(v is None for v in config.train_overrides("llm").values())  # the benchmark's settings
     assert (config.reference_steps("clip"), config.reference_steps("llm"), CoDyRAConfig(kappa_reference_steps=0).reference_steps("llm")) == (0, 500, 0)

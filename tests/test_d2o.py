@@ -72,9 +72,22 @@ def test_budget_of_one_or_more_is_the_full_cache_and_bad_specs_are_usage_errors(
     assert not parse_kv_cache("d2o:0.2").is_full
     assert parse_kv_cache("streaming:0.5").settings.heavy_hitters is False  # type: ignore[attr-defined]
     assert parse_kv_cache("d2o-faithful:0.2").settings.gqa == "expand"  # type: ignore[attr-defined]
-    for bad in ("d2o", "d2o:", "d2o:0", "d2o:-1", "d2o:x", "lru:0.2", "d2o:nan"):
+    for bad in ("d2o", "d2o:", "d2o:0", "d2o:-1", "d2o:x", "lru:0.2", "d2o:nan", "", "  "):
         with pytest.raises(UsageError, match="--kv-cache"):
             parse_kv_cache(bad)
+    # One spelling per policy: one run folder and one resumable identity.
+    assert {parse_kv_cache(spec).spec for spec in ("d2o:0.2", "d2o:.2", " d2o:0.20", "d2o:2e-1")} == {"d2o:0.2"}
+
+
+def test_a_kv_policy_run_folder_is_confined_and_validated(tmp_path: Path) -> None:
+    from clbench.rundir import run_directory
+
+    assert run_directory(tmp_path, "b", "lora", 0, "d2o:.2") == tmp_path / "b" / "lora" / "seed-0-kv-d2o-0.2"
+    assert run_directory(tmp_path, "b", "lora", 0, "streaming:1e-3").name == "seed-0-kv-streaming-0.001"
+    assert run_directory(tmp_path, "b", "lora", 0, "h2o:1.5") == run_directory(tmp_path, "b", "lora", 0, "full") == tmp_path / "b" / "lora" / "seed-0"
+    for bad in ("d2o:../x", "d2o:0", "", "../../x"):
+        with pytest.raises(UsageError, match="--kv-cache"):
+            run_directory(tmp_path, "b", "lora", 0, bad)
 
 
 def test_code_flooring_at_a_full_budget_evicts_at_most_two_tokens_on_the_first_compression(model: LlamaForCausalLM) -> None:

@@ -6,6 +6,7 @@ Fake distributions are made as ``*.dist-info`` folders on ``sys.path``, which is
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -86,3 +87,49 @@ def test_listing_names_imports_no_plugin() -> None:
             "print('lora' in names, any(m.startswith('clbench.strategies.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False"]
+
+
+def test_qualified_names_resolve_end_to_end_for_strategies_and_backbones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli,
+                                                                          small_digits: Path) -> None:
+    """A plugin claiming ``finetune`` and the backbone kind ``mlp`` blocks the bare names (an error
+    naming both packages), and ``clbench/finetune`` / ``clbench/mlp:…`` run, resume and report as one run."""
+    _fake_dist(tmp_path / "plugins", "fake_claims", "[clbench.strategies]\nfinetune = fake_claims_mod:Dup\n"
+               "[clbench.backbones]\nmlp = fake_claims_mod:build\n", {"fake_claims_mod": STRATEGY_MODULE + "def build(spec):\n    raise RuntimeError\n"})
+    monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
+    registry.refresh()
+    try:
+        out = tmp_path / "runs"
+        status, _, err = cli("run", small_digits, "-s", "finetune", "--out", out, "--no-progress")
+        assert status == 2 and "registered by several packages" in err and "pick one as DIST/finetune" in err
+        status, _, err = cli("run", small_digits, "-s", "clbench/finetune", "--out", out, "--no-progress")
+        assert status == 2 and "--backbone clbench/mlp:32" in err and not out.exists()
+        args = ("run", small_digits, "-s", "clbench/finetune", "--backbone", "clbench/mlp:32", "--out", out, "--no-progress", "-S", "clbench/finetune.epochs=2")
+        status, stdout, err = cli(*args)
+        assert status == 0, err
+        saved = json.loads((out / "digits-small" / "finetune" / "seed-0" / "results.json").read_text())
+        assert saved["strategy"]["package"] == "clbench" and saved["backbone"]["spec"] == "mlp:32" and saved["strategy"]["config"]["epochs"] == 2
+        status, again, err = cli(*args, "--resume")  # the finished run is recognised under the qualified names
+        def row(text: str) -> list[str]:
+            return [cell for cell in next(line for line in text.splitlines() if line.startswith("finetune")).split() if not cell.endswith("s")]
+
+        assert status == 0 and row(again) == row(stdout), err
+        status, _, err = cli("run", small_digits, "-s", "fake_claims/finetune", "--backbone", "clbench/mlp:32", "--out", out, "--resume", "--no-progress")
+        assert status == 2 and "was run with strategy 'finetune' from clbench, not from fake_claims" in err
+    finally:
+        sys.modules.pop("fake_claims_mod", None)
+        registry.refresh()
+
+
+def test_a_plugin_exiting_at_import_is_listed_as_broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli) -> None:
+    _fake_dist(tmp_path, "fake_exit", "[clbench.strategies]\nquitter = fake_exit_mod:X\n[clbench.backbones]\nquits = fake_exit_mod:build\n",
+               {"fake_exit_mod": "import sys\nsys.exit(3)\n"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.refresh()
+    try:
+        status, out, err = cli("list")
+        assert status == 0 and err == ""
+        assert "ERROR: strategy 'quitter' from fake_exit 1.0 failed to load (fake_exit_mod:X): it called sys.exit(3) while being imported" in out
+        assert "ERROR: backbone 'quits'" in out and "lora" in out and "digits-split" in out
+    finally:
+        sys.modules.pop("fake_exit_mod", None)
+        registry.refresh()

@@ -116,7 +116,7 @@ def test_same_inputs_give_byte_identical_outputs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("mutate", "message"), [
     (lambda d: d.update(status="running"), "run is not complete"),
     (lambda d: d.update(schema="other/9"), "is not 'clbench.results/1'"),
-    (lambda d: d["matrix"]["values"].pop(), "accuracy matrix must have 4 rows"),
+    (lambda d: d["matrix"]["values"].pop(), "field 'matrix.values' must have 4 rows"),
 ])
 def test_bad_results_files_name_the_file_and_the_problem(tmp_path: Path, mutate: Any, message: str, cli: Any) -> None:
     data = make_results()
@@ -185,3 +185,17 @@ def test_report_of_a_real_run(cli: Any, small_digits: Path, tmp_path: Path) -> N
     folder = tmp_path / "out" / "digits-small"
     assert (folder / "report.md").exists() and not (folder / "report.html").exists()
     assert (folder / "telemetry-adapter-update-norm.png").exists()
+
+
+@pytest.mark.parametrize("name", ["../escaped-report", "/tmp/absolute-report", "..", "a/../../b"])
+def test_benchmark_names_from_results_files_cannot_escape_out(tmp_path: Path, name: str) -> None:
+    data = make_results()
+    data["benchmark"]["name"] = name
+    results = tmp_path / "in" / "results.json"
+    results.parent.mkdir()
+    results.write_text(json.dumps(data), encoding="utf-8")
+    out = tmp_path / "deep" / "out"
+    written = build_report([results], out)
+    assert written and all(out.resolve() in p.resolve().parents for p in written)
+    assert {p.name for p in tmp_path.iterdir()} == {"in", "deep"} and not Path("/tmp/absolute-report").exists()
+    assert len([p for p in out.iterdir()]) == 1

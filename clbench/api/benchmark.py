@@ -25,11 +25,20 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("constant", "cosine")
 AMP_MODES = ("none", "bf16", "fp16")
 REPORT_TABLES = ("mtil", "trace")
+NONFINITE_LOSS = ("stop", "skip")
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise UsageError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +59,10 @@ class TrainSettings:
         grad_accum: micro-batches accumulated per optimizer step.
         max_grad_norm: clip the global gradient norm to this value; 0 disables clipping.
         amp: autocast mode: ``none``, ``bf16`` (CPU and CUDA) or ``fp16`` (CUDA only).
+        nonfinite_loss: what a NaN or infinite training loss does: ``stop`` the run with one
+            line naming the task and step (the run is not marked complete), or ``skip`` that
+            batch's update (counted per task as ``skipped_steps``; the run still stops if the
+            trainable weights themselves become non-finite).
     """
 
     epochs: int = 1
@@ -65,18 +78,37 @@ class TrainSettings:
     grad_accum: int = 1
     max_grad_norm: float = 0.0
     amp: str = "none"
+    nonfinite_loss: str = "stop"
 
     def __post_init__(self) -> None:
+        from clbench.validation import check_number
+
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         _check_choice("amp", self.amp, AMP_MODES)
-        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"train setting {name} must be >= 1, got {getattr(self, name)}")
-        if self.iterations is not None and self.iterations < 0:
-            raise UsageError(f"train setting iterations must be >= 0, got {self.iterations}")
-        if self.lr < 0:
-            raise UsageError(f"train setting lr must be >= 0, got {self.lr}")
+        _check_choice("nonfinite_loss", self.nonfinite_loss, NONFINITE_LOSS)
+        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "iterations"):
+            value = getattr(self, name)
+            if name == "iterations" and value is None:
+                continue
+            if not _is_int(value):
+                raise UsageError(f"train setting {name} must be an integer, got {value!r}")
+            if value < (0 if name == "iterations" else 1):
+                raise UsageError(f"train setting {name} must be >= {0 if name == 'iterations' else 1}, got {value}")
+            check_number(name, value, "train setting")
+        for name in ("lr", "momentum", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if not _is_number(value):
+                raise UsageError(f"train setting {name} must be a number, got {value!r}")
+            check_number(name, float(value), "train setting")
+            if value < 0 and name != "lr":
+                raise UsageError(f"train setting {name} must be >= 0, got {value}")
+        if self.lr <= 0:
+            raise UsageError(f"train setting lr must be a positive number, got {self.lr}")
+        if not (isinstance(self.betas, tuple | list) and len(self.betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in self.betas)):
+            raise UsageError(f"train setting betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.momentum >= 1:
+            raise UsageError(f"train setting momentum must be in [0, 1), got {self.momentum}")
 
     def updated(self, **overrides: Any) -> TrainSettings:
         """Return a copy with the non-``None`` overrides applied."""
@@ -87,7 +119,7 @@ class TrainSettings:
                 continue
             if key not in known:
                 raise UsageError(f"unknown train setting {key!r}; valid: {', '.join(sorted(known))}")
-            values[key] = tuple(value) if key == "betas" else value
+            values[key] = tuple(value) if key == "betas" and isinstance(value, list | tuple) else value
         return TrainSettings(**values)
 
 
@@ -114,6 +146,14 @@ class TaskSpec:
     eval_only: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise UsageError(f"a task has the name {self.name!r}; task names are non-empty strings")
+        if not isinstance(self.loader, str) or not self.loader.strip():
+            raise UsageError(f"task {self.name!r}: loader {self.loader!r} is not a loader name")
+        if not isinstance(self.options, dict):
+            raise UsageError(f"task {self.name!r}: options must be a table, got {self.options!r}")
+        if not isinstance(self.eval_only, bool):
+            raise UsageError(f"task {self.name!r}: eval_only must be true or false, got {self.eval_only!r}")
         _check_choice(f"metric of task {self.name!r}", self.metric, TASK_METRICS)
 
 
@@ -151,6 +191,23 @@ class BenchmarkSpec:
     source: str = ""
 
     def __post_init__(self) -> None:
+        from clbench.metrics import METRICS
+        from clbench.validation import check_path_name, check_seed
+
+        check_path_name(self.name, "benchmark name")
+        if not _is_int(self.version) or self.version < 0:
+            raise UsageError(f"benchmark {self.name!r}: version must be a non-negative integer, got {self.version!r}")
+        if not isinstance(self.backbone, str) or not self.backbone.strip():
+            raise UsageError(f"benchmark {self.name!r}: backbone must be a backbone spec such as 'mlp:128', got {self.backbone!r}")
+        if not self.strategies or not all(isinstance(n, str) and n.strip() for n in self.strategies):
+            raise UsageError(f"benchmark {self.name!r}: strategies must be a non-empty list of strategy names, got {list(self.strategies)!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise UsageError(f"benchmark {self.name!r}: seeds must be a non-empty list of distinct integers, got {list(self.seeds)!r}")
+        for seed in self.seeds:
+            check_seed(seed, f"benchmark {self.name!r}: seed")
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise UsageError(f"benchmark {self.name!r}: unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
         for table in self.tables:
             _check_choice(f"report table of benchmark {self.name!r}", table, REPORT_TABLES)
         _check_choice(f"protocol of benchmark {self.name!r}", self.protocol, PROTOCOLS)
@@ -204,6 +261,7 @@ def parse_benchmark(data: dict[str, Any], name: str, source: str = "") -> Benchm
     for key in ("version", "description", "protocol", "backbone", "tasks"):
         if key not in data:
             raise UsageError(f"{where}: missing required key {key!r}")
+    _check_toml_types(data, where)
     defaults = dict(data.get("defaults", {}))
     tasks = []
     for raw in data["tasks"]:
@@ -211,32 +269,79 @@ def parse_benchmark(data: dict[str, Any], name: str, source: str = "") -> Benchm
         if extra or "name" not in raw or "loader" not in raw:
             raise UsageError(f"{where}: each [[tasks]] entry needs name and loader (and may have metric, eval_only, options); got keys {sorted(raw)}")
         options = {**defaults, **raw.get("options", {})}
-        tasks.append(TaskSpec(name=raw["name"], loader=raw["loader"], options=options,
-                              metric=raw.get("metric", "accuracy"), eval_only=bool(raw.get("eval_only", False))))
+        try:
+            tasks.append(TaskSpec(name=raw["name"], loader=raw["loader"], options=options,
+                                  metric=raw.get("metric", "accuracy"), eval_only=raw.get("eval_only", False)))
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc}") from None
     try:
         train = TrainSettings().updated(**data.get("train", {}))
-    except TypeError as exc:  # wrong value types in [train]
-        raise UsageError(f"{where}: bad [train] table: {exc}") from None
-    return BenchmarkSpec(
-        name=name,
-        version=int(data["version"]),
-        description=str(data["description"]).strip(),
-        protocol=data["protocol"],
-        backbone=data["backbone"],
-        tasks=tuple(tasks),
-        train=train,
-        strategies=tuple(data.get("strategies", ("finetune",))),
-        seeds=tuple(int(s) for s in data.get("seeds", (0,))),
-        metrics=tuple(data.get("metrics", BenchmarkSpec.__dataclass_fields__["metrics"].default)),
-        tables=tuple(data.get("tables", ())),
-        source=source,
-    )
+        return BenchmarkSpec(
+            name=name,
+            version=data["version"],
+            description=data["description"].strip(),
+            protocol=data["protocol"],
+            backbone=data["backbone"],
+            tasks=tuple(tasks),
+            train=train,
+            strategies=tuple(data.get("strategies", ("finetune",))),
+            seeds=tuple(data.get("seeds", (0,))),
+            metrics=tuple(data.get("metrics", BenchmarkSpec.__dataclass_fields__["metrics"].default)),
+            tables=tuple(data.get("tables", ())),
+            source=source,
+        )
+    except UsageError as exc:
+        message = str(exc)
+        raise UsageError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+_TOML_TYPES: dict[str, tuple[type, str]] = {
+    "version": (int, "an integer"), "description": (str, "a string"), "protocol": (str, "a string"), "backbone": (str, "a string"),
+    "strategies": (list, "a list of strategy names"), "seeds": (list, "a list of integers"), "metrics": (list, "a list of metric names"),
+    "tables": (list, "a list of table names"), "train": (dict, "a table"), "defaults": (dict, "a table"), "tasks": (list, "a list of [[tasks]] tables"),
+}
+_TOML_ITEMS: dict[str, tuple[type, str]] = {"strategies": (str, "a string"), "seeds": (int, "an integer"), "metrics": (str, "a string"),
+                                            "tables": (str, "a string"), "tasks": (dict, "a [[tasks]] table")}
+
+
+def _check_toml_types(data: dict[str, Any], where: str) -> None:
+    """Every top-level key of a benchmark file has the TOML type it must have (naming the key)."""
+    for key, (kind, text) in _TOML_TYPES.items():
+        if key not in data:
+            continue
+        value = data[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise UsageError(f"{where}: {key} must be {text}, got {value!r}")
+        if key in _TOML_ITEMS:
+            item_kind, item_text = _TOML_ITEMS[key]
+            bad = [v for v in value if not isinstance(v, item_kind) or isinstance(v, bool)]
+            if bad:
+                raise UsageError(f"{where}: each entry of {key} must be {item_text}, got {bad[0]!r}")
 
 
 def load_benchmark_file(path: Path) -> BenchmarkSpec:
-    """Read and validate one benchmark TOML file; the benchmark name is the file stem."""
+    """Read and validate one benchmark TOML file; the benchmark name is the file stem.
+
+    The stem names the run folders (``OUT/<name>/...``), so it must be one plain folder name:
+    ``...toml`` (stem ``..``) or a name with control characters is refused before reading.
+    """
+    from clbench.validation import check_path_name
+
+    try:
+        check_path_name(path.stem, "benchmark name")
+    except UsageError as exc:
+        raise UsageError(f"benchmark file {_short(path)}: {exc}; rename the file") from None
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"cannot read benchmark file {path}: it is not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"cannot read benchmark file {path}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read benchmark file {_short(path)}: {exc.strerror or exc}") from None
     return parse_benchmark(data, name=path.stem, source=str(path))
+
+
+def _short(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= 120 else f"{text[:60]}...({len(text)} characters)"

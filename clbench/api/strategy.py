@@ -53,6 +53,8 @@ class StrategyConfig:
         grad_accum: micro-batches per optimizer step.
         max_grad_norm: gradient-norm clipping (0 disables).
         amp: ``none``, ``bf16`` or ``fp16``.
+        nonfinite_loss: ``stop`` (the run stops at the first NaN/inf loss) or ``skip`` (that
+            batch's update is skipped).
     """
 
     epochs: int | None = None
@@ -66,6 +68,7 @@ class StrategyConfig:
     grad_accum: int | None = None
     max_grad_norm: float | None = None
     amp: str | None = None
+    nonfinite_loss: str | None = None
 
     def train_overrides(self, backbone_kind: str) -> dict[str, Any]:
         """The training-setting fields of this config (``None`` = keep the benchmark's).

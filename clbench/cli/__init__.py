@@ -2,18 +2,25 @@
 
 Subcommands: ``list``, ``show``, ``run``, ``report``, ``perf``. User mistakes (unknown names, bad options,
 missing assets, unreadable results) print one ``clbench: error: ...`` line and exit with status
-2; nothing else is printed for them, never a traceback.
+2; nothing else is printed for them, never a traceback. Other exit statuses: 1 for a run that
+stopped (full disk, I/O error, non-finite loss), 3 when another process holds the run directory,
+130 for Ctrl-C and 143 for SIGTERM (handled alike: the run says what it kept). A failure clbench
+did not foresee still prints one line (``-v`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
-from clbench.errors import ClbenchError
+from clbench.errors import ClbenchError, Terminated
 
 EPILOG = """examples:
   clbench list strategies
@@ -64,13 +71,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("transformers", "huggingface_hub", "open_clip", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        return int(args.handler(args) or 0)
+        with _signals_as_interrupts():
+            return int(args.handler(args) or 0)
     except ClbenchError as exc:
-        sys.stderr.write(f"clbench: error: {exc}\n")
+        sys.stderr.write(f"clbench: error: {_one_line(exc)}\n")
         return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("clbench: interrupted; finished tasks are checkpointed, continue with --resume\n")
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        detail = str(exc.args[0]) if exc.args else "stopped"
+        sys.stderr.write(f"clbench: {what}; {detail}\n")
+        return 143 if isinstance(exc, Terminated) else 130
+    except OSError as exc:  # a file-system failure outside clbench's own writers (e.g. in a library)
+        from clbench.safeio import describe
+
+        if args.verbose:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"clbench: error: file system error{where}: {describe(exc)}\n")
+        return 1
+    except Exception as exc:  # never a traceback: one line, and -v for the details
+        if args.verbose:
+            raise
+        sys.stderr.write(f"clbench: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with -v for the traceback and report it)\n")
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+@contextlib.contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``), like Ctrl-C does.
+
+    Only the first signal interrupts; later ones are ignored until the run has put its
+    directory back in order, so a second Ctrl-C cannot cut the cleanup short.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal fired
+        if fired:
+            return
+        fired = True
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from clbench.errors import UsageError
+from clbench.validation import parse_seed
 
 RUN_EPILOG = """examples:
   clbench run digits-split                          the benchmark's default strategies and seeds
@@ -44,47 +45,62 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(handler=cmd_run)
 
 
-def _split(text: str | None) -> list[str]:
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
+def _split(text: str | None, option: str) -> list[str]:
+    """Comma-separated names; ``None`` (option not given) is an empty list, an empty item an error."""
+    if text is None:
+        return []
+    parts = [part.strip() for part in text.split(",")]
+    if not any(parts):
+        raise UsageError(f"{option} is empty; give comma-separated names, e.g. {option} lora,finetune" if option != "--seed"
+                         else "--seed is empty; give comma-separated integers, e.g. --seed 0,1")
+    if not all(parts):
+        raise UsageError(f"{option} {text!r} has an empty item; separate names with single commas")
+    duplicates = sorted({p for p in parts if parts.count(p) > 1})
+    if duplicates:
+        raise UsageError(f"{option} {text!r} repeats {', '.join(duplicates)}")
+    return parts
 
 
 def _seeds(text: str | None, default: tuple[int, ...]) -> list[int]:
-    if not text:
+    if text is None:
         return list(default)
-    try:
-        return [int(s) for s in _split(text)]
-    except ValueError:
-        raise UsageError(f"--seed takes comma-separated integers, got {text!r}") from None
+    seeds = [parse_seed(part) for part in _split(text, "--seed")]
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seed {text!r} repeats a seed")
+    return seeds
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from clbench import registry
-    from clbench.config import build_config, parse_assignments, split_overrides
-    from clbench.kvcache import parse_kv_cache
-    from clbench.runner import RunOptions, run
-
-    parse_kv_cache(args.kv_cache)  # a bad policy fails before anything runs
+    from clbench.config import parse_assignments, split_overrides
+    from clbench.preflight import RunOptions, preflight
+    from clbench.runner import run
 
     spec, _ = registry.load_benchmark(args.benchmark)
-    names = _split(args.strategy) or list(spec.strategies)
-    classes = {}
+    names = _split(args.strategy, "-s/--strategy") or list(spec.strategies)
+    classes: dict[str, type] = {}
+    requested: dict[str, str] = {}  # plugin name -> the name as given (DIST/NAME stays qualified end to end)
     for name in names:
         cls, plugin = registry.get_strategy(name)
+        if plugin.name in classes:
+            raise UsageError(f"-s names strategy {plugin.name!r} twice ({requested[plugin.name]!r} and {name!r}); their runs would share "
+                             "one folder: run them with different --out")
         classes[plugin.name] = cls.Config
+        requested[plugin.name] = name
     routed = split_overrides(parse_assignments(args.overrides), classes)
-    for name, config_cls in classes.items():  # check every override before the first run starts
-        build_config(config_cls, routed[name], owner=f"strategy {name!r}")
     seeds = _seeds(args.seed, spec.seeds)
+    plans = [RunOptions(benchmark=args.benchmark, strategy=requested[name], overrides=routed[name], backbone=args.backbone, seed=seed,
+                        out=args.out, device=args.device, resume=args.resume, overwrite=args.overwrite, data_root=args.data_root,
+                        allow_download=True if args.allow_download else None, progress=not args.no_progress and sys.stderr.isatty(),
+                        kv_cache=args.kv_cache)
+             for name in classes for seed in seeds]
+    for options in plans:  # every check that needs no data or model, for every run, before the first one starts
+        preflight(options)
     summary = []
-    for name in classes:
-        for seed in seeds:
-            start = time.perf_counter()
-            options = RunOptions(benchmark=args.benchmark, strategy=name, overrides=routed[name], backbone=args.backbone, seed=seed,
-                                 out=args.out, device=args.device, resume=args.resume, overwrite=args.overwrite, data_root=args.data_root,
-                                 allow_download=True if args.allow_download else None, progress=not args.no_progress and sys.stderr.isatty(),
-                                 kv_cache=args.kv_cache)
-            results = run(options)
-            summary.append((name, seed, results, time.perf_counter() - start))
+    for options in plans:
+        start = time.perf_counter()
+        results = run(options)
+        summary.append((registry.resolve("strategies", options.strategy).name, options.seed, results, time.perf_counter() - start))
     _print_summary(spec.metrics, summary)
     return 0
 

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from clbench.api.benchmark import BenchmarkSpec
 from clbench.api.stream import ExampleListDataset, Experience, Stream, TensorTaskDataset
-from clbench.errors import UsageError
+from clbench.errors import DataError, UsageError
 
 DATA_ROOT_ENV = "CLBENCH_DATA_ROOT"
 ALLOW_DOWNLOAD_ENV = "CLBENCH_ALLOW_DOWNLOAD"
@@ -151,6 +151,17 @@ def build_stream(
         experiences.append(Experience(index=index, name=task.name, train=train, test=test, metric=task.metric,
                                       class_ids=tuple(global_ids), eval_only=task.eval_only, templates=data.templates))
     return Stream(protocol=spec.protocol, experiences=tuple(experiences), class_names=tuple(class_names), input_shape=input_shape)
+
+
+def check_not_empty(benchmark: str, stream: Stream) -> None:
+    """A task with no test example (or a trained task with no training example) has no score:
+    the runner refuses it before the run starts (an empty class folder, a class filter that
+    matches nothing), instead of a NaN in the accuracy matrix."""
+    for exp in stream.experiences:
+        for part in ("test",) if exp.eval_only else ("train", "test"):
+            if len(getattr(exp, part)) == 0:
+                raise DataError(f"benchmark {benchmark!r} task {exp.name!r} has no {part} examples (empty class folders or a class "
+                                "selection that matches nothing); check the data under --data-root and the task's options")
 
 
 def _to_global(dataset: Dataset[Any], global_ids: list[int]) -> Dataset[Any]:

@@ -28,7 +28,7 @@ import numpy as np
 from clbench.data import LoaderContext, TaskData
 from clbench.data.classnames import prompt_templates, readable_classnames
 from clbench.data.vision_base import ImageTaskDataset, dataset_rng, parse_classes, parse_k_shot, require_root, select_examples, stratified_split
-from clbench.errors import MissingAssetError
+from clbench.errors import DataError, MissingAssetError
 
 TRAIN_FRACTION = 0.8
 
@@ -116,7 +116,12 @@ def _open(key: str, root: str, split: str, download: bool) -> Any:
 
 def _image_fetcher(dataset: Any) -> Callable[[int], Any]:
     def fetch(index: int) -> Any:
-        return dataset[index][0]  # torchvision returns (PIL image, target) without a transform
+        try:
+            return dataset[index][0]  # torchvision returns (PIL image, target) without a transform
+        except (OSError, ValueError, SyntaxError) as exc:  # a truncated or foreign image file
+            where = getattr(dataset, "root", "")
+            raise DataError(f"{type(dataset).__name__} example {index} under {where} cannot be read ({type(exc).__name__}: "
+                            f"{str(exc)[:120]}); re-download the dataset or replace the file") from None
 
     return fetch
 

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from clbench.errors import MissingAssetError, UsageError
+from clbench.errors import DataError, MissingAssetError, UsageError
 
 ImageFetcher = Callable[[int], Image.Image]
 
@@ -59,9 +59,16 @@ class ImageTaskDataset(Dataset[dict[str, Any]]):
 
 
 def open_rgb(path: Path) -> Image.Image:
-    """Read an image file fully (closing it) as RGB."""
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    """Read an image file fully (closing it) as RGB.
+
+    Raises:
+        DataError: the file is missing, truncated or not an image, naming it.
+    """
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
+        raise DataError(f"image {path} cannot be read ({type(exc).__name__}: {str(exc)[:120]}); replace or remove it") from None
 
 
 def dataset_rng(seed: int, *names: str) -> np.random.Generator:

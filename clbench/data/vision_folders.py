@@ -20,6 +20,7 @@ Options: ``classes`` and ``k_shot`` (``shot_seed``) as for :mod:`clbench.data.vi
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -33,7 +34,7 @@ from clbench.api.stream import TensorTaskDataset
 from clbench.data import LoaderContext, TaskData
 from clbench.data.classnames import clean_classname, imagenet_names_by_wnid, prompt_templates
 from clbench.data.vision_base import ImageTaskDataset, dataset_rng, open_rgb, parse_classes, parse_k_shot, random_split, require_root, select_examples
-from clbench.errors import MissingAssetError, UsageError
+from clbench.errors import DataError, MissingAssetError, UsageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DOMAINNET_DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
@@ -161,11 +162,26 @@ def load_domainnet(options: Mapping[str, Any], ctx: LoaderContext) -> TaskData:
 
 # ---- Fashion-MNIST ------------------------------------------------------------------------
 def _read_idx(path: Path) -> np.ndarray:
-    """Read an idx file (the MNIST format), gzipped or not."""
-    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    """Read an idx file (the MNIST format: unsigned bytes), gzipped or not.
+
+    Raises:
+        DataError: an empty, truncated or otherwise damaged file (or ``.gz``), naming it.
+    """
+    how = "re-download it (or reinstall dataset-fashion-mnist)"
+    try:
+        raw = path.read_bytes()
+        data = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"data file {path} is damaged ({type(exc).__name__}: {exc}); {how}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or not 1 <= data[3] <= 4:
+        raise DataError(f"data file {path} is not an idx file of bytes ({len(data)} bytes, header {data[:4].hex() or 'empty'}); {how}")
     dims = data[3]
+    header = 4 + 4 * dims
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+    if len(data) < header or len(data) - header != int(np.prod(shape)):
+        raise DataError(f"data file {path} is truncated or damaged: its header promises {'x'.join(map(str, shape))} bytes of data, "
+                        f"it holds {max(len(data) - header, 0)}; {how}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
 def _find_fashion_folder(root: Path | None) -> Path | None:
@@ -185,8 +201,14 @@ def _fashion_arrays(folder: str) -> dict[str, np.ndarray]:
         plain = base / stem
         return _read_idx(plain if plain.is_file() else base / f"{stem}.gz")
 
-    return {"train_x": read("train-images-idx3-ubyte"), "train_y": read("train-labels-idx1-ubyte").astype(np.int64),
-            "test_x": read("t10k-images-idx3-ubyte"), "test_y": read("t10k-labels-idx1-ubyte").astype(np.int64)}
+    arrays = {"train_x": read("train-images-idx3-ubyte"), "train_y": read("train-labels-idx1-ubyte").astype(np.int64),
+              "test_x": read("t10k-images-idx3-ubyte"), "test_y": read("t10k-labels-idx1-ubyte").astype(np.int64)}
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or (len(labels) and labels.max() > 9):
+            raise DataError(f"Fashion-MNIST files in {base} do not match: {split} images {images.shape}, labels {labels.shape} "
+                            "(expected N x 28 x 28 images and N labels 0-9); re-download them")
+    return arrays
 
 
 def load_fashion_mnist(options: Mapping[str, Any], ctx: LoaderContext) -> TaskData:

@@ -161,6 +161,8 @@ class EvictingPolicy(KVCachePolicy):
 
 def parse_kv_cache(spec: str | None) -> KVCachePolicy:
     """The policy named by ``spec`` (see the module docstring); a malformed spec is a :class:`UsageError`."""
+    if spec is not None and not spec.strip():
+        raise UsageError(f"--kv-cache is empty; give {POLICY_HELP}")
     text = (spec or "full").strip()
     if text == "full":
         return KVCachePolicy()
@@ -170,7 +172,9 @@ def parse_kv_cache(spec: str | None) -> KVCachePolicy:
     except ValueError:
         budget = math.nan
     if not sep or name not in ("d2o", "h2o", "streaming", "d2o-faithful") or not budget > 0 or not math.isfinite(budget):
-        raise UsageError(f"bad --kv-cache {spec!r}: expected {POLICY_HELP}")
+        shown = text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
+        raise UsageError(f"bad --kv-cache {shown!r}: expected {POLICY_HELP}")
+    text = f"{name}:{budget!r}"  # one spelling per policy (d2o:.2 and d2o:0.20 are d2o:0.2): one run folder, one resumable identity
     if budget >= 1:
         return KVCachePolicy(text)  # the full cache: flooring would still evict a token or two
     settings = {

@@ -7,7 +7,9 @@ runs' per-example scores, or mean ± std where those are missing), marks strateg
 learn, optionally compares every strategy with one named strategy (paired bootstrap), and writes,
 per benchmark, PNG and SVG figures plus ``report.md`` and a self-contained ``report.html`` under
 ``out/<benchmark>/``. It never imports torch and never re-runs anything; resampling is seeded, so
-the same inputs give byte-identical files.
+the same inputs give byte-identical files. Every input (results files and their ``examples.npz``)
+is read and checked before the first file is written; each file is written atomically, and the
+benchmark folder name (read from results files) is sanitised so nothing is written outside ``out``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from clbench.report.document import Document, Figure, Heading, Paragraph, render
 from clbench.report.intervals import StrategyUncertainty, comparison_table, group_uncertainty, reference_label, resolve_label
 from clbench.report.tables import budget_table, cost_table, declared_tables, final_row_table, metrics_table, mtil_table, trace_table
 from clbench.results import trained_matrix
+from clbench.safeio import check_output_folder, make_dirs, remove_empty_dirs, remove_tree, write_text_atomic
+from clbench.validation import confined, safe_folder_name
 
 FORMATS = ("md", "html")
 
@@ -52,7 +56,7 @@ def _overview_points(group: BenchmarkGroup, found: dict[str, StrategyUncertainty
     return points
 
 
-def _benchmark_document(group: BenchmarkGroup, folder: Path, compare: str | None = None) -> Document:
+def _benchmark_document(group: BenchmarkGroup, folder: Path, found: dict[str, StrategyUncertainty], compare: str | None = None) -> Document:
     from clbench.report.figures import accuracy_heatmap, average_accuracy_curves, forgetting_curves, plasticity_overview
     from clbench.report.telemetry import telemetry_figures
 
@@ -68,7 +72,6 @@ def _benchmark_document(group: BenchmarkGroup, folder: Path, compare: str | None
                       f"strategies: {', '.join(labels)}. Row 0 is the model before any training ({row0})."))
     for note in group.notes:
         doc.add(Paragraph(f"Note: {note}"))
-    found = group_uncertainty(group)
     doc.add(Heading("Metrics", 2), metrics_table(group, found))
     not_learned = [label for label, info in found.items() if not info.verdict["learned"]]
     if not_learned:
@@ -149,17 +152,29 @@ def build_report(inputs: Sequence[Path | str], out: Path | str = Path("reports")
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise UsageError(f"unknown report format(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(FORMATS)}")
+    check_output_folder(Path(out), "--out")
+    groups = load_groups([Path(p) for p in inputs])  # every input is read and checked before anything is written
     written: list[Path] = []
-    groups = load_groups([Path(p) for p in inputs])
     if compare is not None:
         resolve_label(groups, compare)
-    for group in groups:
-        folder = Path(out) / group.name
-        folder.mkdir(parents=True, exist_ok=True)
-        doc = _benchmark_document(group, folder, compare)
-        if "md" in formats:
-            (folder / "report.md").write_text(render_markdown(doc), encoding="utf-8")
-        if "html" in formats:
-            (folder / "report.html").write_text(render_html(doc, folder), encoding="utf-8")
+    # Per-example scores are inputs too: read (a damaged examples.npz is refused) before any file is written.
+    uncertain = [group_uncertainty(group) for group in groups]
+    for group, found in zip(groups, uncertain, strict=True):
+        # The folder name comes from a results file: sanitised, and checked to stay under --out.
+        folder = confined(Path(out), Path(out) / safe_folder_name(group.name), f"report of benchmark {group.name!r}:")
+        created = make_dirs(folder)
+        before = {p.name for p in folder.iterdir()}
+        try:
+            doc = _benchmark_document(group, folder, found, compare)
+            if "md" in formats:
+                write_text_atomic(folder / "report.md", render_markdown(doc))
+            if "html" in formats:
+                write_text_atomic(folder / "report.html", render_html(doc, folder))
+        except BaseException:  # a failed report leaves no new file behind (rewritten ones are atomic)
+            for path in folder.iterdir():
+                if path.name not in before:
+                    remove_tree(path)
+            remove_empty_dirs(created)
+            raise
         written += sorted(p for p in folder.iterdir() if p.suffix in {".png", ".svg", ".md", ".html"})
     return written

@@ -24,7 +24,11 @@ from clbench.results import RESULTS_FILE, load_results, trained_matrix
 
 
 def find_results(inputs: Sequence[Path]) -> list[Path]:
-    """Results files named by ``inputs`` (files, run directories, or folders searched recursively)."""
+    """Results files named by ``inputs`` (files, run directories, or folders searched recursively).
+
+    The search skips dot-folders: ``.seed-N.previous`` holds a run an unfinished ``--overwrite``
+    is replacing (see :mod:`clbench.rundir`), which must not be reported beside its successor.
+    """
     found: list[Path] = []
     for path in inputs:
         if path.is_file():
@@ -32,7 +36,7 @@ def find_results(inputs: Sequence[Path]) -> list[Path]:
         elif (path / RESULTS_FILE).is_file():
             found.append(path / RESULTS_FILE)
         elif path.is_dir():
-            found.extend(sorted(path.rglob(RESULTS_FILE)))
+            found.extend(p for p in sorted(path.rglob(RESULTS_FILE)) if not any(part.startswith(".") for part in p.relative_to(path).parts))
         else:
             raise ResultsError(f"{path}: no such file or directory")
     if not found:

@@ -8,6 +8,7 @@ so the same inputs give the same files.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from clbench.safeio import make_dirs, write_bytes_atomic  # noqa: E402
+
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DASHES = ("-", "--", "-.", ":")
@@ -24,15 +27,20 @@ SAVE_METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": Non
 
 
 def _save(fig: plt.Figure, stem: Path) -> list[Path]:
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    """Save ``stem.png`` and ``stem.svg``, each rendered in memory and written atomically."""
+    make_dirs(stem.parent)
     paths = []
-    for ext in ("png", "svg"):
-        path = stem.with_suffix(f".{ext}")
-        if ext == "svg":
-            plt.rcParams["svg.hashsalt"] = "clbench"
-        fig.savefig(path, dpi=120, bbox_inches="tight", metadata=SAVE_METADATA[ext])
-        paths.append(path)
-    plt.close(fig)
+    try:
+        for ext in ("png", "svg"):
+            path = stem.parent / f"{stem.name}.{ext}"
+            if ext == "svg":
+                plt.rcParams["svg.hashsalt"] = "clbench"
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=ext, dpi=120, bbox_inches="tight", metadata=SAVE_METADATA[ext])
+            write_bytes_atomic(path, buffer.getvalue())
+            paths.append(path)
+    finally:
+        plt.close(fig)
     return paths
 
 

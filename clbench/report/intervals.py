@@ -5,7 +5,9 @@ Each run directory may hold ``examples.npz`` (per-example scores of every evalua
 with its accuracy matrix, the report resamples test examples and seeds
 (:mod:`clbench.uncertainty`) for 95 % intervals of the headline metrics and judges plasticity by
 the interval of the gain over row 0. Results written before these files existed (or whose file is
-missing or stale) still load: their intervals read "n/a" and the point estimate judges plasticity.
+stale: readable, but not the scores behind this results file's matrix) still load: their
+intervals read "n/a" and the point estimate judges plasticity. A file that is present but
+damaged (truncated, not a zip, arrays of the wrong shape) is refused with one line naming it.
 
 Resampling is seeded from the benchmark and strategy labels, so a strategy's intervals do not
 depend on which other strategies share the report and the same inputs give the same bytes.
@@ -53,14 +55,18 @@ def _stable_seed(*parts: str) -> int:
 
 
 def run_scores(results: dict[str, Any]) -> tuple[list[np.ndarray] | None, str]:
-    """A run's per-example scores of its trained-task columns, or ``None`` and the reason."""
+    """A run's per-example scores of its trained-task columns, or ``None`` and the reason.
+
+    Raises:
+        ResultsError: the run's ``examples.npz`` exists but cannot be read (naming it).
+    """
     path = Path(results["_path"]).parent / EXAMPLES_FILE
     if not path.is_file():
         return None, "no per-example scores"
     try:
         scores = ExampleScores.load(path)
-    except ResultsError as exc:
-        return None, str(exc)
+    except ResultsError as exc:  # present but unreadable: refused, so damage never passes for "no intervals"
+        raise ResultsError(f"{exc}; rerun that run with --overwrite, or delete the file to report it without intervals") from None
     if not scores.is_complete() or not matches_matrix(scores, results["matrix"]["values"]):
         return None, f"{path} does not match its results.json"
     return scores.columns(len(results["benchmark"]["tasks"])), ""
@@ -116,9 +122,10 @@ def learned_cell(verdict: dict[str, Any]) -> str:
 
 
 def resolve_label(groups: list[BenchmarkGroup], name: str) -> None:
-    """Check that ``--compare NAME`` names a strategy (label or plain name) of at least one benchmark."""
+    """Check that ``--compare NAME`` names a strategy (label or plain name) of at least one benchmark,
+    and one configuration only in each (every benchmark is checked: nothing may fail after writing)."""
     labels = sorted({label for g in groups for label in g.strategies})
-    if not any(reference_label(g, name) for g in groups):
+    if not [g for g in groups if reference_label(g, name)]:
         raise UsageError(f"--compare {name!r}: no such strategy in these results; strategies: {', '.join(labels)}")
 
 

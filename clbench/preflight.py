@@ -1,0 +1,170 @@
+"""Everything a run checks before it touches the disk: options, device, names, folders, locks.
+
+:func:`preflight` makes every check of one run that needs neither data nor a model (``clbench run``
+calls it for every strategy and seed before the first run starts); :func:`existing_complete`
+finds a finished run a ``--resume`` can return as it is. Neither writes anything. The runner
+(:mod:`clbench.runner`) then builds data, model and strategy, still without writing, and only
+then takes the run directory (:mod:`clbench.rundir`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clbench import registry
+from clbench.api.benchmark import BenchmarkSpec, TrainSettings
+from clbench.api.strategy import Strategy, StrategyConfig
+from clbench.config import build_config
+from clbench.errors import UsageError
+from clbench.kvcache import KVCachePolicy, parse_kv_cache
+from clbench.results import RESULTS_FILE, load_results
+from clbench.rundir import holder, in_use_error, run_directory
+from clbench.safeio import check_output_folder
+from clbench.validation import check_data_root, check_seed
+
+__all__ = ["Preflight", "RunOptions", "check_amp", "existing_complete", "is_main_process", "preflight", "resolve_device"]
+
+
+@dataclass
+class RunOptions:
+    """One run of one strategy on one benchmark with one seed.
+
+    Attributes:
+        benchmark: a registered benchmark name, ``dist/name``, or a path to a ``.toml`` file.
+        strategy: a registered strategy name (or ``dist/name``).
+        overrides: strategy config overrides as raw strings (``-S key=value``).
+        backbone: backbone spec replacing the benchmark's default.
+        seed: the run seed.
+        out: root folder; the run lives in ``out/<benchmark>/<strategy>/seed-<seed>``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        resume: continue an unfinished run from its last checkpoint.
+        overwrite: discard an existing run directory's results and start again.
+        data_root: dataset folder (default ``$CLBENCH_DATA_ROOT``).
+        allow_download: let loaders download missing data (default ``$CLBENCH_ALLOW_DOWNLOAD``).
+        progress: show progress bars.
+        kv_cache: KV-cache policy for generation-scored evaluation (``full``, ``d2o:0.2``, ...;
+            see :mod:`clbench.kvcache`); a non-full policy gets its own run directory
+            (``seed-N-kv-<policy>``) and records KV bytes and retained accuracy per task.
+    """
+
+    benchmark: str
+    strategy: str
+    overrides: dict[str, str] = field(default_factory=dict)
+    backbone: str | None = None
+    seed: int = 0
+    out: Path = Path("runs")
+    device: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+    data_root: Path | None = None
+    allow_download: bool | None = None
+    progress: bool = True
+    kv_cache: str = "full"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without one is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but no CUDA device is available; use --device cpu")
+    return device
+
+
+def is_main_process() -> bool:
+    """True on rank 0 of a distributed run (and on every single-process run)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_amp(train: TrainSettings, device: torch.device) -> None:
+    if train.amp == "fp16" and device.type != "cuda":
+        raise UsageError(f"amp=fp16 needs a CUDA device but the run is on {device}; use amp=bf16 or amp=none on the CPU")
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What :func:`preflight` resolved for one run."""
+
+    spec: BenchmarkSpec
+    loaders: dict[str, Any]
+    strategy_cls: type[Strategy]
+    plugin: registry.Plugin
+    config: StrategyConfig
+    device: torch.device
+    run_dir: Path
+    kv_policy: KVCachePolicy
+
+
+def preflight(options: RunOptions) -> Preflight:
+    """Every check of a run that needs neither data nor a model, and writes nothing.
+
+    Resolves the benchmark, strategy, config (with the training settings it implies), device,
+    ``--data-root`` and the run directory (each part one plain folder name), and refuses an
+    output folder that cannot be written or a run directory that already holds a run (without
+    ``--resume``/``--overwrite``). ``clbench run`` calls it for every strategy and seed before
+    the first run starts.
+    """
+    check_seed(options.seed)
+    if options.backbone is not None and not options.backbone.strip():
+        raise UsageError("--backbone is empty; give a backbone spec such as mlp:128 (clbench list backbones)")
+    spec, loaders = registry.load_benchmark(options.benchmark)
+    strategy_cls, plugin = registry.get_strategy(options.strategy)
+    config = build_config(strategy_cls.Config, options.overrides, owner=f"strategy {plugin.name!r}")
+    device = resolve_device(options.device)
+    try:  # the training settings this config implies for any backbone (explicit -S values only)
+        explicit = spec.train.updated(**StrategyConfig.train_overrides(config, ""))
+    except UsageError as exc:
+        raise UsageError(f"strategy {plugin.name!r}: {exc}") from None
+    check_amp(explicit, device)
+    check_data_root(options.data_root)
+    kv_policy = parse_kv_cache(options.kv_cache)
+    run_dir = run_directory(options.out, spec.name, plugin.name, options.seed, options.kv_cache)
+    check_output_folder(Path(options.out), "--out")
+    if is_main_process():  # other ranks of a distributed run neither lock nor write: rank 0 may already hold the directory
+        who = holder(run_dir)
+        if who is not None:
+            raise in_use_error(run_dir, who)
+        if not (options.resume or options.overwrite) and (run_dir / RESULTS_FILE).exists():
+            raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
+    return Preflight(spec, loaders, strategy_cls, plugin, config, device, run_dir, kv_policy)
+
+
+def existing_complete(out: Path, options: RunOptions) -> dict[str, Any] | None:
+    """A complete results file for these options, if one exists (cheap: no model is built).
+
+    Raises:
+        UsageError: the finished run used other settings, another benchmark version or another
+            package's strategy of the same name.
+    """
+    try:
+        spec, _ = registry.load_benchmark(options.benchmark)
+        plugin = registry.resolve("strategies", options.strategy)
+        path = run_directory(out, spec.name, plugin.name, options.seed, options.kv_cache) / RESULTS_FILE
+    except UsageError:
+        return None
+    if not path.exists():
+        return None
+    data = load_results(path)
+    if data["status"] != "complete":
+        return None
+    strategy_cls, _ = registry.get_strategy(options.strategy)
+    config = build_config(strategy_cls.Config, options.overrides, owner=f"strategy {plugin.name!r}")
+    backbone = registry.split_backbone_spec(options.backbone or spec.backbone)[1]
+    if data["benchmark"]["version"] != spec.version:
+        raise UsageError(f"{path.parent} finished under version {data['benchmark']['version']} of benchmark {spec.name}, now at version "
+                         f"{spec.version}; use --overwrite to run it again")
+    if data["strategy"].get("package", plugin.dist) != plugin.dist:
+        raise UsageError(f"{path.parent} was run with strategy {plugin.name!r} from {data['strategy'].get('package')}, not from {plugin.dist}; "
+                         "use another --out or --overwrite")
+    if data["strategy"]["config"] != config.to_dict() or data["backbone"]["spec"] != backbone:
+        raise UsageError(f"{path.parent} already finished with other settings; use --overwrite to start again")
+    return data
