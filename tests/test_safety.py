@@ -148,22 +148,53 @@ def _same_numbers(resumed: dict[str, Any], reference: dict[str, Any]) -> None:
     assert (Path(resumed["_path"]).parent / "examples.npz").read_bytes() == (Path(reference["_path"]).parent / "examples.npz").read_bytes()
 
 
-@pytest.mark.parametrize(("point", "tasks_done", "delay"), [
-    pytest.param("right after checkpoint 2", 2, 0.0, marks=pytest.mark.slow),  # the default suite keeps two points here, two in the overwrite test
-    ("inside task 3", 2, 0.3),
-    pytest.param("right after checkpoint 3", 3, 0.0, marks=pytest.mark.slow),
-    ("after the last checkpoint", 4, 0.0),
+# The child kills itself at a chosen point rather than being killed after a delay: on a fast machine
+# a delay overshoots (the run finishes first), on a loaded one it undershoots.
+KILL_AT = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    import torch
+    from clbench import checkpoint
+    from clbench.runner import RunOptions, run
+
+    pointers_before_kill, steps_after = int(sys.argv[3]), int(sys.argv[4])  # steps_after < 0: kill right after the pointer
+    real_write, real_step, state = checkpoint.write_bytes_atomic, torch.optim.AdamW.step, {"pointers": 0, "steps": 0}
+
+    def write(path, data):
+        real_write(path, data)
+        if Path(path).name == "checkpoint.json":
+            state["pointers"] += 1
+            if state["pointers"] == pointers_before_kill and steps_after < 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def step(self, *args, **kwargs):
+        if state["pointers"] == pointers_before_kill:
+            state["steps"] += 1
+            if state["steps"] > steps_after >= 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real_step(self, *args, **kwargs)
+
+    checkpoint.write_bytes_atomic = write
+    torch.optim.AdamW.step = step
+    run(RunOptions(benchmark=sys.argv[1], strategy="finetune", seed=3, out=Path(sys.argv[2]), progress=False))
+""")
+
+
+@pytest.mark.parametrize(("point", "tasks_done", "steps_after"), [
+    pytest.param("right after checkpoint 2", 2, -1, marks=pytest.mark.slow),  # the default suite keeps two points here, two in the overwrite test
+    ("inside task 3", 2, 60),
+    pytest.param("right after checkpoint 3", 3, -1, marks=pytest.mark.slow),
+    ("after the last checkpoint", 4, -1),
 ])
 def test_kill_9_late_in_a_run_resumes_to_the_same_numbers(reference: tuple[Path, dict[str, Any]], tmp_path: Path, point: str, tasks_done: int,
-                                                          delay: float) -> None:
+                                                          steps_after: int) -> None:
     bench, expected = reference
     out = tmp_path / "runs"
     run_dir = out / BENCH / "finetune" / "seed-3"
-    proc = _start("run", bench, "--out", out, "--seed", "3", "--no-progress")
-    _wait_for(proc, lambda: _tasks_done(run_dir) >= tasks_done)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    killed = subprocess.run([sys.executable, "-c", KILL_AT, str(bench), str(out), str(tasks_done), str(steps_after)], capture_output=True, text=True,
+                            env=ONE_THREAD)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert _tasks_done(run_dir) == tasks_done, point
     assert (run_dir.parent / ".seed-3.lock").exists()  # left behind by the killed holder
     if point == "inside task 3":  # plus what a kill in the middle of saving checkpoint 3 would have left on disk
         (run_dir / "checkpoint" / ".task-003.pt.x1y2.tmp").write_bytes(b"half a checkpoint")
