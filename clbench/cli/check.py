@@ -1,0 +1,3 @@
+"""x"""
+def add_parser(sub):
+    pass
