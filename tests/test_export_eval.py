@@ -1,0 +1,130 @@
+"""clbench export and clbench eval: exports reload with the plain libraries and match clbench's final model;
+eval reproduces a finished run's last row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_llm_backbones import save_tiny_llama
+from test_vision_fixtures import write_two_domain_mtil
+
+LLM_BENCH = """version = 1
+description = "Two generated-instruction tasks on a tiny llama."
+protocol = "domain-incremental"
+backbone = "hf:{model}"
+[train]
+iterations = 3
+batch_size = 4
+eval_batch_size = 8
+lr = 0.01
+[[tasks]]
+name = "uppercase"
+loader = "generated-instructions"
+metric = "exact_match"
+options = {{ skill = "uppercase", n_train = 8, n_test = 4 }}
+[[tasks]]
+name = "plural"
+loader = "generated-instructions"
+metric = "exact_match"
+options = {{ skill = "plural", n_train = 8, n_test = 4 }}
+"""
+
+
+def _last_row(run_dir: Path) -> list[float]:
+    return json.loads((run_dir / "results.json").read_text())["matrix"]["values"][-1]
+
+
+def test_eval_reproduces_a_finished_runs_last_row_and_the_report_reads_it(cli, small_digits: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    assert cli("run", small_digits, "-s", "lora,mora", "--out", out, "--no-progress")[0] == 0
+    for strategy in ("lora", "mora"):
+        run_dir = out / "digits-small" / strategy / "seed-0"
+        status, stdout, stderr = cli("eval", run_dir, "--benchmark", small_digits, "--out", out)
+        assert status == 0, stderr
+        written = json.loads(Path(stdout.strip().splitlines()[-1].removeprefix("results: ")).read_text())
+        assert written["kind"] == "eval" and written["matrix"]["values"] == [_last_row(run_dir)]
+    assert cli("eval", run_dir, "--benchmark", small_digits, "--out", out)[0] == 2  # exists: --overwrite needed
+    status, _, stderr = cli("report", out, "--out", tmp_path / "report", "--format", "md")
+    assert status == 0, stderr
+    assert "Evaluated without training" in (tmp_path / "report" / "digits-small" / "report.md").read_text()
+
+
+def test_mora_cannot_merge_exports_its_bank_apart_and_eval_of_the_export_matches(cli, small_digits: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    assert cli("run", small_digits, "-s", "mora", "--out", out, "--no-progress")[0] == 0
+    run_dir = out / "digits-small" / "mora" / "seed-0"
+    status, stdout, stderr = cli("export", run_dir, "--format", "safetensors", "--out", tmp_path / "exp")
+    assert status == 0 and "not merged" in stdout, stderr
+    assert {p.name for p in (tmp_path / "exp").iterdir()} == {"model.safetensors", "adapters.safetensors", "adapters.json", "export.json"}
+    status, _, stderr = cli("eval", tmp_path / "exp", "--benchmark", small_digits, "--out", out)
+    assert status == 0, stderr
+    written = json.loads(next((out / "digits-small").glob("eval-*exp*/results.json")).read_text())
+    assert written["matrix"]["values"] == [_last_row(run_dir)]
+    status, _, stderr = cli("export", run_dir, "--format", "safetensors", "--out", tmp_path / "exp")  # not empty
+    assert status == 2 and "--overwrite" in stderr
+    status, _, stderr = cli("export", run_dir, "--format", "hf", "--out", tmp_path / "exp2")
+    assert status == 2 and "classic" in stderr and not (tmp_path / "exp2").exists()
+
+
+def test_lora_merged_llm_export_loads_with_plain_transformers_and_generates_identically(cli, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from clbench.export.adapters import fold_adapters
+    from clbench.finalmodel import load_final_model
+
+    model = save_tiny_llama(tmp_path / "llm")
+    bench = tmp_path / "tiny-llm.toml"
+    bench.write_text(LLM_BENCH.format(model=model), encoding="utf-8")
+    out = tmp_path / "runs"
+    assert cli("run", bench, "-s", "lora", "-S", "merge_after_task=true", "--out", out, "--no-progress")[0] == 0
+    run_dir = out / "tiny-llm" / "lora" / "seed-0"
+    status, stdout, stderr = cli("export", run_dir, "--format", "hf", "--out", tmp_path / "hf")
+    assert status == 0, stderr
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    final = load_final_model(run_dir)
+    fold_adapters(final.run.backbone.model)
+    reference = final.run.backbone.model.eval()
+    base = AutoModelForCausalLM.from_pretrained(model).eval()
+    ids = tokenizer(["Uppercase: cat", "Plural: dog"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert torch.equal(plain(**ids).logits, reference(**ids).logits)
+        assert not torch.allclose(plain(**ids).logits, base(**ids).logits)  # training changed the weights
+        kwargs = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
+        assert torch.equal(plain.generate(**ids, **kwargs), reference.generate(**ids, **kwargs))
+    status, _, stderr = cli("eval", tmp_path / "hf", "--benchmark", bench, "--out", out)
+    assert status == 0, stderr
+    written = json.loads(next((out / "tiny-llm").glob("eval-*hf*/results.json")).read_text())
+    assert written["matrix"]["values"] == [_last_row(run_dir)]
+
+
+def test_clip_lora_export_reloads_with_open_clip_and_matches(cli, tmp_path: Path) -> None:
+    import open_clip
+
+    from clbench.export.adapters import fold_adapters
+    from clbench.finalmodel import load_final_model
+
+    setup = write_two_domain_mtil(tmp_path)
+    out = tmp_path / "runs"
+    assert cli("run", setup["bench"], "-s", "lora", "--data-root", setup["data"], "--out", out, "--no-progress", "-S", "rank=2")[0] == 0
+    run_dir = out / "mtil-tiny" / "lora" / "seed-0"
+    status, _, stderr = cli("export", run_dir, "--format", "open_clip", "--out", tmp_path / "oc")
+    assert status == 0, stderr
+    open_clip.add_model_config(tmp_path / "oc" / "tiny-clip-test.json")
+    plain, _, _ = open_clip.create_model_and_transforms("tiny-clip-test", pretrained=str(tmp_path / "oc" / "open_clip_model.safetensors"))
+    final = load_final_model(run_dir, data_root=setup["data"])
+    fold_adapters(final.run.backbone.model)
+    images = torch.randn(2, 3, 32, 32)
+    text = open_clip.get_tokenizer("tiny-clip-test")(["a photo of a cat.", "a dog"])
+    with torch.no_grad():
+        reference = final.run.backbone.model.eval()
+        assert torch.allclose(plain.eval().encode_image(images), reference.encode_image(images), atol=1e-5)
+        assert torch.allclose(plain.encode_text(text), reference.encode_text(text), atol=1e-5)
+    status, _, stderr = cli("eval", tmp_path / "oc", "--benchmark", setup["bench"], "--data-root", setup["data"], "--out", out)
+    assert status == 0, stderr
+    written = json.loads(next((out / "mtil-tiny").glob("eval-*oc*/results.json")).read_text())
+    assert written["matrix"]["values"][0] == pytest.approx(_last_row(run_dir), abs=1e-9)
