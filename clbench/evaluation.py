@@ -139,7 +139,6 @@ def evaluate_model(source: str, benchmark: str, out: Path, *, data_root: Path | 
         UsageError: bad source or benchmark, an existing result without ``overwrite``.
         MissingAssetError, DataError: data or weights missing.
     """
-    from clbench.api.strategy import StrategyConfig
     from clbench.data import build_stream, check_not_empty
     from clbench.export.adapters import attach_adapters
     from clbench.preflight import check_amp, resolve_device
@@ -169,7 +168,7 @@ def evaluate_model(source: str, benchmark: str, out: Path, *, data_root: Path | 
         check_not_empty(spec.name, stream)
         if run is not None:
             _rebind(backbone, stream)
-            train = spec.train.updated(**{k: v for k, v in StrategyConfig.train_overrides(run.config, "").items() if k == "eval_batch_size"})
+            train = spec.train.updated(amp=run.train.amp)  # the benchmark's evaluation batch, the run's numeric precision
         else:
             backbone.bind(stream)
             backbone.to(torch_device)

@@ -38,7 +38,7 @@ def _last_row(run_dir: Path) -> list[float]:
     return json.loads((run_dir / "results.json").read_text())["matrix"]["values"][-1]
 
 
-def test_eval_reproduces_a_finished_runs_last_row_and_the_report_reads_it(cli, small_digits: Path, tmp_path: Path) -> None:
+def test_eval_reproduces_last_rows_mora_exports_its_bank_apart_and_the_report_reads_evals(cli, small_digits: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     assert cli("run", small_digits, "-s", "lora,mora", "--out", out, "--no-progress")[0] == 0
     for strategy in ("lora", "mora"):
@@ -48,26 +48,21 @@ def test_eval_reproduces_a_finished_runs_last_row_and_the_report_reads_it(cli, s
         written = json.loads(Path(stdout.strip().splitlines()[-1].removeprefix("results: ")).read_text())
         assert written["kind"] == "eval" and written["matrix"]["values"] == [_last_row(run_dir)]
     assert cli("eval", run_dir, "--benchmark", small_digits, "--out", out)[0] == 2  # exists: --overwrite needed
+    # MoRA's routed bank cannot be merged: the export holds the plain backbone and the bank apart, and evaluating it gives the same row.
+    status, stdout, stderr = cli("export", run_dir, "--format", "safetensors")  # default place: exports/ beside the runs folder
+    export = tmp_path / "exports" / "digits-small" / "mora" / "seed-0-safetensors"
+    assert status == 0 and "not merged" in stdout, stderr
+    assert {p.name for p in export.iterdir()} == {"model.safetensors", "adapters.safetensors", "adapters.json", "export.json"}
+    status, _, stderr = cli("eval", export, "--benchmark", small_digits, "--out", out)
+    assert status == 0, stderr
+    written = json.loads(next((out / "digits-small").glob("eval-*safetensors/results.json")).read_text())
+    assert written["matrix"]["values"] == [_last_row(run_dir)]
+    status, _, stderr = cli("export", run_dir, "--format", "safetensors")  # not empty now
+    assert status == 2 and "--overwrite" in stderr
+    assert cli("export", run_dir, "--format", "safetensors", "--overwrite")[0] == 0
     status, _, stderr = cli("report", out, "--out", tmp_path / "report", "--format", "md")
     assert status == 0, stderr
     assert "Evaluated without training" in (tmp_path / "report" / "digits-small" / "report.md").read_text()
-
-
-def test_mora_cannot_merge_exports_its_bank_apart_and_eval_of_the_export_matches(cli, small_digits: Path, tmp_path: Path) -> None:
-    out = tmp_path / "runs"
-    assert cli("run", small_digits, "-s", "mora", "--out", out, "--no-progress")[0] == 0
-    run_dir = out / "digits-small" / "mora" / "seed-0"
-    status, stdout, stderr = cli("export", run_dir, "--format", "safetensors", "--out", tmp_path / "exp")
-    assert status == 0 and "not merged" in stdout, stderr
-    assert {p.name for p in (tmp_path / "exp").iterdir()} == {"model.safetensors", "adapters.safetensors", "adapters.json", "export.json"}
-    status, _, stderr = cli("eval", tmp_path / "exp", "--benchmark", small_digits, "--out", out)
-    assert status == 0, stderr
-    written = json.loads(next((out / "digits-small").glob("eval-*exp*/results.json")).read_text())
-    assert written["matrix"]["values"] == [_last_row(run_dir)]
-    status, _, stderr = cli("export", run_dir, "--format", "safetensors", "--out", tmp_path / "exp")  # not empty
-    assert status == 2 and "--overwrite" in stderr
-    status, _, stderr = cli("export", run_dir, "--format", "hf", "--out", tmp_path / "exp2")
-    assert status == 2 and "classic" in stderr and not (tmp_path / "exp2").exists()
 
 
 def test_lora_merged_llm_export_loads_with_plain_transformers_and_generates_identically(cli, tmp_path: Path) -> None:
@@ -99,6 +94,47 @@ def test_lora_merged_llm_export_loads_with_plain_transformers_and_generates_iden
     status, _, stderr = cli("eval", tmp_path / "hf", "--benchmark", bench, "--out", out)
     assert status == 0, stderr
     written = json.loads(next((out / "tiny-llm").glob("eval-*hf*/results.json")).read_text())
+    assert written["matrix"]["values"] == [_last_row(run_dir)]
+    # A backbone spec as it loads scores what the run scored before training (row 0).
+    status, _, stderr = cli("eval", f"hf:{model}", "--benchmark", bench, "--out", out)
+    assert status == 0, stderr
+    written = json.loads(next((out / "tiny-llm").glob("eval-hf_*/results.json")).read_text())
+    assert written["matrix"]["values"] == [json.loads((run_dir / "results.json").read_text())["matrix"]["values"][0]]
+    # Another benchmark's tasks: how much of it the trained model keeps.
+    other = tmp_path / "other-llm.toml"
+    other.write_text(LLM_BENCH.format(model=model).replace('"plural"', '"last-letter"').replace("uppercase", "reverse"), encoding="utf-8")
+    status, stdout, stderr = cli("eval", run_dir, "--benchmark", other, "--out", out)
+    assert status == 0 and "results:" in stdout, stderr
+    written = json.loads(next((out / "other-llm").glob("eval-*/results.json")).read_text())
+    assert written["matrix"]["columns"] == ["reverse", "last-letter"] and written["source"]["strategy"] == "lora"
+
+
+@pytest.mark.slow
+def test_quickstart_lora_merged_exports_to_a_folder_plain_transformers_generates_identically_from(cli, tmp_path: Path) -> None:
+    """The README's SmolLM2 quickstart, lora with merge, on a short budget: the export reloads with
+    from_pretrained, generates what clbench's final model generates, and clbench eval of the
+    export reproduces the run's last row."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from clbench.finalmodel import load_final_model
+
+    out = tmp_path / "runs"
+    status, _, stderr = cli("run", "quickstart", "-s", "lora", "-S", "merge_after_task=true", "-S", "iterations=2", "--out", out, "--no-progress")
+    assert status == 0, stderr
+    run_dir = out / "quickstart" / "lora" / "seed-0"
+    assert cli("export", run_dir, "--format", "hf", "--out", tmp_path / "hf")[0] == 0
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    final = load_final_model(run_dir)
+    backbone = final.run.backbone
+    prompts = [backbone.prompt_text(e) for e in final.run.stream.experiences[0].test.examples[:4]]  # type: ignore[attr-defined]
+    ids = tokenizer(prompts, return_tensors="pt", padding=True)
+    kwargs = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id}
+    with torch.no_grad():
+        assert torch.equal(plain.generate(**ids, **kwargs), backbone.model.eval().generate(**ids, **kwargs))
+    status, _, stderr = cli("eval", tmp_path / "hf", "--benchmark", "quickstart", "--out", out)
+    assert status == 0, stderr
+    written = json.loads(next((out / "quickstart").glob("eval-*hf*/results.json")).read_text())
     assert written["matrix"]["values"] == [_last_row(run_dir)]
 
 

@@ -24,7 +24,7 @@ def add_parser(sub: Any) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="run directory (OUT/BENCHMARK/STRATEGY/seed-N)")
     p.add_argument("--format", required=True, choices=("hf", "open_clip", "safetensors"), help="hf (transformers save_pretrained), open_clip or safetensors")
-    p.add_argument("--out", type=Path, help="export folder (default: RUN-export-FORMAT beside the run)")
+    p.add_argument("--out", type=Path, help="export folder (default: exports/BENCHMARK/STRATEGY/seed-N-FORMAT beside the runs folder)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--data-root", type=Path, help="dataset folder, when the run's data moved (default: the run's)")
     p.set_defaults(handler=cmd_export)

@@ -80,8 +80,10 @@ def check_destination(out: Path, overwrite: bool) -> None:
 
 
 def default_out(run_dir: Path, fmt: str) -> Path:
-    """``<run dir>-export-<format>`` beside the run (never inside it: reports search run folders)."""
-    return run_dir.parent / f"{run_dir.name}-export-{fmt}"
+    """``exports/BENCHMARK/STRATEGY/seed-N-FORMAT`` beside the runs' root folder (``OUT/..``), so
+    exports never sit among run directories."""
+    resolved = run_dir.resolve()
+    return resolved.parents[3] / "exports" / resolved.parents[1].name / resolved.parent.name / f"{resolved.name}-{fmt}"
 
 
 def _plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -122,7 +124,8 @@ def _write_files(tmp: Path, fmt: str, backbone: Any, adapters: dict[str, torch.T
     if fmt == "hf":
         backbone.model.save_pretrained(tmp, safe_serialization=True)
         backbone.tokenizer.save_pretrained(tmp)
-        how = {"python": "transformers.AutoModelForCausalLM.from_pretrained(FOLDER); transformers.AutoTokenizer.from_pretrained(FOLDER)",
+        auto = "AutoModelForSeq2SeqLM" if getattr(backbone.model.config, "is_encoder_decoder", False) else "AutoModelForCausalLM"
+        how = {"python": f"transformers.{auto}.from_pretrained(FOLDER); transformers.AutoTokenizer.from_pretrained(FOLDER)",
                "clbench_backbone": f"hf:{{folder}}"}
     elif fmt == "open_clip":
         arch, config = _clip_arch(spec)
