@@ -10,28 +10,8 @@ import pytest
 import torch
 
 from test_llm_backbones import save_tiny_llama
+from test_olora_llm import BENCHMARK as LLM_BENCH  # two generated skills on a tiny Llama
 from test_vision_fixtures import write_two_domain_mtil
-
-LLM_BENCH = """version = 1
-description = "Two generated-instruction tasks on a tiny llama."
-protocol = "domain-incremental"
-backbone = "hf:{model}"
-[train]
-iterations = 3
-batch_size = 4
-eval_batch_size = 8
-lr = 0.01
-[[tasks]]
-name = "uppercase"
-loader = "generated-instructions"
-metric = "exact_match"
-options = {{ skill = "uppercase", n_train = 8, n_test = 4 }}
-[[tasks]]
-name = "plural"
-loader = "generated-instructions"
-metric = "exact_match"
-options = {{ skill = "plural", n_train = 8, n_test = 4 }}
-"""
 
 
 def _last_row(run_dir: Path) -> list[float]:
@@ -164,3 +144,34 @@ def test_clip_lora_export_reloads_with_open_clip_and_matches(cli, tmp_path: Path
     assert status == 0, stderr
     written = json.loads(next((out / "mtil-tiny").glob("eval-*oc*/results.json")).read_text())
     assert written["matrix"]["values"][0] == pytest.approx(_last_row(run_dir), abs=1e-9)
+
+
+MERGEABLE = {"finetune": 0, "lora": 1, "altlora": 1, "olora": 1, "inflora": 1, "codyra": 0, "sara": 0, "ewc": 0}
+ROUTED = ("smora", "flylora")
+
+
+@pytest.mark.parametrize("strategy", [*MERGEABLE, *ROUTED])
+def test_every_adapter_family_exports_merged_or_apart_and_evaluates_to_the_last_row(cli, tmp_path: Path, strategy: str) -> None:
+    """Fixed-update adapters fold into the weights (codyra and sara leave a plain model after each
+    task, full fine-tuning wraps nothing); routed ones are exported apart and put back by eval."""
+    bench = tmp_path / "two.toml"
+    bench.write_text('version = 1\ndescription = "two digit tasks"\nprotocol = "class-incremental"\nbackbone = "mlp:16"\n'
+                     '[train]\nepochs = 1\nbatch_size = 64\nlr = 0.01\n'
+                     '[[tasks]]\nname = "a"\nloader = "sklearn-digits"\noptions = { classes = [0, 1] }\n'
+                     '[[tasks]]\nname = "b"\nloader = "sklearn-digits"\noptions = { classes = [2, 3] }\n', encoding="utf-8")
+    out = tmp_path / "runs"
+    status, _, stderr = cli("run", bench, "-s", strategy, "--out", out, "--no-progress")
+    assert status == 0, stderr
+    run_dir = out / "two" / strategy / "seed-0"
+    status, stdout, stderr = cli("export", run_dir, "--format", "safetensors", "--out", tmp_path / "exp")
+    assert status == 0, stderr
+    manifest = json.loads((tmp_path / "exp" / "export.json").read_text())
+    if strategy in MERGEABLE:
+        assert manifest["merged_layers"] == MERGEABLE[strategy] and manifest["unmerged_layers"] == []
+        assert not (tmp_path / "exp" / "adapters.safetensors").exists()
+    else:
+        assert manifest["unmerged_layers"] and "not merged" in stdout and (tmp_path / "exp" / "adapters.safetensors").is_file()
+    status, _, stderr = cli("eval", tmp_path / "exp", "--benchmark", bench, "--out", out)
+    assert status == 0, stderr
+    written = json.loads(next((out / "two").glob("eval-*exp/results.json")).read_text())
+    assert written["matrix"]["values"][0] == pytest.approx(_last_row(run_dir), abs=1e-12)
