@@ -38,7 +38,7 @@ import torch
 
 from clbench.errors import UsageError
 from clbench.export.adapters import ADAPTERS_FILE, ADAPTERS_META, adapter_record, fold_adapters, split_adapters
-from clbench.safeio import check_output_folder, make_dirs, remove_tree, write_json_atomic
+from clbench.safeio import check_output_folder, ensure_free_space, make_dirs, remove_empty_dirs, remove_tree, write_json_atomic
 
 log = logging.getLogger("clbench")
 
@@ -180,15 +180,19 @@ def export_run(run_dir: Path | str, fmt: str, out: Path | str | None = None, *, 
         "strategy_config": results["strategy"]["config"], "backbone": backbone.spec, "backbone_kind": backbone.kind, "seed": results["seed"],
         "merged_layers": merged, "unmerged_layers": sorted(classes), "final_row": final.last_row, "columns": results["matrix"]["columns"],
     }
-    make_dirs(destination.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
+    created = make_dirs(destination.parent)
+    tmp: Path | None = None
     try:
-        how = _write_files(tmp, fmt, backbone, adapters, adapter_meta)
-        manifest["load"] = how
+        needed = sum(t.numel() * t.element_size() for t in [*backbone.model.state_dict().values(), *adapters.values()])
+        ensure_free_space(destination.parent, needed, f"export {destination}")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
+        manifest["load"] = _write_files(tmp, fmt, backbone, adapters, adapter_meta)
         write_json_atomic(tmp / MANIFEST, manifest)
         _put_in_place(tmp, destination)
-    except BaseException:
-        remove_tree(tmp)
+    except BaseException:  # nothing of a failed export stays: its temporary folder, nor the folders made for it
+        if tmp is not None:
+            remove_tree(tmp)
+        remove_empty_dirs(created)
         raise
     return ExportResult(destination, fmt, merged, len(classes), manifest)
 
