@@ -90,7 +90,7 @@ def test_lora_merged_llm_export_loads_with_plain_transformers_and_generates_iden
 
 
 @pytest.mark.slow
-def test_quickstart_lora_merged_exports_to_a_folder_plain_transformers_generates_identically_from(cli, tmp_path: Path) -> None:
+def test_quickstart_lora_merged_export_loads_with_plain_transformers_and_generates_identically(cli, tmp_path: Path) -> None:
     """The README's SmolLM2 quickstart, lora with merge, on a short budget: the export reloads with
     from_pretrained, generates what clbench's final model generates, and clbench eval of the
     export reproduces the run's last row."""
