@@ -37,6 +37,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     merged = f"{result.merged_layers} adapted layer(s) merged" if result.merged_layers else "no adapter to merge"
     print(f"exported {args.run} as {result.format} to {result.folder} ({merged})")
     if result.unmerged_layers:
-        print(f"not merged: {result.unmerged_layers} routed adapter layer(s) are in {result.folder}/adapters.safetensors "
-              "(input-dependent experts cannot be folded into the weights); load them with clbench.export.adapters.attach_adapters")
+        print(f"not merged: {result.manifest['strategy']}'s {result.unmerged_layers} routed adapter layer(s) depend on the input, so they are in "
+              f"{result.folder / 'adapters.safetensors'} beside the plain backbone; load them with clbench.export.adapters.attach_adapters")
     return 0

@@ -172,7 +172,7 @@ def export_run(run_dir: Path | str, fmt: str, out: Path | str | None = None, *, 
     adapters, classes = split_adapters(backbone.model)
     adapter_meta = adapter_record(final.run.plugin.name, options.overrides, final.run.strategy.state_dict(), classes) if classes else None
     if classes:
-        log.warning("%s's adapters route each input to its own experts, so they cannot be merged into the weights: the export holds the "
+        log.debug("%s's adapters route each input to its own experts, so they cannot be merged into the weights: the export holds the "
                     "plain backbone plus %s (%d layers); load them with clbench.export.adapters.attach_adapters", final.run.plugin.name,
                     ADAPTERS_FILE, len(classes))
     manifest: dict[str, Any] = {
