@@ -48,6 +48,25 @@ def _check_tasks(spec: object, loaders: dict[str, object], data_root: Path | Non
     return present, problems
 
 
+def _merge_same(problems: list[Problem]) -> list[Problem]:
+    """One entry per distinct problem: ten tasks split from one missing dataset are one line
+    naming the ten tasks."""
+    by_detail: dict[str, list[str]] = {}
+    for problem in problems:
+        by_detail.setdefault(problem.detail, []).append(problem.what)
+    merged = []
+    for detail, whats in by_detail.items():
+        if len(whats) == 1:
+            merged.append(Problem(whats[0], detail))
+        else:
+            names = [w.removeprefix("task ") for w in whats]
+            loaders = {n.rpartition(" (")[2] for n in names}
+            if len(loaders) == 1:  # "tasks a, b, c (loader cifar100)"
+                names = [n.rpartition(" (")[0] for n in names[:-1]] + [names[-1]]
+            merged.append(Problem(f"tasks {', '.join(names)}", detail))
+    return merged
+
+
 def check_backbone(spec: str) -> Problem | None:
     """Whether the backbone's weights are here (without loading large models when a resolver can
     tell from the files)."""
@@ -84,6 +103,7 @@ def check_benchmark(benchmark: str, backbone: str | None = None, data_root: Path
     """
     spec, loaders = registry.load_benchmark(benchmark)
     present, problems = _check_tasks(spec, dict(loaders), data_root)
+    problems = _merge_same(problems)
     backbone_spec = backbone or spec.backbone
     problem = check_backbone(backbone_spec)
     if problem is None:

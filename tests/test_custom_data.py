@@ -135,3 +135,11 @@ def test_check_mtil_lists_all_eleven_datasets_and_the_clip_weights_at_once(cli, 
         assert any(f"(loader {dataset})" in line for line in missing), dataset
     assert "backbone clip:ViT-B-16@openai" in missing[-1] and "--allow-download" in missing[-1]
     assert "12 of 12 asset(s) missing" in stdout
+
+
+def test_check_names_one_missing_dataset_once_for_all_its_tasks(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLBENCH_DATA_ROOT", raising=False)
+    status, stdout, _ = cli("check", "cifar100-split10", "--data-root", tmp_path)
+    missing = [line for line in stdout.splitlines() if line.startswith("MISSING")]
+    assert status == 2 and len(missing) == 2, stdout  # CIFAR-100 once (ten tasks), the ViT weights
+    assert missing[0].startswith("MISSING  tasks cifar100-01, cifar100-02,") and "cifar100-10 (loader cifar100): dataset CIFAR-100" in missing[0]
