@@ -75,6 +75,10 @@ def test_lora_merged_llm_export_loads_with_plain_transformers_and_generates_iden
     assert status == 0, stderr
     written = json.loads(next((out / "tiny-llm").glob("eval-*hf*/results.json")).read_text())
     assert written["matrix"]["values"] == [_last_row(run_dir)]
+    assert cli("export", run_dir, "--format", "safetensors", "--out", tmp_path / "st")[0] == 0  # a transformers state dict
+    status, _, stderr = cli("eval", tmp_path / "st", "--benchmark", bench, "--out", out)
+    assert status == 0, stderr
+    assert json.loads(next((out / "tiny-llm").glob("eval-*st/results.json")).read_text())["matrix"]["values"] == [_last_row(run_dir)]
     # A backbone spec as it loads scores what the run scored before training (row 0).
     status, _, stderr = cli("eval", f"hf:{model}", "--benchmark", bench, "--out", out)
     assert status == 0, stderr
@@ -140,10 +144,12 @@ def test_clip_lora_export_reloads_with_open_clip_and_matches(cli, tmp_path: Path
         reference = final.run.backbone.model.eval()
         assert torch.allclose(plain.eval().encode_image(images), reference.encode_image(images), atol=1e-5)
         assert torch.allclose(plain.encode_text(text), reference.encode_text(text), atol=1e-5)
-    status, _, stderr = cli("eval", tmp_path / "oc", "--benchmark", setup["bench"], "--data-root", setup["data"], "--out", out)
-    assert status == 0, stderr
-    written = json.loads(next((out / "mtil-tiny").glob("eval-*oc*/results.json")).read_text())
-    assert written["matrix"]["values"][0] == pytest.approx(_last_row(run_dir), abs=1e-9)
+    assert cli("export", run_dir, "--format", "safetensors", "--out", tmp_path / "st")[0] == 0  # open_clip's layout too
+    for folder in ("oc", "st"):
+        status, _, stderr = cli("eval", tmp_path / folder, "--benchmark", setup["bench"], "--data-root", setup["data"], "--out", out)
+        assert status == 0, stderr
+        written = json.loads(next((out / "mtil-tiny").glob(f"eval-*{folder}/results.json")).read_text())
+        assert written["matrix"]["values"][0] == pytest.approx(_last_row(run_dir), abs=1e-9)
 
 
 MERGEABLE = {"finetune": 0, "lora": 1, "altlora": 1, "olora": 1, "inflora": 1, "codyra": 0, "sara": 0, "ewc": 0}

@@ -136,9 +136,14 @@ def _write_files(tmp: Path, fmt: str, backbone: Any, adapters: dict[str, torch.T
                "clbench_backbone": f"clip:{{folder}}/{arch}.json@{{folder}}/{CLIP_WEIGHTS}"}
     else:
         save_file(native_state_dict(backbone), str(tmp / STATE_FILE), metadata={"format": "pt", "backbone": spec})
-        how = {"python": "model.load_state_dict(safetensors.torch.load_file(FOLDER / 'model.safetensors'))"
-                         + (" (CLIP: into open_clip.create_model(ARCH))" if backbone.kind == "clip" else f" (model built as backbone {spec})"),
+        how = {"python": f"model.load_state_dict(safetensors.torch.load_file(FOLDER / '{STATE_FILE}')) (model built as backbone {spec})",
                "clbench_backbone": None}
+        if backbone.kind == "clip":  # open_clip's layout: the model config makes the file loadable as open_clip weights too
+            arch, config = _clip_arch(spec)
+            (tmp / f"{arch}.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+            how = {"python": f"open_clip.add_model_config(FOLDER / '{arch}.json'); open_clip.create_model('{arch}').load_state_dict("
+                             f"safetensors.torch.load_file(FOLDER / '{STATE_FILE}'))",
+                   "clbench_backbone": f"clip:{{folder}}/{arch}.json@{{folder}}/{STATE_FILE}"}
     if adapter_meta is not None:
         save_file(adapters, str(tmp / ADAPTERS_FILE), metadata={"format": "pt"})
         (tmp / ADAPTERS_META).write_text(json.dumps(adapter_meta, indent=2), encoding="utf-8")
