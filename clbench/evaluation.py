@@ -110,8 +110,8 @@ def _load_state(backbone: Any, file: str) -> None:
     from safetensors.torch import load_file
 
     state = load_file(file)
-    if backbone.kind == "clip":
-        raise UsageError(f"evaluate a CLIP export through --format open_clip (its weights are in open_clip's layout): {file}")
+    if backbone.kind == "clip":  # exports of this clbench name their model config instead (see clbench.export)
+        raise UsageError(f"{file} holds CLIP weights in open_clip's layout without their model config; export the run again")
     try:
         backbone.model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -43,6 +43,9 @@ def test_eval_reproduces_last_rows_mora_exports_its_bank_apart_and_the_report_re
     status, _, stderr = cli("report", out, "--out", tmp_path / "report", "--format", "md")
     assert status == 0, stderr
     assert "Evaluated without training" in (tmp_path / "report" / "digits-small" / "report.md").read_text()
+    status, _, stderr = cli("report", *(out / "digits-small").glob("eval-*"), "--out", tmp_path / "evals", "--format", "md")  # evaluations only
+    text = (tmp_path / "evals" / "digits-small" / "report.md").read_text()
+    assert status == 0 and "| mora run on digits-small (seed 0)" in text and "Metrics" not in text, stderr
 
 
 def test_lora_merged_llm_export_loads_with_plain_transformers_and_generates_identically(cli, tmp_path: Path) -> None:
