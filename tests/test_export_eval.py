@@ -18,34 +18,38 @@ def _last_row(run_dir: Path) -> list[float]:
     return json.loads((run_dir / "results.json").read_text())["matrix"]["values"][-1]
 
 
-def test_eval_reproduces_last_rows_mora_exports_its_bank_apart_and_the_report_reads_evals(cli, small_digits: Path, tmp_path: Path) -> None:
+def test_eval_reproduces_last_rows_mora_exports_its_bank_apart_and_the_report_reads_evals(cli, tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    assert cli("run", small_digits, "-s", "lora,mora", "--out", out, "--no-progress")[0] == 0
+    # digits-split (5 tasks) on a tiny budget: one epoch per task
+    assert cli("run", "digits-split", "-s", "lora,mora", "-S", "epochs=1", "--out", out, "--no-progress")[0] == 0
     for strategy in ("lora", "mora"):
-        run_dir = out / "digits-small" / strategy / "seed-0"
-        status, stdout, stderr = cli("eval", run_dir, "--benchmark", small_digits, "--out", out)
+        run_dir = out / "digits-split" / strategy / "seed-0"
+        status, stdout, stderr = cli("eval", run_dir, "--benchmark", "digits-split", "--out", out)
         assert status == 0, stderr
         written = json.loads(Path(stdout.strip().splitlines()[-1].removeprefix("results: ")).read_text())
         assert written["kind"] == "eval" and written["matrix"]["values"] == [_last_row(run_dir)]
-    assert cli("eval", run_dir, "--benchmark", small_digits, "--out", out)[0] == 2  # exists: --overwrite needed
+    assert cli("eval", run_dir, "--benchmark", "digits-split", "--out", out)[0] == 2  # exists: --overwrite needed
     # MoRA's routed bank cannot be merged: the export holds the plain backbone and the bank apart, and evaluating it gives the same row.
     status, stdout, stderr = cli("export", run_dir, "--format", "safetensors")  # default place: exports/ beside the runs folder
-    export = tmp_path / "exports" / "digits-small" / "mora" / "seed-0-safetensors"
+    export = tmp_path / "exports" / "digits-split" / "mora" / "seed-0-safetensors"
     assert status == 0 and "not merged" in stdout, stderr
     assert {p.name for p in export.iterdir()} == {"model.safetensors", "adapters.safetensors", "adapters.json", "export.json"}
-    status, _, stderr = cli("eval", export, "--benchmark", small_digits, "--out", out)
+    status, _, stderr = cli("eval", export, "--benchmark", "digits-split", "--out", out)
     assert status == 0, stderr
-    written = json.loads(next((out / "digits-small").glob("eval-*safetensors/results.json")).read_text())
+    written = json.loads(next((out / "digits-split").glob("eval-*safetensors/results.json")).read_text())
     assert written["matrix"]["values"] == [_last_row(run_dir)]
     status, _, stderr = cli("export", run_dir, "--format", "safetensors")  # not empty now
     assert status == 2 and "--overwrite" in stderr
     assert cli("export", run_dir, "--format", "safetensors", "--overwrite")[0] == 0
-    status, _, stderr = cli("report", out, "--out", tmp_path / "report", "--format", "md")
-    assert status == 0, stderr
-    assert "Evaluated without training" in (tmp_path / "report" / "digits-small" / "report.md").read_text()
-    status, _, stderr = cli("report", *(out / "digits-small").glob("eval-*"), "--out", tmp_path / "evals", "--format", "md")  # evaluations only
-    text = (tmp_path / "evals" / "digits-small" / "report.md").read_text()
-    assert status == 0 and "| mora run on digits-small (seed 0)" in text and "Metrics" not in text, stderr
+    from clbench.report.aggregate import load_groups
+    from clbench.report.tables import evaluation_table
+
+    (group,) = load_groups([out])  # runs and evaluations side by side: evaluations stay out of the strategies' metrics
+    assert sorted(group.strategies) == ["lora", "mora"] and len(group.evaluations) == 3
+    assert [row[2:] for row in evaluation_table(group).rows][0] == tuple(f"{100 * v:.1f}" for v in _last_row(out / "digits-split" / "lora" / "seed-0"))
+    status, _, stderr = cli("report", *(out / "digits-split").glob("eval-*"), "--out", tmp_path / "evals", "--format", "md")  # evaluations only
+    text = (tmp_path / "evals" / "digits-split" / "report.md").read_text()
+    assert status == 0 and "| mora run on digits-split (seed 0)" in text and "Metrics" not in text, stderr
 
 
 def test_lora_merged_llm_export_loads_with_plain_transformers_and_generates_identically(cli, tmp_path: Path) -> None:
