@@ -27,7 +27,6 @@ the new export is complete).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -39,8 +38,6 @@ import torch
 from clbench.errors import UsageError
 from clbench.export.adapters import ADAPTERS_FILE, ADAPTERS_META, adapter_record, fold_adapters, split_adapters
 from clbench.safeio import check_output_folder, ensure_free_space, make_dirs, remove_empty_dirs, remove_tree, write_json_atomic
-
-log = logging.getLogger("clbench")
 
 FORMATS = ("hf", "open_clip", "safetensors")
 MANIFEST = "export.json"
@@ -176,10 +173,6 @@ def export_run(run_dir: Path | str, fmt: str, out: Path | str | None = None, *, 
     merged = fold_adapters(backbone.model)
     adapters, classes = split_adapters(backbone.model)
     adapter_meta = adapter_record(final.run.plugin.name, options.overrides, final.run.strategy.state_dict(), classes) if classes else None
-    if classes:
-        log.debug("%s's adapters route each input to its own experts, so they cannot be merged into the weights: the export holds the "
-                    "plain backbone plus %s (%d layers); load them with clbench.export.adapters.attach_adapters", final.run.plugin.name,
-                    ADAPTERS_FILE, len(classes))
     manifest: dict[str, Any] = {
         "format": fmt, "run": str(run_dir.resolve()), "benchmark": results["benchmark"]["name"], "strategy": results["strategy"]["name"],
         "strategy_config": results["strategy"]["config"], "backbone": backbone.spec, "backbone_kind": backbone.kind, "seed": results["seed"],
