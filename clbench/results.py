@@ -3,6 +3,8 @@
 One run directory per (benchmark, strategy, seed) holds ``results.json``::
 
     schema            "clbench.results/1"
+    kind              "run" (absent in runs) | "eval": one row scored without training (clbench eval),
+                      with ``source`` naming the run, export or backbone spec evaluated
     status            "running" | "complete"
     benchmark         {name, version, protocol, backbone, tasks, probes, metrics}
     strategy          {name, package, version, config}

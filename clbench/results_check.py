@@ -62,6 +62,8 @@ def check_results(data: Any, file: str) -> None:
     KV-cache policy where present (results from before they existed still pass).
     """
     c = _Checker(file, data)
+    if data.get("kind", "run") not in ("run", "eval"):
+        raise c.fail("kind", f"is {data.get('kind')!r}, not 'run' or 'eval'")
     if data.get("status") not in STATUSES:
         raise c.fail("status", f"is {data.get('status')!r}, not one of {', '.join(STATUSES)}")
     bench = c.table("benchmark", data, "benchmark")
@@ -163,12 +165,14 @@ def _check_matrix(c: _Checker, data: dict[str, Any], n_tasks: int, n_probes: int
         raise c.fail("matrix.columns", f"is not a list of {n_tasks + n_probes} column names (the tasks, then the probes)")
     if columns[:n_tasks] != data["benchmark"]["tasks"]:
         raise c.fail("matrix.columns", f"starts with {columns[:n_tasks]}, not the benchmark's tasks {data['benchmark']['tasks']}")
+    # An evaluation without training (``clbench eval``, kind "eval") has one row; a run has row 0 and one per task.
+    n_rows, what = (1, "the evaluation") if data.get("kind") == "eval" else (n_tasks + 1, "row 0, then one per task")
     rows = matrix.get("rows")
-    if not _strings(rows) or len(rows) != n_tasks + 1:
-        raise c.fail("matrix.rows", f"is not a list of {n_tasks + 1} row labels (row 0, then one per task)")
+    if not _strings(rows) or len(rows) != n_rows:
+        raise c.fail("matrix.rows", f"is not a list of {n_rows} row labels ({what})")
     values = matrix.get("values")
-    if not isinstance(values, list) or len(values) != n_tasks + 1:
-        raise c.fail("matrix.values", f"must have {n_tasks + 1} rows (row 0, then one per task)")
+    if not isinstance(values, list) or len(values) != n_rows:
+        raise c.fail("matrix.values", f"must have {n_rows} rows ({what})")
     for t, row in enumerate(values):
         if row is None:
             if data["status"] == "complete":

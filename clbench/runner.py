@@ -251,14 +251,7 @@ class _Run:
             raise UsageError(f"cannot resume {self.run_dir}: it was started with a different {', '.join(diffs)}; use --overwrite to start again")
         progress = pointer["progress"]
         examples = self.restore_examples(progress["rows"], int(pointer["tasks_done"]) + 1)
-        state = checkpoint.load_checkpoint(folder, pointer)
-        try:
-            self.strategy.load_state_dict(state["strategy"])
-            checkpoint.restore_model(self.backbone.model, state["model"])
-        except UsageError:
-            raise
-        except Exception as exc:  # the file loaded but does not fit the rebuilt model or strategy
-            raise checkpoint.damaged(folder / pointer["file"], f"it does not fit the rebuilt run: {type(exc).__name__}: {str(exc)[:200]}") from None
+        self.restore_state(folder, pointer)
         checkpoint.prune(folder, pointer["file"])
         self.examples = examples
         self.rows = progress["rows"]
@@ -268,6 +261,21 @@ class _Run:
         self.created = progress["created"]
         log.info("resumed %s after task %d of %d", self.run_dir, pointer["tasks_done"], len(self.stream.tasks))
         return int(pointer["tasks_done"])
+
+    def restore_state(self, folder: Path, pointer: dict[str, Any]) -> None:
+        """Load the checkpoint ``pointer`` names into the strategy and the model (reads only).
+
+        Raises:
+            UsageError: the checkpoint is damaged or does not fit the rebuilt run.
+        """
+        state = checkpoint.load_checkpoint(folder, pointer)
+        try:
+            self.strategy.load_state_dict(state["strategy"])
+            checkpoint.restore_model(self.backbone.model, state["model"])
+        except UsageError:
+            raise
+        except Exception as exc:  # the file loaded but does not fit the rebuilt model or strategy
+            raise checkpoint.damaged(folder / pointer["file"], f"it does not fit the rebuilt run: {type(exc).__name__}: {str(exc)[:200]}") from None
 
     def save_checkpoint(self, tasks_done: int) -> None:
         if not is_main_process():

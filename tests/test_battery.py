@@ -49,6 +49,8 @@ RESULTS = Path("results") / BENCH / "finetune" / "seed-0" / "results.json"
 CKPT = Path("runs") / BENCH / "finetune" / "seed-1" / "checkpoint"
 EXAMPLES = RESULTS.with_name("examples.npz")  # the per-example scores beside the report's results file
 PART_EXAMPLES = CKPT.with_name("examples.npz")  # those of the stopped run (rows 0-2)
+FINDIR = Path("runs") / BENCH / "finetune" / "seed-0"  # the finished run (export and eval read it)
+PARTDIR = CKPT.parent
 FASHION = ["run", "bench/fashion.toml", "--out", "runs", "--no-progress", "--data-root", "fashion"]
 FASHION_RAW = Path("fashion") / "FashionMNIST" / "raw"
 
@@ -429,6 +431,30 @@ CASES = [
     Case("resume-disk-full-examples", [*PART, "--resume"], "examples.npz: the disk is full; free some space and rerun; runs/digits-tiny/finetune/seed-1 is as it was",
          status=1, patch=faults(errno.ENOSPC, "examples.npz")),
     Case("report-disk-full", REPORT, "the disk is full", status=1, patch=faults(errno.ENOSPC, "report.md")),
+    # ---- export, eval and check (issue 18): refused before anything is written -----------------------------------------------------------------
+    Case("export-unfinished", ["export", str(PARTDIR), "--format", "safetensors", "--out", "exp"], "has not finished (status 'running')"),
+    Case("export-format-for-kind", ["export", str(FINDIR), "--format", "hf", "--out", "exp"], "'mlp:16' is a classic backbone (use --format safetensors)"),
+    Case("export-unknown-format", ["export", str(FINDIR), "--format", "onnx"], "invalid choice: 'onnx'"),
+    Case("export-out-not-empty", ["export", str(FINDIR), "--format", "safetensors", "--out", "bench"], "--out bench is not empty"),
+    Case("export-out-is-file", ["export", str(FINDIR), "--format", "safetensors", "--out", B], f"--out {B} is a file"),
+    Case("export-out-inside-run", ["export", str(FINDIR), "--format", "safetensors", "--out", str(FINDIR / "x")], "is inside the run directory"),
+    Case("export-not-a-run", ["export", "bench", "--format", "safetensors", "--out", "exp"], "bench is not a run directory"),
+    Case("export-damaged-checkpoint", ["export", str(FINDIR), "--format", "safetensors", "--out", "exp"], "is damaged",
+         prepare=lambda root: truncated(FINDIR / "checkpoint" / json.loads((root / FINDIR / "checkpoint" / "checkpoint.json").read_text())["file"], 100)(root)),
+    Case("export-no-checkpoint", ["export", str(FINDIR), "--format", "safetensors", "--out", "exp"], "has no checkpoint after its last task",
+         prepare=lambda root: (root / FINDIR / "checkpoint" / "checkpoint.json").unlink()),
+    Case("export-no-free-space", ["export", str(FINDIR), "--format", "safetensors", "--out", "exports/deep/exp"], "not enough free space", status=1,
+         patch=lambda mp, r: no_free_space(mp)),
+    Case("export-disk-full", ["export", str(FINDIR), "--format", "safetensors", "--out", "exports/deep/exp"], "the disk is full", status=1,
+         patch=faults(errno.ENOSPC, "export.json")),
+    Case("eval-unfinished", ["eval", str(PARTDIR), "--benchmark", B], "has not finished"),
+    Case("eval-no-source", ["eval", "nowhere", "--benchmark", B], "'nowhere' is not a folder nor a backbone spec"),
+    Case("eval-neither-run-nor-export", ["eval", "bench", "--benchmark", B], "bench is neither a run directory"),
+    Case("eval-unknown-benchmark", ["eval", str(FINDIR), "--benchmark", "nobench"], "unknown benchmark 'nobench'"),
+    Case("eval-other-label-space", ["eval", str(FINDIR), "--benchmark", "bench/fashion.toml", "--data-root", "fashion"], "trained for another label space"),
+    Case("eval-damaged-export", ["eval", "exp", "--benchmark", B], "exp/export.json is damaged", prepare=write("exp/export.json", "{not json")),
+    Case("check-unknown-benchmark", ["check", "nobench"], "unknown benchmark 'nobench'"),
+    Case("check-bad-backbone", ["check", B, "--backbone", "nokind:1"], "nokind"),
     # ---- a training loss that becomes non-finite ---------------------------------------------------------------------------------------------
     Case("nan-loss-new", [*NEW, "-S", "lr=1e30", "-S", "epochs=3"], "training loss became nan in task 1 (a) at step", status=1),
     Case("nan-loss-skip", [*NEW, "-S", "lr=1e30", "-S", "epochs=3", "-S", "nonfinite_loss=skip"], "training loss stayed non-finite in task 1 (a)", status=1),

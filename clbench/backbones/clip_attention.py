@@ -151,3 +151,27 @@ def split_attention_modules(root: nn.Module) -> list[str]:
         parent = root.get_submodule(parent_name) if parent_name else root
         setattr(parent, child, SplitMultiheadAttention.from_multihead(getattr(parent, child)))
     return names
+
+
+def fused_state_dict(root: nn.Module) -> dict[str, torch.Tensor]:
+    """``root``'s state dict in ``nn.MultiheadAttention``'s layout (the inverse of the split).
+
+    Each :class:`SplitMultiheadAttention` at ``P`` contributes ``P.in_proj_weight`` (q, k, v
+    stacked; or ``P.q_proj_weight``... when key/value widths differ, as ``nn.MultiheadAttention``
+    stores them), ``P.in_proj_bias`` and ``P.out_proj.*``, so the dict loads into a model
+    open_clip builds (how ``clbench export --format open_clip`` writes CLIP weights).
+    """
+    state = {k: v.detach() for k, v in root.state_dict().items()}
+    for name, module in root.named_modules():
+        if not isinstance(module, SplitMultiheadAttention):
+            continue
+        prefix = f"{name}." if name else ""
+        projections = {p: state.pop(f"{prefix}{p}_proj.weight") for p in ("q", "k", "v")}
+        biases = [state.pop(f"{prefix}{p}_proj.bias", None) for p in ("q", "k", "v")]
+        if all(w.shape[1] == module.embed_dim for w in projections.values()):
+            state[f"{prefix}in_proj_weight"] = torch.cat(list(projections.values()), dim=0)
+        else:
+            state.update({f"{prefix}{p}_proj_weight": w for p, w in projections.items()})
+        if all(b is not None for b in biases):
+            state[f"{prefix}in_proj_bias"] = torch.cat(biases, dim=0)  # type: ignore[arg-type]
+    return state

@@ -1,6 +1,6 @@
 """The ``clbench`` command line: a thin layer over the Python API.
 
-Subcommands: ``list``, ``show``, ``run``, ``report``, ``perf``. User mistakes (unknown names, bad options,
+Subcommands: ``list``, ``show``, ``run``, ``report``, ``perf``, ``export``, ``eval``, ``check``. User mistakes (unknown names, bad options,
 missing assets, unreadable results) print one ``clbench: error: ...`` line and exit with status
 2; nothing else is printed for them, never a traceback. Other exit statuses: 1 for a run that
 stopped (full disk, I/O error, non-finite loss), 3 when another process holds the run directory,
@@ -30,6 +30,9 @@ EPILOG = """examples:
   clbench run digits-split -s lora -S rank=4 -S merge_after_task=true
   clbench report runs/digits-split --out reports/digits-split
   clbench perf --shapes small --json perf/cpu.json
+  clbench export runs/quickstart/lora/seed-0 --format hf
+  clbench eval runs/quickstart/lora/seed-0 --benchmark trace
+  clbench check mtil
 """
 
 
@@ -42,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from clbench.cli import listing, perf, report, run
+    from clbench.cli import check, evaluate, export, listing, perf, report, run
 
     parser = _Parser(prog="clbench", description="Continual-learning benchmarks for pretrained CLIP and LLM backbones.",
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     report.add_parser(sub)
     perf.add_parser(sub)
+    export.add_parser(sub)
+    evaluate.add_parser(sub)
+    check.add_parser(sub)
     return parser
 
 

@@ -93,6 +93,9 @@ BUILTIN_LOADERS = {
     "fortunes": "clbench.data.fortunes:load_fortunes_task",
     "cl-text": "clbench.data.text:load_cl_text_task",
     "trace": "clbench.data.trace:load_trace_task",
+    # your own data, declared in a benchmark TOML (docs/custom-benchmarks.md)
+    "image-folder": "clbench.data.custom:load_image_folder",
+    "jsonl": "clbench.data.custom:load_jsonl",
 }
 
 

@@ -24,7 +24,7 @@ from clbench.errors import UsageError
 from clbench.report.aggregate import BenchmarkGroup, find_results, load_groups
 from clbench.report.document import Document, Figure, Heading, Paragraph, render_html, render_markdown
 from clbench.report.intervals import StrategyUncertainty, comparison_table, group_uncertainty, reference_label, resolve_label
-from clbench.report.tables import budget_table, cost_table, declared_tables, final_row_table, metrics_table, mtil_table, trace_table
+from clbench.report.tables import budget_table, cost_table, declared_tables, evaluation_table, final_row_table, metrics_table, mtil_table, trace_table
 from clbench.results import trained_matrix
 from clbench.safeio import check_output_folder, make_dirs, remove_empty_dirs, remove_tree, write_text_atomic
 from clbench.validation import confined, safe_folder_name
@@ -60,6 +60,10 @@ def _benchmark_document(group: BenchmarkGroup, folder: Path, found: dict[str, St
     from clbench.report.figures import accuracy_heatmap, average_accuracy_curves, forgetting_curves, plasticity_overview
     from clbench.report.telemetry import telemetry_figures
 
+    if not group.strategies:  # only evaluations without training (clbench eval)
+        doc = Document(f"clbench report: {group.name} v{group.version}")
+        doc.add(Heading(f"{group.name} (benchmark version {group.version})"), Heading("Evaluated without training", 2), evaluation_table(group))
+        return doc
     first = group.first
     columns = first["matrix"]["columns"]
     rows = first["matrix"]["rows"]
@@ -102,6 +106,8 @@ def _benchmark_document(group: BenchmarkGroup, folder: Path, found: dict[str, St
     if "trace" in tables:
         doc.add(Heading("TRACE-style table", 2), trace_table(group, found))
     doc.add(final_row_table(group))
+    if group.evaluations:
+        doc.add(Heading("Evaluated without training", 2), evaluation_table(group))
 
     forgetting_curves([(label, group.strategies[label].mean_matrix()) for label in labels], columns, n_tasks, folder / "forgetting-curves",
                       f"{group.name} v{group.version}: accuracy on each task as tasks are learned", row0_label=row0)

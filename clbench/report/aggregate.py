@@ -12,7 +12,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,7 @@ class BenchmarkGroup:
     version: int
     strategies: dict[str, StrategyRuns]
     notes: list[str]
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # clbench eval rows (kind "eval"), no training
 
     @property
     def first(self) -> dict[str, Any]:
@@ -132,15 +133,19 @@ def load_groups(inputs: Sequence[Path]) -> list[BenchmarkGroup]:
             raise ResultsError(f"{file}: run is not complete (status {data['status']!r}); finish it with clbench run ... --resume")
         loaded.append(data)
     by_bench: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    evaluations: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for data in loaded:
-        by_bench[(data["benchmark"]["name"], int(data["benchmark"]["version"]))].append(data)
+        key = (data["benchmark"]["name"], int(data["benchmark"]["version"]))
+        (evaluations if data.get("kind") == "eval" else by_bench)[key].append(data)
+    for key in evaluations:
+        by_bench.setdefault(key, [])
     versions: dict[str, list[int]] = defaultdict(list)
     for name, version in by_bench:
         versions[name].append(version)
     groups = []
     for (name, version), runs in sorted(by_bench.items()):
-        for data in runs:
-            _check_compatible(data["_path"], data, runs[0])
+        for data in runs + evaluations[(name, version)]:
+            _check_compatible(data["_path"], data, (runs or evaluations[(name, version)])[0])
         notes = []
         if len(versions[name]) > 1:
             others = ", ".join(f"v{v}" for v in sorted(versions[name]) if v != version)
@@ -160,7 +165,7 @@ def load_groups(inputs: Sequence[Path]) -> list[BenchmarkGroup]:
         backbones = sorted({r["backbone"]["spec"] for r in runs})
         if len(backbones) > 1:
             notes.append(f"Strategies ran on different backbones ({', '.join(backbones)}); compare rows with care.")
-        groups.append(BenchmarkGroup(name, version, strategies, notes))
+        groups.append(BenchmarkGroup(name, version, strategies, notes, sorted(evaluations[(name, version)], key=lambda r: r["_path"])))
     return groups
 
 

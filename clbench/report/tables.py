@@ -158,3 +158,17 @@ def cost_table(group: BenchmarkGroup) -> Table:
     device = group.first.get("environment", {}).get("device", "?")
     return Table(("strategy", "train s", "eval s", "peak MB", "trainable params at start"), tuple(rows),
                  f"Cost per run on {device} (train and eval seconds summed over tasks; peak memory as the run recorded it).")
+
+
+def evaluation_table(group: BenchmarkGroup) -> Table:
+    """One row per ``clbench eval`` result: the model evaluated and its score on every column."""
+    columns = list(group.evaluations[0]["matrix"]["columns"])
+    rows = []
+    for data in group.evaluations:
+        source = data.get("source", {})
+        what = source.get("path") or source.get("spec") or data["strategy"]["name"]
+        if source.get("type") == "run":
+            what = f"{source.get('strategy')} run on {source.get('benchmark')} (seed {source.get('seed')}): {what}"
+        rows.append((what, data["backbone"]["spec"], *(f"{100 * v:.1f}" if v is not None else "–" for v in data["matrix"]["values"][0])))
+    return Table(("model", "backbone", *columns), tuple(rows), "Scores (in %) of models evaluated on this benchmark without training "
+                 "(clbench eval): a finished run's final model, an export or a backbone as it loads.")
