@@ -101,7 +101,34 @@ def pointer_with(change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], No
 
 
 def tensor_file(obj: Any) -> Callable[[Path], None]:
-    return lambda root: torch.save(obj, root / CKPT / "task-002.pt")
+    """Replace the stopped run's checkpoint with one holding ``obj`` (through the real writer)."""
+    from clbench.statefile import to_bytes
+
+    return lambda root: (root / CKPT / "task-002.safetensors").write_bytes(to_bytes(obj))
+
+
+def state_file(skeleton: Any) -> Callable[[Path], None]:
+    """A checkpoint whose JSON state record is ``skeleton`` as given (no tensors)."""
+    from safetensors.torch import save
+
+    from clbench.statefile import FORMAT, METADATA_KEY
+
+    return lambda root: (root / CKPT / "task-002.safetensors").write_bytes(
+        save({}, metadata={"format": FORMAT, METADATA_KEY: json.dumps(skeleton)}))
+
+
+def foreign_safetensors(tensors: dict[str, torch.Tensor]) -> Callable[[Path], None]:
+    from safetensors.torch import save
+
+    return lambda root: (root / CKPT / "task-002.safetensors").write_bytes(save(tensors))
+
+
+def legacy_tensor_file(obj: Any) -> Callable[[Path], None]:
+    """A pre-safetensors checkpoint (``task-002.pt``, pickled) that the pointer names."""
+    def prepare(root: Path) -> None:
+        pointer_with(lambda p: p.update(file="task-002.pt"))(root)
+        torch.save(obj, root / CKPT / "task-002.pt")
+    return prepare
 
 
 def hold_lock(run: str) -> Callable[[Path], Callable[[], None]]:
@@ -354,13 +381,22 @@ CASES = [
     Case("report-kv-cache-string", REPORT, "field 'kv_cache' is str, not an object", prepare=results_with(lambda d: d.update(kv_cache="d2o:0.2"))),
     Case("report-kv-cache-no-policy", REPORT, "field 'kv_cache.policy' is missing", prepare=results_with(lambda d: d.update(kv_cache={"initial": {}}))),
     # ---- checkpoints at --resume -------------------------------------------------------------------------------------------------------------
-    Case("ckpt-truncated", [*PART, "--resume"], "task-002.pt is damaged", prepare=lambda r: (r / CKPT / "task-002.pt").write_bytes((r / CKPT / "task-002.pt").read_bytes()[:300])),
-    Case("ckpt-random-bytes", [*PART, "--resume"], "task-002.pt is damaged", prepare=write(str(CKPT / "task-002.pt"), os.urandom(4096))),
-    Case("ckpt-blocked-pickle", [*PART, "--resume"], "task-002.pt is damaged (UnpicklingError", prepare=tensor_file({"model": {}, "strategy": {"x": Path("/")}})),
-    Case("ckpt-missing-pt", [*PART, "--resume"], "task-002.pt is damaged (the file is missing)", prepare=lambda r: (r / CKPT / "task-002.pt").unlink()),
-    Case("ckpt-wrong-object", [*PART, "--resume"], "does not hold 'model' and 'strategy' states", prepare=tensor_file(torch.zeros(3))),
+    Case("ckpt-truncated", [*PART, "--resume"], "task-002.safetensors is damaged (StateFormatError: not a safetensors file",
+         prepare=truncated(CKPT / "task-002.safetensors", 300)),
+    Case("ckpt-random-bytes", [*PART, "--resume"], "task-002.safetensors is damaged", prepare=write(str(CKPT / "task-002.safetensors"), os.urandom(4096))),
+    Case("ckpt-foreign-safetensors", [*PART, "--resume"], "without clbench's state record", prepare=foreign_safetensors({"fc1.weight": torch.zeros(2)})),
+    Case("ckpt-state-names-missing-tensor", [*PART, "--resume"], "names a tensor 't9' the file does not hold",
+         prepare=state_file({"model": {"$tensor": "t9"}, "strategy": {}})),
+    Case("ckpt-missing-file", [*PART, "--resume"], "task-002.safetensors is damaged (the file is missing)",
+         prepare=lambda r: (r / CKPT / "task-002.safetensors").unlink()),
+    Case("ckpt-wrong-object", [*PART, "--resume"], "does not hold 'model' and 'strategy' states", prepare=state_file({"model": [1, 2]})),
     Case("ckpt-wrong-shape", [*PART, "--resume"], "does not fit the rebuilt run", prepare=tensor_file({"model": {"fc1.weight": torch.zeros(2, 2)}, "strategy": {}})),
     Case("ckpt-unknown-tensor", [*PART, "--resume"], "does not fit the rebuilt run", prepare=tensor_file({"model": {"nope.weight": torch.zeros(2)}, "strategy": {}})),
+    # checkpoints pickled by torch.save before the safetensors format: loaded with weights_only=True
+    Case("legacy-ckpt-blocked-pickle", [*PART, "--resume"], "task-002.pt is damaged (UnpicklingError",
+         prepare=legacy_tensor_file({"model": {}, "strategy": {"x": Path("/")}})),
+    Case("legacy-ckpt-random-bytes", [*PART, "--resume"], "task-002.pt is damaged", prepare=lambda r: (
+        pointer_with(lambda p: p.update(file="task-002.pt"))(r), (r / CKPT / "task-002.pt").write_bytes(os.urandom(4096)))),
     Case("pointer-no-progress", [*PART, "--resume"], "field 'progress' is missing", prepare=pointer_with(lambda p: p.pop("progress"))),
     Case("pointer-not-json", [*PART, "--resume"], "checkpoint.json is damaged (not valid JSON)", prepare=write(str(CKPT / "checkpoint.json"), "{")),
     Case("pointer-tasks-done-99", [*PART, "--resume"], "field 'tasks_done' is 99", prepare=pointer_with(lambda p: p.update(tasks_done=99))),
@@ -405,21 +441,21 @@ CASES = [
     # ---- file-system faults ------------------------------------------------------------------------------------------------------------------
     Case("disk-full-config", NEW, "config.json: the disk is full", status=1, patch=faults(errno.ENOSPC, "config.json")),
     Case("disk-full-row-0", NEW, "results.json: the disk is full", status=1, patch=faults(errno.ENOSPC, "results.json")),
-    Case("disk-full-checkpoint-1", NEW, "task-001.pt: the disk is full", status=1, patch=faults(errno.ENOSPC, "task-001.pt")),
+    Case("disk-full-checkpoint-1", NEW, "task-001.safetensors: the disk is full", status=1, patch=faults(errno.ENOSPC, "task-001.safetensors")),
     Case("disk-full-pointer-1", NEW, "checkpoint.json: the disk is full", status=1, patch=faults(errno.ENOSPC, "checkpoint.json")),
     Case("io-error-results", NEW, "results.json: an I/O error occurred", status=1, patch=faults(errno.EIO, "results.json")),
-    Case("quota-checkpoint", NEW, "the disk quota is exceeded", status=1, patch=faults(errno.EDQUOT, "task-001.pt")),
-    Case("file-size-limit", NEW, "the file-size limit was reached", status=1, patch=faults(errno.EFBIG, "task-001.pt")),
+    Case("quota-checkpoint", NEW, "the disk quota is exceeded", status=1, patch=faults(errno.EDQUOT, "task-001.safetensors")),
+    Case("file-size-limit", NEW, "the file-size limit was reached", status=1, patch=faults(errno.EFBIG, "task-001.safetensors")),
     Case("read-only-mid-run", NEW, "the file system is read-only", status=1, patch=faults(errno.EROFS, "config.json")),
     Case("no-free-space", NEW, "not enough free space", status=1, patch=lambda mp, r: no_free_space(mp)),
     Case("overwrite-disk-full-config", [*FIN, "--overwrite"], "the earlier run in runs/digits-tiny/finetune/seed-0 was restored", status=1,
          patch=faults(errno.ENOSPC, "config.json")),
     Case("overwrite-disk-full-checkpoint", [*FIN, "--overwrite"], "the earlier run in runs/digits-tiny/finetune/seed-0 was restored", status=1,
-         patch=faults(errno.ENOSPC, "task-001.pt")),
+         patch=faults(errno.ENOSPC, "task-001.safetensors")),
     Case("overwrite-io-error-row-0", [*FIN, "--overwrite"], "was restored", status=1, patch=faults(errno.EIO, "results.json")),
     Case("overwrite-no-free-space", [*FIN, "--overwrite"], "was restored", status=1, patch=lambda mp, r: no_free_space(mp)),
-    Case("resume-disk-full", [*PART, "--resume"], "task-003.pt: the disk is full; free some space and rerun; runs/digits-tiny/finetune/seed-1 is as it was",
-         status=1, patch=faults(errno.ENOSPC, "task-003.pt")),
+    Case("resume-disk-full", [*PART, "--resume"], "task-003.safetensors: the disk is full; free some space and rerun; runs/digits-tiny/finetune/seed-1 is as it was",
+         status=1, patch=faults(errno.ENOSPC, "task-003.safetensors")),
     Case("resume-io-error-pointer", [*PART, "--resume"], "is as it was", status=1, patch=faults(errno.EIO, "checkpoint.json")),
     Case("resume-of-nothing-disk-full", [*NEW, "--resume"], "its folder runs/digits-tiny/finetune/seed-7 was removed", status=1,
          patch=faults(errno.ENOSPC, "results.json")),
