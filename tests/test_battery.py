@@ -49,6 +49,8 @@ RESULTS = Path("results") / BENCH / "finetune" / "seed-0" / "results.json"
 CKPT = Path("runs") / BENCH / "finetune" / "seed-1" / "checkpoint"
 EXAMPLES = RESULTS.with_name("examples.npz")  # the per-example scores beside the report's results file
 PART_EXAMPLES = CKPT.with_name("examples.npz")  # those of the stopped run (rows 0-2)
+CFG = ["run", "--no-progress", "--config"]  # a run config file; the file names benchmark, out and seed
+RUN_CFG = f'benchmark = "{B}"\nout = "runs"\nseeds = [7]\n'
 FASHION = ["run", "bench/fashion.toml", "--out", "runs", "--no-progress", "--data-root", "fashion"]
 FASHION_RAW = Path("fashion") / "FashionMNIST" / "raw"
 
@@ -306,6 +308,31 @@ CASES = [
     Case("toml-train-unknown-setting", BAD, "unknown train setting 'speed'", prepare=bench_with("lr = 0.01", "lr = 0.01\nspeed = 2")),
     Case("toml-train-not-table", BAD, "train must be a table", prepare=write("bench/bad.toml", TINY_BENCH.replace("[train]\nepochs = 1\nbatch_size = 64\nlr = 0.01\n", "train = 3\n"))),
     Case("toml-unknown-loader", BAD, "unknown loader 'nope'", prepare=bench_with('loader = "sklearn-digits"', 'loader = "nope"')),
+    # run config files (clbench run --config FILE): checked completely before anything runs
+    Case("runcfg-missing", [*CFG, "cfg/missing.toml"], "run config cfg/missing.toml not found"),
+    Case("runcfg-folder", [*CFG, "cfg"], "is a folder; give a .toml file", prepare=write("cfg/run.toml", RUN_CFG)),
+    Case("runcfg-syntax", [*CFG, "cfg/run.toml"], "cfg/run.toml is not valid TOML", prepare=write("cfg/run.toml", "seeds = = 1\n")),
+    Case("runcfg-unknown-key", [*CFG, "cfg/run.toml"], "unknown key(s) 'rank' (strategy settings go in a [settings] table)",
+         prepare=write("cfg/run.toml", RUN_CFG + "rank = 4\n")),
+    Case("runcfg-seeds-strings", [*CFG, "cfg/run.toml"], "'seeds' must be a non-empty list of integers, got ['a']",
+         prepare=write("cfg/run.toml", RUN_CFG.replace("seeds = [7]", 'seeds = ["a"]'))),
+    Case("runcfg-seeds-empty", [*CFG, "cfg/run.toml"], "'seeds' must be a non-empty list", prepare=write("cfg/run.toml", RUN_CFG.replace("seeds = [7]", "seeds = []"))),
+    Case("runcfg-strategies-number", [*CFG, "cfg/run.toml"], "'strategies' must be a non-empty list of strings",
+         prepare=write("cfg/run.toml", RUN_CFG + "strategies = 3\n")),
+    Case("runcfg-device-empty", [*CFG, "cfg/run.toml"], "'device' must be a string (not empty)", prepare=write("cfg/run.toml", RUN_CFG + 'device = ""\n')),
+    Case("runcfg-progress-string", [*CFG, "cfg/run.toml"], "'progress' must be true or false, got 'no'", prepare=write("cfg/run.toml", RUN_CFG + 'progress = "no"\n')),
+    Case("runcfg-settings-not-table", [*CFG, "cfg/run.toml"], "'settings' must be a table", prepare=write("cfg/run.toml", RUN_CFG + "settings = 3\n")),
+    Case("runcfg-setting-unknown", [*CFG, "cfg/run.toml"], "no selected strategy has a setting 'colour'",
+         prepare=write("cfg/run.toml", RUN_CFG + '[settings]\ncolour = "red"\n')),
+    Case("runcfg-setting-bad-value", [*CFG, "cfg/run.toml"], "epochs takes an integer, got '\"many\"'",
+         prepare=write("cfg/run.toml", RUN_CFG + '[settings.finetune]\nepochs = "many"\n')),
+    Case("runcfg-setting-nested", [*CFG, "cfg/run.toml"], "setting 'finetune.deep' is a table",
+         prepare=write("cfg/run.toml", RUN_CFG + "[settings.finetune.deep]\nx = 1\n")),
+    Case("runcfg-setting-date", [*CFG, "cfg/run.toml"], "setting 'epochs' is a date", prepare=write("cfg/run.toml", RUN_CFG + "[settings]\nepochs = 2026-01-01\n")),
+    Case("runcfg-no-benchmark", ["run", "--config", "cfg/run.toml"], "no benchmark: give one",
+         prepare=write("cfg/run.toml", RUN_CFG.replace(f'benchmark = "{B}"\n', ""))),
+    Case("runcfg-unknown-logger", [*CFG, "cfg/run.toml"], "unknown logger 'tensorbord'", prepare=write("cfg/run.toml", RUN_CFG + 'loggers = ["tensorbord"]\n')),
+    Case("runcfg-finished-run", [*CFG, "cfg/run.toml"], "already holds", prepare=write("cfg/run.toml", RUN_CFG.replace("seeds = [7]", "seeds = [0]"))),
     Case("toml-digit-classes", BAD, "needs classes: a list of digits 0-9", prepare=bench_with("classes = [0, 1]", "classes = [11]")),
     # ---- datasets ----------------------------------------------------------------------------------------------------------------------------
     Case("idx-empty", FASHION, "is not an idx file of bytes", prepare=write(str(FASHION_RAW / "train-images-idx3-ubyte"), b"")),
