@@ -84,6 +84,10 @@ def test_summary_marks_a_run_that_did_not_learn() -> None:
     lines = summary_lines(("last_accuracy", "mtil_avg"), [("lora", 0, learned, 1.0), ("mora", 0, frozen, 2.0)])
     assert lines[0].split() == ["strategy", "seed", "last", "avg-inc", "learn", "gain", "forget", "bwt", "mtil-avg", "learned", "probes",
                                 "Δ", "time", "results"]
-    assert "50.0 [45.0, 55.0]" in lines[1] and "2/3 tasks" in lines[1]
-    assert "0.0 [0.0, 0.0]" in lines[2] and "DID NOT LEARN (0/3)" in lines[2]
-    assert "DID NOT LEARN = " in lines[-1]
+    assert set(lines[1]) == {"-", " "}  # a rule under the header
+    assert "50.0 [45.0, 55.0]" in lines[2] and "2/3 tasks" in lines[2]
+    assert "0.0 [0.0, 0.0]" in lines[3] and "DID NOT LEARN (0/3)" in lines[3]
+    # numbers are right-aligned: each metric column ends at the same place in the header and every row
+    last_end = lines[0].index("last") + len("last")
+    assert lines[2][last_end - 1] == "]" and lines[3][last_end - 4:last_end] == "20.0"
+    assert "DID NOT LEARN = " in " ".join(lines[-1].split("\n"))
