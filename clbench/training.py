@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from clbench.api.backbone import Backbone
 from clbench.api.benchmark import TrainSettings
@@ -28,6 +27,7 @@ from clbench.api.strategy import Strategy
 from clbench.api.stream import Experience
 from clbench.budget import steps_per_task
 from clbench.errors import TrainingError, UsageError
+from clbench.progress import progress_bar
 
 MAX_LOSS_POINTS = 100
 # On accelerators the loss is checked for NaN/inf every this many steps (one synchronisation);
@@ -97,7 +97,7 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
     model.train()
     losses: list[torch.Tensor] = []
     start = time.perf_counter()
-    bar = tqdm(total=total, desc=label, disable=not progress, leave=False, mininterval=0.5, unit="step")
+    bar = progress_bar(total, label, progress, "step")
     micro = 0
     skip = settings.nonfinite_loss == "skip"
     on_cpu = backbone.device.type == "cpu"
@@ -180,7 +180,7 @@ def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: Tr
     model.eval()
     backbone.eval_start()
     row = []
-    bar = tqdm(total=sum(len(e.test) for e in experiences), desc=label, disable=not progress, leave=False, mininterval=0.5, unit="ex")  # type: ignore[arg-type]
+    bar = progress_bar(sum(len(e.test) for e in experiences), label, progress, "ex")  # type: ignore[arg-type]
     for exp in experiences:
         if strategy is not None:
             strategy.eval_task_start(exp)

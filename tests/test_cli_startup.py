@@ -41,3 +41,18 @@ def test_show_strategy_prints_the_value_for_each_backbone_kind(cli) -> None:
     assert status == 0
     assert "  rank = 8 (classic, llm) / 16 (clip, vit): " in out and "None (vit)" in out
     assert "``" not in out and ":class:`" not in out
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(cli, small_digits, tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("CLBENCH_PROGRESS_INTERVAL", "0")  # a line at every update instead of every 30 s
+    caplog.set_level("INFO", logger="clbench")
+    status, _, err = cli("run", small_digits, "--out", tmp_path / "runs", "-S", "epochs=1")  # stderr is captured: not a terminal
+    assert status == 0, err
+    lines = caplog.messages
+    assert any(line.startswith("finetune s0 train 1/3 a: 1/") and " steps (" in line and "s left" in line for line in lines), lines[:20]
+    assert any(line.startswith("finetune s0 eval init: ") and "examples" in line for line in lines)
+    assert "\r" not in err  # no bar redrawn in a log
+    caplog.clear()
+    status, _, err = cli("run", small_digits, "--out", tmp_path / "quiet", "-S", "epochs=1", "--no-progress")
+    assert status == 0 and not any(" steps (" in line for line in caplog.messages)

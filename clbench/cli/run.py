@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ def add_parser(sub: Any) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="discard existing results in the run directories")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress reports (a bar on a terminal, else a line every 30 s)")
     p.set_defaults(handler=cmd_run)
 
 
@@ -133,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     seeds = _seeds(merged["seeds"], spec.seeds)
     plans = [RunOptions(benchmark=merged["benchmark"], strategy=requested[name], overrides=routed[name], backbone=merged["backbone"], seed=seed,
                         out=merged["out"], device=merged["device"], resume=args.resume, overwrite=args.overwrite, data_root=merged["data_root"],
-                        allow_download=True if merged["allow_download"] else None, progress=merged["progress"] and sys.stderr.isatty(),
+                        allow_download=True if merged["allow_download"] else None, progress=merged["progress"],
                         kv_cache=merged["kv_cache"], loggers=merged["loggers"])
              for name in classes for seed in seeds]
     for options in plans:  # every check that needs no data or model, for every run, before the first one starts
