@@ -55,15 +55,20 @@ def _wandb_records(run_dir: Path) -> dict[str, Any]:
     return out
 
 
-def test_a_run_logs_to_tensorboard_mlflow_and_wandb_offline(cli, small_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _run(cli, bench: Path, root: Path, monkeypatch: pytest.MonkeyPatch, loggers: str) -> tuple[Path, dict[str, Any]]:
+    """One logged run of ``bench`` (finetune, seed 0, two epochs a task); its folder and results."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    status, _, err = cli("run", small_digits, "--seed", "0", "--no-progress", "--logger", "tensorboard,mlflow,wandb", "-S", "epochs=2")
+    monkeypatch.chdir(root)
+    status, _, err = cli("run", bench, "--seed", "0", "--no-progress", "--logger", loggers, "-S", "epochs=2")
     assert status == 0, err
-    run_dir = tmp_path / "runs" / "digits-small" / "finetune" / "seed-0"
-    results = json.loads((run_dir / "results.json").read_text())
+    run_dir = root / "runs" / "digits-small" / "finetune" / "seed-0"
+    return run_dir, json.loads((run_dir / "results.json").read_text())
+
+
+def test_a_run_logs_to_tensorboard_and_mlflow(cli, small_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir, results = _run(cli, small_digits, tmp_path, monkeypatch, "tensorboard,mlflow")
     rows = results["matrix"]["values"]
     columns = results["matrix"]["columns"]
     steps = sum(t["steps"] for t in results["tasks"])
@@ -94,6 +99,12 @@ def test_a_run_logs_to_tensorboard_mlflow_and_wandb_offline(cli, small_digits: P
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert {"config.json", "figures/accuracy-matrix.png", "figures/forgetting-curves.svg"} <= artifacts
 
+
+def test_a_run_logs_to_wandb_offline(cli, small_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir, results = _run(cli, small_digits, tmp_path, monkeypatch, "wandb")
+    rows = results["matrix"]["values"]
+    columns = results["matrix"]["columns"]
+    steps = sum(t["steps"] for t in results["tasks"])
     wandb_run = _wandb_records(run_dir)
     train_rows = [h for h in wandb_run["history"] if "train/loss" in h]
     assert len(train_rows) == steps and train_rows[-1]["train/step"] == steps
@@ -143,3 +154,33 @@ def test_unknown_and_repeated_logger_names(cli, small_digits: Path, tmp_path: Pa
     assert status == 2 and "unknown logger 'tensorbord'" in err and "tensorboard" in err
     status, _, err = cli("run", small_digits, "--out", tmp_path / "runs", "--logger", "mlflow,mlflow")
     assert status == 2 and "--logger names mlflow twice" in err
+
+
+def test_losses_reach_loggers_in_order_and_a_failing_logger_is_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import torch
+
+    from clbench.loggers import LoggerSet, RunInfo, RunLogger
+
+    info = RunInfo(run_dir=tmp_path, out=tmp_path, benchmark="b", strategy="s", seed=0, config={})
+
+    class Recorder(RunLogger):
+        def __init__(self, info: RunInfo) -> None:
+            super().__init__(info)
+            self.seen: list[tuple[int, float, float]] = []
+
+        def log_scalars(self, scalars: dict[str, float], step: int, axis: str) -> None:
+            self.seen.append((step, scalars["train/loss"], scalars["train/lr"]))
+
+    class Flaky(RunLogger):
+        def log_scalars(self, scalars: dict[str, float], step: int, axis: str) -> None:
+            raise ConnectionError("server gone")
+
+    recorder = Recorder(info)
+    loggers = LoggerSet([Flaky(info), recorder])
+    loggers.step = 10  # a resumed run continues the step count
+    for i in range(70):
+        loggers.on_step(torch.tensor(float(i)), 0.5 / (i + 1))
+    assert len(recorder.seen) == 64  # two flushes of 32; the rest waits for the next row or the end
+    loggers.flush()
+    assert recorder.seen == [(11 + i, float(i), pytest.approx(0.5 / (i + 1))) for i in range(70)]
+    assert sum("server gone" in r.getMessage() for r in caplog.records) == 1

@@ -102,11 +102,17 @@ def open_loggers(names: Sequence[str], info: RunInfo) -> LoggerSet:
     return LoggerSet(started)
 
 
-def _quietly(call: Any, *args: Any) -> None:
+def _quietly(call: Any, *args: Any, warned: set[str] | None = None) -> None:
+    """Call a logger method; a failure is a warning (once per method), never the end of the run."""
     try:
         call(*args)
-    except Exception as exc:  # a logger failing mid-run must not stop the run: warn once per call site
-        log.warning("logger call %s failed: %s: %s", getattr(call, "__qualname__", call), type(exc).__name__, " ".join(str(exc).split())[:200])
+    except Exception as exc:  # a logger failing mid-run (server gone, disk full) must not stop the run
+        name = getattr(call, "__qualname__", str(call))
+        if warned is None or name not in warned:
+            log.warning("logger call %s failed (later failures of it are not repeated): %s: %s", name, type(exc).__name__,
+                        " ".join(str(exc).split())[:200])
+        if warned is not None:
+            warned.add(name)
 
 
 def flatten_scalars(value: Any, prefix: str, out: dict[str, float] | None = None) -> dict[str, float]:
@@ -137,13 +143,14 @@ class LoggerSet:
         self.loggers = list(loggers)
         self.step = 0
         self._pending: list[tuple[int, Any, float]] = []
+        self._warned: set[str] = set()
 
     def __bool__(self) -> bool:
         return bool(self.loggers)
 
     def _each(self, method: str, *args: Any) -> None:
         for logger in self.loggers:
-            _quietly(getattr(logger, method), *args)
+            _quietly(getattr(logger, method), *args, warned=self._warned)
 
     def on_step(self, loss: Any, lr: float) -> None:
         self.step += 1
