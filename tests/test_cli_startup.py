@@ -56,3 +56,12 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(cli, small_digits
     caplog.clear()
     status, _, err = cli("run", small_digits, "--out", tmp_path / "quiet", "-S", "epochs=1", "--no-progress")
     assert status == 0 and not any(" steps (" in line for line in caplog.messages)
+
+
+def test_help_wraps_at_spaces_only() -> None:
+    from clbench.cli import build_parser
+
+    run = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "run")[1]  # type: ignore[union-attr]
+    text = run.format_help()
+    assert "seed-N-kv-POLICY" in text and "seed-\n" not in text
+    assert "  clbench run --config run.toml --seed 3" in text  # the hand-laid examples are kept as written

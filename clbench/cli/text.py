@@ -3,6 +3,7 @@ and built-in components' summaries read from source without importing them (no t
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib.util
 import inspect
@@ -99,3 +100,17 @@ def static_docstring(value: str, hops: int = 3) -> str | None:
                     base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level else node.module
                     return static_docstring(f"{base}:{alias.name}", hops - 1)
     return None
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse help that wraps at spaces only (never inside ``seed-N-kv-POLICY`` or a path) and
+    keeps descriptions and epilogs that are laid out by hand (those with line breaks) as written."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text.strip():
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False,
+                             break_long_words=False)
