@@ -192,7 +192,7 @@ def _benchmark_budget(spec: Any) -> str:
 def show_benchmark(name: str) -> None:
     spec, _ = registry.load_benchmark(name)
     print(f"benchmark {spec.name} v{spec.version}  ({spec.source})")
-    print(spec.description)
+    print(wrap_doc(spec.description))
     print(f"\nprotocol: {spec.protocol}\ndefault backbone: {spec.backbone}")
     print(f"default strategies: {', '.join(spec.strategies)}; seeds: {', '.join(map(str, spec.seeds))}")
     print(f"headline metrics: {', '.join(spec.metrics)}")

@@ -14,12 +14,13 @@ from pathlib import Path
 
 _ROLE = re.compile(r":(?:class|mod|func|meth|attr|data|obj|exc|ref|doc|py:\w+):`~?([^`<]+?)(?:\s*<[^>]+>)?`")
 _LITERAL = re.compile(r"``(.+?)``")
+_CODE = re.compile(r"(?<![`\w])`([^`\n]+)`(?![`\w])")  # Markdown `code` (after the reST forms are gone)
 
 
 def plain(text: str) -> str:
     """reST roles and literals as plain text: ``:class:`~a.B``` -> ``B``, double backquotes -> nothing."""
     text = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1] if m.group(0).find("~") != -1 else m.group(1), text)
-    return _LITERAL.sub(r"\1", text)
+    return _CODE.sub(r"\1", _LITERAL.sub(r"\1", text))
 
 
 def width() -> int:
