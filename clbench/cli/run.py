@@ -80,6 +80,11 @@ def _seeds(text: str | None, default: tuple[int, ...]) -> list[int]:
     return seeds
 
 
+def _first(*values: Any) -> Any:
+    """The first value that was given (``None`` = not given; an empty string was given, and is checked later)."""
+    return next(v for v in values if v is not None)
+
+
 def _merged(args: argparse.Namespace) -> dict[str, Any]:
     """The command line over the ``--config`` file over the defaults (every value checked)."""
     from clbench.config import parse_assignments
@@ -88,8 +93,8 @@ def _merged(args: argparse.Namespace) -> dict[str, Any]:
 
     file = load_run_config(args.config) if args.config is not None else None
     value = (lambda key: file.get(key)) if file is not None else (lambda key: None)
-    benchmark = args.benchmark or value("benchmark")
-    if not benchmark:
+    benchmark = args.benchmark if args.benchmark is not None else value("benchmark")  # an empty name is the registry's error
+    if benchmark is None:
         raise UsageError("no benchmark: give one (clbench run BENCHMARK) or set benchmark = \"...\" in a --config file")
     settings = dict(file.settings) if file is not None else {}
     settings.update(parse_assignments(args.overrides))  # -S on the command line wins key by key
@@ -101,10 +106,10 @@ def _merged(args: argparse.Namespace) -> dict[str, Any]:
         "settings": settings,
         "backbone": args.backbone if args.backbone is not None else value("backbone"),
         "out": args.out if args.out is not None else Path(value("out") or "runs"),
-        "device": args.device or value("device") or "auto",
+        "device": _first(args.device, value("device"), "auto"),
         "data_root": args.data_root if args.data_root is not None else (Path(value("data_root")) if value("data_root") else None),
         "allow_download": args.allow_download or bool(value("allow_download")),
-        "kv_cache": args.kv_cache or value("kv_cache") or "full",
+        "kv_cache": _first(args.kv_cache, value("kv_cache"), "full"),
         "loggers": tuple(parse_logger_names(args.logger if args.logger is not None else value("loggers"))),
         "progress": not args.no_progress and progress is not False,
     }
