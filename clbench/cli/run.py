@@ -116,12 +116,12 @@ def _merged(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    merged = _merged(args)  # a bad flag or --config file is one line before torch is imported
     from clbench import registry
     from clbench.config import split_overrides
     from clbench.preflight import RunOptions, preflight
     from clbench.runner import run
 
-    merged = _merged(args)
     spec, _ = registry.load_benchmark(merged["benchmark"])
     names = merged["strategies"] or list(spec.strategies)
     classes: dict[str, type] = {}
