@@ -6,12 +6,17 @@ pristine backbone plus freshly initialised adapters, both reproducible from the 
 are found by a BLAKE2 fingerprint of each tensor's bytes taken at setup. Resuming rebuilds that
 state the same way, lets the strategy restore any grown structure, then loads the delta.
 
+A checkpoint is ``task-NNN.safetensors``: the tensors in safetensors, every other value (strategy
+state such as bank sizes, task logs, ``{int: ...}`` maps) as JSON in its metadata
+(:mod:`clbench.statefile`); nothing is unpickled on resume. Checkpoints written before this format
+(``task-NNN.pt``, pickled by ``torch.save``) still resume: they load with
+``torch.load(weights_only=True)``, which refuses any object that would run code.
+
 Files are written to temporary names, fsynced and renamed (:mod:`clbench.safeio`);
 ``checkpoint.json`` is replaced last, so a run killed mid-save, or stopped by a full disk, resumes
-from the previous complete checkpoint. Free space is checked before a checkpoint is written.
-Everything loads with ``torch.load(weights_only=True)``, and a damaged checkpoint (truncated,
-foreign bytes, a blocked pickle, a missing file, an inconsistent pointer) is refused with one line
-naming the file and field.
+from the previous complete checkpoint. Free space is checked before a checkpoint is written. A
+damaged checkpoint (truncated, foreign bytes, a blocked pickle, a missing file, an inconsistent
+pointer) is refused with one line naming the file and field.
 """
 
 from __future__ import annotations
@@ -26,10 +31,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from clbench import statefile
 from clbench.errors import ClbenchError, UsageError
-from clbench.safeio import atomic_writer, ensure_free_space, make_dirs, write_bytes_atomic
+from clbench.safeio import ensure_free_space, make_dirs, write_bytes_atomic
 
 POINTER = "checkpoint.json"
+SUFFIX = ".safetensors"
+LEGACY_SUFFIX = ".pt"
+"""Checkpoints pickled with ``torch.save`` before the safetensors format; resumed read-only."""
 
 
 def fingerprint(tensor: torch.Tensor) -> str:
@@ -52,12 +61,6 @@ def fingerprints(model: nn.Module) -> dict[str, str]:
 def changed_state(model: nn.Module, reference: dict[str, str]) -> dict[str, torch.Tensor]:
     """Entries of ``model.state_dict()`` that are new or differ from ``reference``, on CPU."""
     return {name: t.detach().cpu().clone() for name, t in model.state_dict().items() if reference.get(name) != fingerprint(t)}
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` through :func:`clbench.safeio.atomic_writer` (temp file, fsync, rename)."""
-    with atomic_writer(path) as handle:
-        torch.save(obj, handle)
 
 
 def _nbytes(value: Any) -> int:
@@ -98,7 +101,7 @@ def save_checkpoint(folder: Path, tasks_done: int, model_delta: dict[str, torch.
     pointer = json.dumps({"tasks_done": tasks_done, "file": name, "progress": progress})
     companions = dict(companions or {})
     ensure_free_space(folder, _nbytes(payload) + 2 * len(pointer) + sum(map(len, companions.values())), f"checkpoint {folder / name}")
-    _save_atomic(payload, folder / name)
+    write_bytes_atomic(folder / name, statefile.to_bytes(payload))
     before: dict[Path, bytes | None] = {}
     try:
         for path, data in companions.items():
@@ -131,14 +134,14 @@ def _put_back(before: dict[Path, bytes | None]) -> None:
 def prune(folder: Path, keep: str) -> None:
     """Delete tensor files other than ``keep`` (older checkpoints, or a newer one a kill left
     without its pointer)."""
-    for old in folder.glob("task-*.pt"):
+    for old in [*folder.glob(f"task-*{SUFFIX}"), *folder.glob(f"task-*{LEGACY_SUFFIX}")]:
         if old.name != keep:
             with contextlib.suppress(OSError):
                 old.unlink()
 
 
-def checkpoint_name(tasks_done: int) -> str:
-    return f"task-{tasks_done:03d}.pt"
+def checkpoint_name(tasks_done: int, suffix: str = SUFFIX) -> str:
+    return f"task-{tasks_done:03d}{suffix}"
 
 
 def damaged(folder: Path, detail: str) -> UsageError:
@@ -172,7 +175,7 @@ def read_pointer(folder: Path, n_tasks: int | None = None) -> dict[str, Any] | N
     done = pointer.get("tasks_done")
     if isinstance(done, bool) or not isinstance(done, int) or done < 1 or (n_tasks is not None and done > n_tasks):
         raise damaged(path, f"field 'tasks_done' is {done!r}, not a task count" + (f" in 1..{n_tasks}" if n_tasks else ""))
-    if pointer.get("file") != checkpoint_name(done):
+    if pointer.get("file") not in (checkpoint_name(done), checkpoint_name(done, LEGACY_SUFFIX)):
         raise damaged(path, f"field 'file' is {pointer.get('file')!r}, expected {checkpoint_name(done)!r}")
     progress = pointer.get("progress")
     if not isinstance(progress, dict):
@@ -194,18 +197,24 @@ def read_pointer(folder: Path, n_tasks: int | None = None) -> dict[str, Any] | N
 
 
 def load_checkpoint(folder: Path, pointer: dict[str, Any]) -> dict[str, Any]:
-    """Load the tensors a pointer refers to (``weights_only=True``: no code runs).
+    """Load the state a pointer refers to; no code from the file runs.
+
+    A ``.safetensors`` checkpoint is read by :mod:`clbench.statefile`; a legacy ``.pt`` one by
+    ``torch.load(weights_only=True)``.
 
     Raises:
-        UsageError: the tensor file is missing, truncated, not a checkpoint or holds objects
+        UsageError: the file is missing, truncated, not a checkpoint or (legacy) holds objects
             ``weights_only`` refuses.
     """
     path = folder / pointer["file"]
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == LEGACY_SUFFIX:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            state = statefile.load(path)
     except FileNotFoundError:
         raise damaged(path, "the file is missing") from None
-    except Exception as exc:  # truncated zip, random bytes, a pickle weights_only blocks: all mean "damaged"
+    except Exception as exc:  # truncated file, random bytes, a pickle weights_only blocks: all mean "damaged"
         raise damaged(path, f"{type(exc).__name__}: {_first_line(exc)}") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("strategy"), dict):
         raise damaged(path, "it does not hold 'model' and 'strategy' states")

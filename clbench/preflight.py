@@ -22,6 +22,7 @@ from clbench.api.strategy import Strategy, StrategyConfig
 from clbench.config import build_config
 from clbench.errors import UsageError
 from clbench.kvcache import KVCachePolicy, parse_kv_cache
+from clbench.loggers import check_loggers
 from clbench.results import RESULTS_FILE, load_results
 from clbench.rundir import holder, in_use_error, run_directory
 from clbench.safeio import check_output_folder
@@ -50,6 +51,8 @@ class RunOptions:
         kv_cache: KV-cache policy for generation-scored evaluation (``full``, ``d2o:0.2``, ...;
             see :mod:`clbench.kvcache`); a non-full policy gets its own run directory
             (``seed-N-kv-<policy>``) and records KV bytes and retained accuracy per task.
+        loggers: experiment loggers (``clbench.loggers`` entry points: ``tensorboard``,
+            ``wandb``, ``mlflow``, ...); each is checked before the run and started before training.
     """
 
     benchmark: str
@@ -65,6 +68,7 @@ class RunOptions:
     allow_download: bool | None = None
     progress: bool = True
     kv_cache: str = "full"
+    loggers: tuple[str, ...] = ()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,6 +118,7 @@ def preflight(options: RunOptions) -> Preflight:
     the first run starts.
     """
     check_seed(options.seed)
+    check_loggers(options.loggers)
     if options.backbone is not None and not options.backbone.strip():
         raise UsageError("--backbone is empty; give a backbone spec such as mlp:128 (clbench list backbones)")
     spec, loaders = registry.load_benchmark(options.benchmark)

@@ -2,8 +2,9 @@
 
 Every component, built-in or third-party, registers the same way: an entry point in one of the
 groups ``clbench.strategies`` (name -> Strategy class), ``clbench.backbones`` (spec prefix ->
-factory ``(spec) -> Backbone``) or ``clbench.benchmarks`` (-> a package holding ``*.toml``
-benchmark files and optionally a ``LOADERS`` mapping). Rules:
+factory ``(spec) -> Backbone``), ``clbench.benchmarks`` (-> a package holding ``*.toml``
+benchmark files and optionally a ``LOADERS`` mapping) or ``clbench.loggers`` (name -> a
+:class:`clbench.loggers.RunLogger` subclass). Rules:
 
 - Entry points are read once; a plugin is imported only when its name is requested (listing
   names imports nothing).
@@ -27,8 +28,8 @@ from typing import Any
 
 from clbench.errors import UsageError
 
-GROUPS = {"strategies": "clbench.strategies", "backbones": "clbench.backbones", "benchmarks": "clbench.benchmarks"}
-SINGULAR = {"strategies": "strategy", "backbones": "backbone", "benchmarks": "benchmark"}
+GROUPS = {"strategies": "clbench.strategies", "backbones": "clbench.backbones", "benchmarks": "clbench.benchmarks", "loggers": "clbench.loggers"}
+SINGULAR = {"strategies": "strategy", "backbones": "backbone", "benchmarks": "benchmark", "loggers": "logger"}
 DISABLE_ENV = "CLBENCH_DISABLE_PLUGIN_AUTOLOAD"
 OWN_DISTRIBUTION = "clbench"
 

@@ -41,15 +41,17 @@ import numpy as np
 import torch
 
 import clbench
-from clbench import budget, checkpoint, registry, uncertainty
+from clbench import budget, checkpoint, registry, runconfig, uncertainty
 from clbench.api.benchmark import BenchmarkSpec
 from clbench.api.strategy import RunContext, Strategy
 from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream, check_not_empty
 from clbench.errors import ClbenchError, ResultsError, UsageError
 from clbench.example_scores import EXAMPLES_FILE, ExampleScores, matches_matrix
+from clbench.loggers import LoggerSet, RunInfo, open_loggers, resume_step
 from clbench.preflight import RunOptions, check_amp, existing_complete, is_main_process, preflight, resolve_device
 from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, probe_summary, write_json_atomic
 from clbench.rundir import RunDirectory, attach_run_log, detach_run_log
+from clbench.safeio import write_text_atomic
 from clbench.training import evaluate, peak_memory_mb, train_task
 from clbench.validation import check_data_root
 
@@ -126,6 +128,43 @@ class _Run:
         self.planned_steps = [budget.steps_per_task(len(e.train), self.train) for e in self.stream.tasks]  # type: ignore[arg-type]
         self.kv_initial: dict[str, Any] = {}
         self.created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self.loggers = LoggerSet([])
+
+    def run_config(self) -> dict[str, Any]:
+        """The configuration this run runs with, re-runnable as ``clbench run --config RUN_DIR/run.toml``."""
+        return runconfig.resolved(self.options, self.backbone.spec, str(self.device), self.config.to_dict(), self.options.strategy)
+
+    def open_loggers(self, done: int) -> None:
+        """Start the experiment loggers (rank 0, before training) and replay what a resumed run restored."""
+        if not self.options.loggers or not is_main_process():
+            return
+        info = RunInfo(run_dir=self.run_dir, out=Path(self.options.out), benchmark=self.spec.name, strategy=self.plugin.name,
+                       seed=self.options.seed, config=self.run_config(), resumed=bool(done))
+        self.loggers = open_loggers(self.options.loggers, info)
+        self.loggers.step = resume_step(self.task_records)
+        for t in range(done + 1 if self.rows[0] is not None else 0):
+            self.log_row(t)
+
+    def log_row(self, t: int) -> None:
+        """Row ``t`` of the accuracy matrix and task ``t``'s telemetry and timings to the loggers."""
+        if not self.loggers:
+            return
+        telemetry: dict[str, Any] = {}
+        if t:
+            record = {k: v for k, v in self.task_records[t - 1].items() if k not in ("task", "loss_curve", "memory_kind")}
+            telemetry = {"run": record, "strategy": {k: v for k, v in self.telemetry[t - 1].items() if k != "task"}}
+        self.loggers.on_row(t, [e.name for e in self.stream.experiences], self.rows[t] or [], telemetry)
+
+    def close_loggers(self, data: dict[str, Any] | None) -> None:
+        """Final metrics and the report figures (a finished run), then end every logger's session."""
+        if not self.loggers:
+            return
+        if data is None:
+            self.loggers.close("failed")
+            return
+        from clbench.loggers.figures import run_figures
+
+        self.loggers.on_end(data.get("metrics") or {}, run_figures(data, self.run_dir), "complete")
 
     def _attach_kv_policy(self) -> None:
         if self.kv_policy.is_full:
@@ -291,15 +330,29 @@ class _Run:
             self.directory.checkpointed()
 
     def execute(self) -> dict[str, Any]:
-        tasks = self.stream.tasks
-        experiences = self.stream.experiences
         name = f"{self.plugin.name} s{self.options.seed}"
-        progress = self.options.progress
         done = self.resume_from_checkpoint() if self.options.resume else 0
         if is_main_process() and not (done and (self.run_dir / "config.json").exists()):  # a resumed run keeps the config it started with
             write_json_atomic(self.run_dir / "config.json", {"options": {**dataclasses.asdict(self.options), "out": str(self.options.out),
                                                                          "data_root": str(self.options.data_root) if self.options.data_root else None},
                                                              **self.identity()})
+            write_text_atomic(self.run_dir / runconfig.FILE, runconfig.dump_toml(self.run_config()))
+        self.open_loggers(done)
+        try:
+            data = self._stream(name, done)
+        except BaseException:
+            self.close_loggers(None)
+            raise
+        self.close_loggers(data)
+        if self.directory is not None:
+            self.directory.completed()
+        return data
+
+    def _stream(self, name: str, done: int) -> dict[str, Any]:
+        """Row 0, then every task from ``done`` on; returns the complete results."""
+        tasks = self.stream.tasks
+        experiences = self.stream.experiences
+        progress = self.options.progress
         log.info("%s: budget %s", name, budget.describe(budget.budget_record(self.train, self.spec.train, self.planned_steps, [], self.strategy.trains)))
         if self.rows[0] is None:
             start = time.perf_counter()
@@ -310,14 +363,15 @@ class _Run:
             log.info("%s: row 0 (before training) %s in %.1fs", name, _fmt(self.rows[0]), time.perf_counter() - start)
             self.save_examples()
             self.write("running")
+            self.log_row(0)
         for t in range(done, len(tasks)):
             exp = tasks[t]
             seed_everything(task_seed(self.options.seed, t))
             generator = torch.Generator().manual_seed(task_seed(self.options.seed, t))
             self.strategy.before_task(exp)
             data = self.strategy.training_data(exp, tasks[: t + 1])
-            stats = train_task(self.strategy, self.backbone, data, exp, self.train, generator, progress, f"{name} train {t + 1}/{len(tasks)} {exp.name}") \
-                if self.strategy.trains else None
+            stats = train_task(self.strategy, self.backbone, data, exp, self.train, generator, progress, f"{name} train {t + 1}/{len(tasks)} {exp.name}",
+                               on_step=self.loggers.on_step if self.loggers else None) if self.strategy.trains else None
             self.strategy.after_task(exp)
             start = time.perf_counter()
             scores = []
@@ -339,10 +393,8 @@ class _Run:
                      f"{stats.final_loss:.4f}" if stats and stats.final_loss is not None else "-", stats.train_seconds if stats else 0.0)
             self.save_checkpoint(t + 1)
             self.write("running")
-        data = self.write("complete")
-        if self.directory is not None:
-            self.directory.completed()
-        return data
+            self.log_row(t + 1)
+        return self.write("complete")
 
 
 @contextlib.contextmanager

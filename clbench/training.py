@@ -13,14 +13,13 @@ import contextlib
 import math
 import resource
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from clbench.api.backbone import Backbone
 from clbench.api.benchmark import TrainSettings
@@ -28,6 +27,7 @@ from clbench.api.strategy import Strategy
 from clbench.api.stream import Experience
 from clbench.budget import steps_per_task
 from clbench.errors import TrainingError, UsageError
+from clbench.progress import progress_bar
 
 MAX_LOSS_POINTS = 100
 # On accelerators the loss is checked for NaN/inf every this many steps (one synchronisation);
@@ -77,8 +77,13 @@ def _batches(loader: DataLoader[Any]) -> Iterator[Any]:
 
 
 def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], experience: Experience, settings: TrainSettings,
-               generator: torch.Generator, progress: bool = True, label: str = "") -> TaskStats:
-    """Train on ``data`` for one task with the strategy's loss and hooks."""
+               generator: torch.Generator, progress: bool = True, label: str = "",
+               on_step: Callable[[torch.Tensor, float], None] | None = None) -> TaskStats:
+    """Train on ``data`` for one task with the strategy's loss and hooks.
+
+    ``on_step(loss, lr)`` is called after every optimizer step with the step's loss (still on
+    the device) and the learning rate it used (the experiment loggers' feed).
+    """
     stats = TaskStats(examples=len(data))  # type: ignore[arg-type]
     params = strategy.trainable_parameters()
     total = steps_per_task(len(data), settings) if params and len(data) else 0  # type: ignore[arg-type]
@@ -92,7 +97,7 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
     model.train()
     losses: list[torch.Tensor] = []
     start = time.perf_counter()
-    bar = tqdm(total=total, desc=label, disable=not progress, leave=False, mininterval=0.5, unit="step")
+    bar = progress_bar(total, label, progress, "step")
     micro = 0
     skip = settings.nonfinite_loss == "skip"
     on_cpu = backbone.device.type == "cpu"
@@ -121,11 +126,14 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
             scaler.update()
         else:
             optimizer.step()
+        lr = float(optimizer.param_groups[0]["lr"])  # the rate this step used, before the schedule moves it
         if scheduler is not None:
             scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         strategy.after_step(stats.steps, experience)
         losses.append(loss.detach())
+        if on_step is not None:
+            on_step(loss, lr)
         stats.steps += 1
         bar.update(1)
         if not skip and (on_cpu or stats.steps % NONFINITE_CHECK_EVERY == 0 or stats.steps >= total):
@@ -172,7 +180,7 @@ def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: Tr
     model.eval()
     backbone.eval_start()
     row = []
-    bar = tqdm(total=sum(len(e.test) for e in experiences), desc=label, disable=not progress, leave=False, mininterval=0.5, unit="ex")  # type: ignore[arg-type]
+    bar = progress_bar(sum(len(e.test) for e in experiences), label, progress, "ex")  # type: ignore[arg-type]
     for exp in experiences:
         if strategy is not None:
             strategy.eval_task_start(exp)

@@ -51,6 +51,8 @@ EXAMPLES = RESULTS.with_name("examples.npz")  # the per-example scores beside th
 PART_EXAMPLES = CKPT.with_name("examples.npz")  # those of the stopped run (rows 0-2)
 FINDIR = Path("runs") / BENCH / "finetune" / "seed-0"  # the finished run (export and eval read it)
 PARTDIR = CKPT.parent
+CFG = ["run", "--no-progress", "--config"]  # a run config file; the file names benchmark, out and seed
+RUN_CFG = f'benchmark = "{B}"\nout = "runs"\nseeds = [7]\n'
 FASHION = ["run", "bench/fashion.toml", "--out", "runs", "--no-progress", "--data-root", "fashion"]
 FASHION_RAW = Path("fashion") / "FashionMNIST" / "raw"
 
@@ -103,7 +105,34 @@ def pointer_with(change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], No
 
 
 def tensor_file(obj: Any) -> Callable[[Path], None]:
-    return lambda root: torch.save(obj, root / CKPT / "task-002.pt")
+    """Replace the stopped run's checkpoint with one holding ``obj`` (through the real writer)."""
+    from clbench.statefile import to_bytes
+
+    return lambda root: (root / CKPT / "task-002.safetensors").write_bytes(to_bytes(obj))
+
+
+def state_file(skeleton: Any) -> Callable[[Path], None]:
+    """A checkpoint whose JSON state record is ``skeleton`` as given (no tensors)."""
+    from safetensors.torch import save
+
+    from clbench.statefile import FORMAT, METADATA_KEY
+
+    return lambda root: (root / CKPT / "task-002.safetensors").write_bytes(
+        save({}, metadata={"format": FORMAT, METADATA_KEY: json.dumps(skeleton)}))
+
+
+def foreign_safetensors(tensors: dict[str, torch.Tensor]) -> Callable[[Path], None]:
+    from safetensors.torch import save
+
+    return lambda root: (root / CKPT / "task-002.safetensors").write_bytes(save(tensors))
+
+
+def legacy_tensor_file(obj: Any) -> Callable[[Path], None]:
+    """A pre-safetensors checkpoint (``task-002.pt``, pickled) that the pointer names."""
+    def prepare(root: Path) -> None:
+        pointer_with(lambda p: p.update(file="task-002.pt"))(root)
+        torch.save(obj, root / CKPT / "task-002.pt")
+    return prepare
 
 
 def hold_lock(run: str) -> Callable[[Path], Callable[[], None]]:
@@ -281,6 +310,31 @@ CASES = [
     Case("toml-train-unknown-setting", BAD, "unknown train setting 'speed'", prepare=bench_with("lr = 0.01", "lr = 0.01\nspeed = 2")),
     Case("toml-train-not-table", BAD, "train must be a table", prepare=write("bench/bad.toml", TINY_BENCH.replace("[train]\nepochs = 1\nbatch_size = 64\nlr = 0.01\n", "train = 3\n"))),
     Case("toml-unknown-loader", BAD, "unknown loader 'nope'", prepare=bench_with('loader = "sklearn-digits"', 'loader = "nope"')),
+    # run config files (clbench run --config FILE): checked completely before anything runs
+    Case("runcfg-missing", [*CFG, "cfg/missing.toml"], "run config cfg/missing.toml not found"),
+    Case("runcfg-folder", [*CFG, "cfg"], "is a folder; give a .toml file", prepare=write("cfg/run.toml", RUN_CFG)),
+    Case("runcfg-syntax", [*CFG, "cfg/run.toml"], "cfg/run.toml is not valid TOML", prepare=write("cfg/run.toml", "seeds = = 1\n")),
+    Case("runcfg-unknown-key", [*CFG, "cfg/run.toml"], "unknown key(s) 'rank' (strategy settings go in a [settings] table)",
+         prepare=write("cfg/run.toml", RUN_CFG + "rank = 4\n")),
+    Case("runcfg-seeds-strings", [*CFG, "cfg/run.toml"], "'seeds' must be a non-empty list of integers, got ['a']",
+         prepare=write("cfg/run.toml", RUN_CFG.replace("seeds = [7]", 'seeds = ["a"]'))),
+    Case("runcfg-seeds-empty", [*CFG, "cfg/run.toml"], "'seeds' must be a non-empty list", prepare=write("cfg/run.toml", RUN_CFG.replace("seeds = [7]", "seeds = []"))),
+    Case("runcfg-strategies-number", [*CFG, "cfg/run.toml"], "'strategies' must be a non-empty list of strings",
+         prepare=write("cfg/run.toml", RUN_CFG + "strategies = 3\n")),
+    Case("runcfg-device-empty", [*CFG, "cfg/run.toml"], "'device' must be a string (not empty)", prepare=write("cfg/run.toml", RUN_CFG + 'device = ""\n')),
+    Case("runcfg-progress-string", [*CFG, "cfg/run.toml"], "'progress' must be true or false, got 'no'", prepare=write("cfg/run.toml", RUN_CFG + 'progress = "no"\n')),
+    Case("runcfg-settings-not-table", [*CFG, "cfg/run.toml"], "'settings' must be a table", prepare=write("cfg/run.toml", RUN_CFG + "settings = 3\n")),
+    Case("runcfg-setting-unknown", [*CFG, "cfg/run.toml"], "no selected strategy has a setting 'colour'",
+         prepare=write("cfg/run.toml", RUN_CFG + '[settings]\ncolour = "red"\n')),
+    Case("runcfg-setting-bad-value", [*CFG, "cfg/run.toml"], "epochs takes an integer, got '\"many\"'",
+         prepare=write("cfg/run.toml", RUN_CFG + '[settings.finetune]\nepochs = "many"\n')),
+    Case("runcfg-setting-nested", [*CFG, "cfg/run.toml"], "setting 'finetune.deep' is a table",
+         prepare=write("cfg/run.toml", RUN_CFG + "[settings.finetune.deep]\nx = 1\n")),
+    Case("runcfg-setting-date", [*CFG, "cfg/run.toml"], "setting 'epochs' is a date", prepare=write("cfg/run.toml", RUN_CFG + "[settings]\nepochs = 2026-01-01\n")),
+    Case("runcfg-no-benchmark", ["run", "--config", "cfg/run.toml"], "no benchmark: give one",
+         prepare=write("cfg/run.toml", RUN_CFG.replace(f'benchmark = "{B}"\n', ""))),
+    Case("runcfg-unknown-logger", [*CFG, "cfg/run.toml"], "unknown logger 'tensorbord'", prepare=write("cfg/run.toml", RUN_CFG + 'loggers = ["tensorbord"]\n')),
+    Case("runcfg-finished-run", [*CFG, "cfg/run.toml"], "already holds", prepare=write("cfg/run.toml", RUN_CFG.replace("seeds = [7]", "seeds = [0]"))),
     Case("toml-digit-classes", BAD, "needs classes: a list of digits 0-9", prepare=bench_with("classes = [0, 1]", "classes = [11]")),
     # ---- datasets ----------------------------------------------------------------------------------------------------------------------------
     Case("idx-empty", FASHION, "is not an idx file of bytes", prepare=write(str(FASHION_RAW / "train-images-idx3-ubyte"), b"")),
@@ -356,13 +410,22 @@ CASES = [
     Case("report-kv-cache-string", REPORT, "field 'kv_cache' is str, not an object", prepare=results_with(lambda d: d.update(kv_cache="d2o:0.2"))),
     Case("report-kv-cache-no-policy", REPORT, "field 'kv_cache.policy' is missing", prepare=results_with(lambda d: d.update(kv_cache={"initial": {}}))),
     # ---- checkpoints at --resume -------------------------------------------------------------------------------------------------------------
-    Case("ckpt-truncated", [*PART, "--resume"], "task-002.pt is damaged", prepare=lambda r: (r / CKPT / "task-002.pt").write_bytes((r / CKPT / "task-002.pt").read_bytes()[:300])),
-    Case("ckpt-random-bytes", [*PART, "--resume"], "task-002.pt is damaged", prepare=write(str(CKPT / "task-002.pt"), os.urandom(4096))),
-    Case("ckpt-blocked-pickle", [*PART, "--resume"], "task-002.pt is damaged (UnpicklingError", prepare=tensor_file({"model": {}, "strategy": {"x": Path("/")}})),
-    Case("ckpt-missing-pt", [*PART, "--resume"], "task-002.pt is damaged (the file is missing)", prepare=lambda r: (r / CKPT / "task-002.pt").unlink()),
-    Case("ckpt-wrong-object", [*PART, "--resume"], "does not hold 'model' and 'strategy' states", prepare=tensor_file(torch.zeros(3))),
+    Case("ckpt-truncated", [*PART, "--resume"], "task-002.safetensors is damaged (StateFormatError: not a safetensors file",
+         prepare=truncated(CKPT / "task-002.safetensors", 300)),
+    Case("ckpt-random-bytes", [*PART, "--resume"], "task-002.safetensors is damaged", prepare=write(str(CKPT / "task-002.safetensors"), os.urandom(4096))),
+    Case("ckpt-foreign-safetensors", [*PART, "--resume"], "without clbench's state record", prepare=foreign_safetensors({"fc1.weight": torch.zeros(2)})),
+    Case("ckpt-state-names-missing-tensor", [*PART, "--resume"], "names a tensor 't9' the file does not hold",
+         prepare=state_file({"model": {"$tensor": "t9"}, "strategy": {}})),
+    Case("ckpt-missing-file", [*PART, "--resume"], "task-002.safetensors is damaged (the file is missing)",
+         prepare=lambda r: (r / CKPT / "task-002.safetensors").unlink()),
+    Case("ckpt-wrong-object", [*PART, "--resume"], "does not hold 'model' and 'strategy' states", prepare=state_file({"model": [1, 2]})),
     Case("ckpt-wrong-shape", [*PART, "--resume"], "does not fit the rebuilt run", prepare=tensor_file({"model": {"fc1.weight": torch.zeros(2, 2)}, "strategy": {}})),
     Case("ckpt-unknown-tensor", [*PART, "--resume"], "does not fit the rebuilt run", prepare=tensor_file({"model": {"nope.weight": torch.zeros(2)}, "strategy": {}})),
+    # checkpoints pickled by torch.save before the safetensors format: loaded with weights_only=True
+    Case("legacy-ckpt-blocked-pickle", [*PART, "--resume"], "task-002.pt is damaged (UnpicklingError",
+         prepare=legacy_tensor_file({"model": {}, "strategy": {"x": Path("/")}})),
+    Case("legacy-ckpt-random-bytes", [*PART, "--resume"], "task-002.pt is damaged", prepare=lambda r: (
+        pointer_with(lambda p: p.update(file="task-002.pt"))(r), (r / CKPT / "task-002.pt").write_bytes(os.urandom(4096)))),
     Case("pointer-no-progress", [*PART, "--resume"], "field 'progress' is missing", prepare=pointer_with(lambda p: p.pop("progress"))),
     Case("pointer-not-json", [*PART, "--resume"], "checkpoint.json is damaged (not valid JSON)", prepare=write(str(CKPT / "checkpoint.json"), "{")),
     Case("pointer-tasks-done-99", [*PART, "--resume"], "field 'tasks_done' is 99", prepare=pointer_with(lambda p: p.update(tasks_done=99))),
@@ -407,21 +470,21 @@ CASES = [
     # ---- file-system faults ------------------------------------------------------------------------------------------------------------------
     Case("disk-full-config", NEW, "config.json: the disk is full", status=1, patch=faults(errno.ENOSPC, "config.json")),
     Case("disk-full-row-0", NEW, "results.json: the disk is full", status=1, patch=faults(errno.ENOSPC, "results.json")),
-    Case("disk-full-checkpoint-1", NEW, "task-001.pt: the disk is full", status=1, patch=faults(errno.ENOSPC, "task-001.pt")),
+    Case("disk-full-checkpoint-1", NEW, "task-001.safetensors: the disk is full", status=1, patch=faults(errno.ENOSPC, "task-001.safetensors")),
     Case("disk-full-pointer-1", NEW, "checkpoint.json: the disk is full", status=1, patch=faults(errno.ENOSPC, "checkpoint.json")),
     Case("io-error-results", NEW, "results.json: an I/O error occurred", status=1, patch=faults(errno.EIO, "results.json")),
-    Case("quota-checkpoint", NEW, "the disk quota is exceeded", status=1, patch=faults(errno.EDQUOT, "task-001.pt")),
-    Case("file-size-limit", NEW, "the file-size limit was reached", status=1, patch=faults(errno.EFBIG, "task-001.pt")),
+    Case("quota-checkpoint", NEW, "the disk quota is exceeded", status=1, patch=faults(errno.EDQUOT, "task-001.safetensors")),
+    Case("file-size-limit", NEW, "the file-size limit was reached", status=1, patch=faults(errno.EFBIG, "task-001.safetensors")),
     Case("read-only-mid-run", NEW, "the file system is read-only", status=1, patch=faults(errno.EROFS, "config.json")),
     Case("no-free-space", NEW, "not enough free space", status=1, patch=lambda mp, r: no_free_space(mp)),
     Case("overwrite-disk-full-config", [*FIN, "--overwrite"], "the earlier run in runs/digits-tiny/finetune/seed-0 was restored", status=1,
          patch=faults(errno.ENOSPC, "config.json")),
     Case("overwrite-disk-full-checkpoint", [*FIN, "--overwrite"], "the earlier run in runs/digits-tiny/finetune/seed-0 was restored", status=1,
-         patch=faults(errno.ENOSPC, "task-001.pt")),
+         patch=faults(errno.ENOSPC, "task-001.safetensors")),
     Case("overwrite-io-error-row-0", [*FIN, "--overwrite"], "was restored", status=1, patch=faults(errno.EIO, "results.json")),
     Case("overwrite-no-free-space", [*FIN, "--overwrite"], "was restored", status=1, patch=lambda mp, r: no_free_space(mp)),
-    Case("resume-disk-full", [*PART, "--resume"], "task-003.pt: the disk is full; free some space and rerun; runs/digits-tiny/finetune/seed-1 is as it was",
-         status=1, patch=faults(errno.ENOSPC, "task-003.pt")),
+    Case("resume-disk-full", [*PART, "--resume"], "task-003.safetensors: the disk is full; free some space and rerun; runs/digits-tiny/finetune/seed-1 is as it was",
+         status=1, patch=faults(errno.ENOSPC, "task-003.safetensors")),
     Case("resume-io-error-pointer", [*PART, "--resume"], "is as it was", status=1, patch=faults(errno.EIO, "checkpoint.json")),
     Case("resume-of-nothing-disk-full", [*NEW, "--resume"], "its folder runs/digits-tiny/finetune/seed-7 was removed", status=1,
          patch=faults(errno.ENOSPC, "results.json")),

@@ -47,8 +47,10 @@ def test_user_errors_are_one_line_with_status_2(cli, tmp_path: Path, args: list[
 
 def test_argparse_errors_are_one_line_too() -> None:
     clbench = str(Path(sys.executable).with_name("clbench"))
-    result = subprocess.run([clbench, "run"], capture_output=True, text=True)
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "the following arguments are required: benchmark" in result.stderr
+    result = subprocess.run([clbench, "run", "digits-split", "--no-such-flag"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "unrecognized arguments: --no-such-flag" in result.stderr
+    result = subprocess.run([clbench, "run"], capture_output=True, text=True)  # the benchmark may come from --config instead
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no benchmark: give one (clbench run BENCHMARK)" in result.stderr
 
 
 def test_run_two_strategies_two_seeds_then_report(cli, small_digits: Path, tmp_path: Path) -> None:
@@ -82,6 +84,10 @@ def test_summary_marks_a_run_that_did_not_learn() -> None:
     lines = summary_lines(("last_accuracy", "mtil_avg"), [("lora", 0, learned, 1.0), ("mora", 0, frozen, 2.0)])
     assert lines[0].split() == ["strategy", "seed", "last", "avg-inc", "learn", "gain", "forget", "bwt", "mtil-avg", "learned", "probes",
                                 "Δ", "time", "results"]
-    assert "50.0 [45.0, 55.0]" in lines[1] and "2/3 tasks" in lines[1]
-    assert "0.0 [0.0, 0.0]" in lines[2] and "DID NOT LEARN (0/3)" in lines[2]
-    assert "DID NOT LEARN = " in lines[-1]
+    assert set(lines[1]) == {"-", " "}  # a rule under the header
+    assert "50.0 [45.0, 55.0]" in lines[2] and "2/3 tasks" in lines[2]
+    assert "0.0 [0.0, 0.0]" in lines[3] and "DID NOT LEARN (0/3)" in lines[3]
+    # numbers are right-aligned: each metric column ends at the same place in the header and every row
+    last_end = lines[0].index("last") + len("last")
+    assert lines[2][last_end - 1] == "]" and lines[3][last_end - 4:last_end] == "20.0"
+    assert "DID NOT LEARN = " in " ".join(lines[-1].split("\n"))

@@ -78,11 +78,11 @@ def test_skip_policy_skips_non_finite_batches_and_records_them(bench: Path, tmp_
 def test_disk_full_after_a_checkpoint_keeps_the_run_resumable(bench: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reference = run(_options(bench, tmp_path / "reference"))
     with monkeypatch.context() as patch:
-        fail_writes(patch, errno.ENOSPC, "task-002.pt")
-        with pytest.raises(StorageError, match="task-002.pt: the disk is full; free some space and rerun; 1 task"):
+        fail_writes(patch, errno.ENOSPC, "task-002.safetensors")
+        with pytest.raises(StorageError, match="task-002.safetensors: the disk is full; free some space and rerun; 1 task"):
             run(_options(bench, tmp_path / "runs"))
     run_dir = tmp_path / "runs" / BENCH / "finetune" / "seed-0"
-    assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == ["checkpoint.json", "task-001.pt"]
+    assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == ["checkpoint.json", "task-001.safetensors"]
     resumed = run(_options(bench, tmp_path / "runs", resume=True))
     assert resumed["matrix"]["values"] == reference["matrix"]["values"] and resumed["metrics"] == reference["metrics"]
 
@@ -103,7 +103,7 @@ def test_overwrite_keeps_the_earlier_run_aside_until_the_new_one_completes(bench
     assert find_results([out]) == [run_dir / "results.json"]
     # A second --overwrite replaces the unfinished one, and the earlier finished run still waits aside.
     with monkeypatch.context() as patch:
-        fail_writes(patch, errno.ENOSPC, "task-001.pt")
+        fail_writes(patch, errno.ENOSPC, "task-001.safetensors")
         with pytest.raises(StorageError, match="the earlier run in .* was restored"):
             run(_options(bench, out, overwrite=True, overrides={"lr": "0.03"}))
     assert (previous / "results.json").read_bytes() == original and run_state(run_dir) == "checkpointed"

@@ -197,14 +197,14 @@ def test_kill_9_late_in_a_run_resumes_to_the_same_numbers(reference: tuple[Path,
     assert _tasks_done(run_dir) == tasks_done, point
     assert (run_dir.parent / ".seed-3.lock").exists()  # left behind by the killed holder
     if point == "inside task 3":  # plus what a kill in the middle of saving checkpoint 3 would have left on disk
-        (run_dir / "checkpoint" / ".task-003.pt.x1y2.tmp").write_bytes(b"half a checkpoint")
+        (run_dir / "checkpoint" / ".task-003.safetensors.x1y2.tmp").write_bytes(b"half a checkpoint")
         (run_dir / ".results.json.x1y2.tmp").write_text('{"half": ')
         (run_dir / ".examples.npz.x1y2.tmp").write_bytes(b"PK\x03\x04 half a zip")
     resumed = run(RunOptions(benchmark=str(bench), strategy="finetune", seed=3, out=out, resume=True, progress=False))
     _same_numbers(resumed, expected)
     assert not (run_dir.parent / ".seed-3.lock").exists(), point
     assert not list(run_dir.rglob("*.tmp")), point
-    assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == ["checkpoint.json", "task-004.pt"], point
+    assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == ["checkpoint.json", "task-004.safetensors"], point
 
 
 KILL_BEFORE_POINTER_2 = textwrap.dedent("""
@@ -240,10 +240,10 @@ def test_kill_9_between_the_scores_and_the_pointer_of_a_checkpoint(tmp_path: Pat
     run_dir = out / BENCH / "finetune" / "seed-5"
     killed = subprocess.run([sys.executable, "-c", KILL_BEFORE_POINTER_2, str(bench), str(out)], capture_output=True, text=True, env=ONE_THREAD)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert _tasks_done(run_dir) == 1 and (run_dir / "checkpoint" / "task-002.pt").exists()
+    assert _tasks_done(run_dir) == 1 and (run_dir / "checkpoint" / "task-002.safetensors").exists()
     assert ExampleScores.load(run_dir / "examples.npz").evaluated() == [True, True, True, False]
     _same_numbers(run(RunOptions(**options, out=out, resume=True)), expected)
-    assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == ["checkpoint.json", "task-003.pt"]
+    assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == ["checkpoint.json", "task-003.safetensors"]
 
 
 def test_kill_9_during_an_overwrite(reference: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
@@ -379,5 +379,5 @@ def test_file_size_limit_stops_the_run_cleanly(tmp_path: Path) -> None:
                               capture_output=True, text=True, preexec_fn=_file_size_limit(64 << 10), env=env)
         message = _message(proc.stderr)
         assert proc.returncode == 1 and len(message) == 1, proc.stderr
-        assert "task-001.pt: the file-size limit was reached" in message[0]
+        assert "task-001.safetensors: the file-size limit was reached" in message[0]
         assert_unchanged(before, snapshot(tmp_path))

@@ -1,29 +1,31 @@
-"""The contracts third-party strategies, backbones and benchmarks code against."""
+"""The contracts third-party strategies, backbones and benchmarks code against.
 
-from clbench.api.backbone import Backbone, Batch
-from clbench.api.benchmark import PROTOCOLS, BenchmarkSpec, TaskSpec, TrainSettings
-from clbench.api.strategy import RunContext, Strategy, StrategyConfig
-from clbench.api.stream import (
-    ExampleListDataset,
-    Experience,
-    Stream,
-    TensorTaskDataset,
-    concat_datasets,
-)
+Names are imported on first use (PEP 562), so that ``from clbench.api.benchmark import ...``
+does not import torch: ``clbench list`` and ``clbench show BENCHMARK`` start without it.
+"""
 
-__all__ = [
-    "PROTOCOLS",
-    "Backbone",
-    "Batch",
-    "BenchmarkSpec",
-    "ExampleListDataset",
-    "Experience",
-    "RunContext",
-    "Strategy",
-    "StrategyConfig",
-    "Stream",
-    "TaskSpec",
-    "TensorTaskDataset",
-    "TrainSettings",
-    "concat_datasets",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_HOME = {
+    "Backbone": "backbone", "Batch": "backbone",
+    "PROTOCOLS": "benchmark", "BenchmarkSpec": "benchmark", "TaskSpec": "benchmark", "TrainSettings": "benchmark",
+    "RunContext": "strategy", "Strategy": "strategy", "StrategyConfig": "strategy",
+    "ExampleListDataset": "stream", "Experience": "stream", "Stream": "stream", "TensorTaskDataset": "stream", "concat_datasets": "stream",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'clbench.api' has no attribute {name!r}")
+    value = getattr(import_module(f"clbench.api.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

@@ -79,6 +79,15 @@ class StrategyConfig:
         base = {f.name for f in fields(StrategyConfig)}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name in base}
 
+    def for_kind(self, backbone_kind: str) -> dict[str, Any]:
+        """Every setting as it applies on ``backbone_kind``: :meth:`to_dict` with the per-kind
+        defaults a strategy resolves filled in (``None`` = the benchmark's value or the
+        backbone's default). ``clbench show`` prints these; subclasses whose adapter settings
+        depend on the kind extend it."""
+        values = self.to_dict()
+        values.update({k: v for k, v in self.train_overrides(backbone_kind).items() if v is not None})
+        return values
+
     def to_dict(self) -> dict[str, Any]:
         """Every field and its value, JSON-ready (tuples become lists)."""
         out: dict[str, Any] = {}

@@ -37,7 +37,12 @@ EPILOG = """examples:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and exit status 2."""
+    """argparse with one-line errors and exit status 2, and help wrapped at spaces only."""
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        from clbench.cli.text import HelpFormatter
+
+        return HelpFormatter(prog=self.prog)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"clbench: error: {message} (see clbench {self.prog.split()[-1] if ' ' in self.prog else ''} --help)\n".replace("  ", " "))

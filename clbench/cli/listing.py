@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from clbench import registry
+from clbench.cli.text import plain, static_docstring, summary, wrap, wrap_doc
 from clbench.errors import UsageError
 
 
@@ -16,7 +17,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("list", help="list installed strategies, benchmarks and backbones",
                        description="List registered components with the package that provides each. "
                                    "A plugin that fails to import is shown with its error; the others still load.")
-    p.add_argument("kind", nargs="?", choices=["strategies", "benchmarks", "backbones"], help="only this kind")
+    p.add_argument("kind", nargs="?", choices=["strategies", "benchmarks", "backbones", "loggers"], help="only this kind")
     p.set_defaults(handler=cmd_list)
     s = sub.add_parser("show", help="describe a benchmark or strategy",
                        description="Show a benchmark's tasks, protocol and defaults, or a strategy's settings.",
@@ -25,32 +26,23 @@ def add_parsers(sub: Any) -> None:
     s.set_defaults(handler=cmd_show)
 
 
-def _first_line(text: str | None) -> str:
-    return (inspect.cleandoc(text or "").splitlines() or [""])[0]
+def _plugin_summary(plugin: registry.Plugin) -> str:
+    """The first paragraph of the component's docstring.
 
-
-def _strategy_rows() -> list[tuple[str, str, str]]:
-    rows = []
-    for plugin in registry.plugins("strategies"):
+    clbench's own components are read from source (importing them would import torch); a
+    third-party plugin is imported, so that one that fails to load is listed with its error.
+    """
+    doc = static_docstring(plugin.value) if registry.normalize(plugin.dist) == registry.OWN_DISTRIBUTION else None
+    if doc is None:
         try:
-            cls, _ = registry.get_strategy(plugin.qualified)
-            summary = _first_line(cls.__doc__)
+            doc = plugin.load().__doc__
         except UsageError as exc:
-            summary = f"ERROR: {exc}"
-        rows.append((plugin.name, f"{plugin.dist} {plugin.version}", summary))
-    return rows
+            return f"ERROR: {exc}"
+    return summary(doc)
 
 
-def _backbone_rows() -> list[tuple[str, str, str]]:
-    rows = []
-    for plugin in registry.plugins("backbones"):
-        try:
-            factory = plugin.load()
-            summary = _first_line(factory.__doc__)
-        except UsageError as exc:
-            summary = f"ERROR: {exc}"
-        rows.append((f"{plugin.name}:…", f"{plugin.dist} {plugin.version}", summary))
-    return rows
+def _rows(kind: str, suffix: str = "") -> list[tuple[str, str, str]]:
+    return [(f"{p.name}{suffix}", f"{p.dist} {p.version}", _plugin_summary(p)) for p in registry.plugins(kind)]
 
 
 def _benchmark_rows() -> list[tuple[str, str, str]]:
@@ -62,28 +54,33 @@ def _benchmark_rows() -> list[tuple[str, str, str]]:
         for source in sources:
             try:
                 spec = load_benchmark_file(source.path)
-                summary = f"{spec.protocol}, {len(spec.trained_tasks)} tasks: {_first_line(spec.description)}"
+                text = f"{spec.protocol}, {len(spec.trained_tasks)} tasks: {summary(spec.description)}"
             except UsageError as exc:
-                summary = f"ERROR: {exc}"
+                text = f"ERROR: {exc}"
             label = name if len(sources) == 1 else f"{source.plugin.dist}/{name} (name claimed twice)"
-            rows.append((label, f"{source.plugin.dist} {source.plugin.version}", summary))
+            rows.append((label, f"{source.plugin.dist} {source.plugin.version}", text))
     rows += [(qualified, "", f"ERROR: {message}") for qualified, message in errors.items()]
     return rows
 
 
 def _print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
+    """Name and package columns, then the summary wrapped at word boundaries under its column."""
     print(f"{title}:")
     if not rows:
         print("  (none)")
     width = max((len(r[0]) for r in rows), default=0)
     pkg = max((len(r[1]) for r in rows), default=0)
-    for name, package, summary in rows:
-        print(f"  {name:<{width}}  {package:<{pkg}}  {summary}")
+    column = 2 + width + 2 + pkg + 2
+    for name, package, text in rows:
+        lead = f"  {name:<{width}}  {package:<{pkg}}  "
+        # an error stays on one line, whole, so that it can be searched for and copied
+        print((lead + (text if text.startswith("ERROR:") else wrap(text, indent=column)[column:])).rstrip())
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    kinds = [args.kind] if args.kind else ["benchmarks", "strategies", "backbones"]
-    builders = {"strategies": _strategy_rows, "benchmarks": _benchmark_rows, "backbones": _backbone_rows}
+    kinds = [args.kind] if args.kind else ["benchmarks", "strategies", "backbones", "loggers"]
+    builders = {"strategies": lambda: _rows("strategies"), "benchmarks": _benchmark_rows, "backbones": lambda: _rows("backbones", ":…"),
+                "loggers": lambda: _rows("loggers")}
     for i, kind in enumerate(kinds):
         if i:
             print()
@@ -115,17 +112,42 @@ def _field_docs(cls: type) -> dict[str, str]:
 def show_strategy(name: str) -> None:
     cls, plugin = registry.get_strategy(name)
     print(f"strategy {plugin.name}  ({plugin.dist} {plugin.version}, {plugin.value})")
-    print(inspect.cleandoc(cls.__doc__ or ""))
+    print(wrap_doc(cls.__doc__))
     module_doc = inspect.getmodule(cls).__doc__ if inspect.getmodule(cls) else None
     if module_doc:
-        print("\n" + inspect.cleandoc(module_doc))
+        print("\n" + wrap_doc(module_doc))
     print(f"\nbackbones: {', '.join(sorted(cls.backbone_kinds))}")
     print(_training_defaults(cls))
-    print("\nsettings (-S key=value; training settings left as None use the benchmark's):")
+    print("\nsettings (-S key=value), with the value that applies on each backbone kind; None = the benchmark's value:")
     docs = _field_docs(cls.Config)
+    per_kind = _values_per_kind(cls)
     for field in dataclasses.fields(cls.Config):
-        default = field.default if field.default is not dataclasses.MISSING else "(required)"
-        print(f"  {field.name} = {default!r}: {docs.get(field.name, '')}")
+        if per_kind is not None:
+            shown = _kind_values(per_kind, field.name)
+        else:
+            shown = repr(field.default) if field.default is not dataclasses.MISSING else "(required)"
+        print(wrap(f"{field.name} = {shown}: {plain(docs.get(field.name, ''))}", indent=6, first=2))
+
+
+def _values_per_kind(cls: Any) -> dict[str, dict[str, Any]] | None:
+    """``Config().for_kind(kind)`` for each backbone kind the strategy supports (None when the
+    config cannot be built without settings)."""
+    try:
+        config = cls.Config()
+    except (TypeError, ValueError, UsageError):
+        return None
+    return {kind: config.for_kind(kind) for kind in sorted(cls.backbone_kinds)}
+
+
+def _kind_values(per_kind: dict[str, dict[str, Any]], key: str) -> str:
+    """``8`` when every kind agrees, else ``8 (classic, llm) / 16 (clip)``."""
+    groups: dict[str, list[str]] = {}
+    for kind, values in per_kind.items():
+        value = values.get(key)
+        groups.setdefault(repr(tuple(value) if isinstance(value, list) else value), []).append(kind)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return " / ".join(f"{value} ({', '.join(kinds)})" for value, kinds in groups.items())
 
 
 def _training_defaults(cls: Any) -> str:
@@ -170,14 +192,14 @@ def _benchmark_budget(spec: Any) -> str:
 def show_benchmark(name: str) -> None:
     spec, _ = registry.load_benchmark(name)
     print(f"benchmark {spec.name} v{spec.version}  ({spec.source})")
-    print(spec.description)
+    print(wrap_doc(spec.description))
     print(f"\nprotocol: {spec.protocol}\ndefault backbone: {spec.backbone}")
     print(f"default strategies: {', '.join(spec.strategies)}; seeds: {', '.join(map(str, spec.seeds))}")
     print(f"headline metrics: {', '.join(spec.metrics)}")
     train = dataclasses.asdict(spec.train)
     print("training: " + ", ".join(f"{k}={v}" for k, v in train.items() if v is not None))
     print(_benchmark_budget(spec))
-    from clbench.data.vision_base import task_class_count
+    from clbench.classcounts import task_class_count
 
     counts = [task_class_count(t.loader, t.options) for t in spec.tasks]
     known = [c for c, t in zip(counts, spec.tasks, strict=True) if c is not None and not t.eval_only]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,31 +16,42 @@ RUN_EPILOG = """examples:
   clbench run digits-split -s lora -S rank=4 -S lora.merge_after_task=true
   clbench run quickstart --resume                   continue a killed run from its last task
   clbench run trace -s lora --kv-cache d2o:0.2      generation-scored tasks evaluated under D2O at a 20% KV budget
+  clbench run digits-split --logger tensorboard,mlflow    log to TensorBoard event files and an MLflow store
+  clbench run --config run.toml --seed 3            a run config file; flags override it
+  clbench run --config runs/B/S/seed-0/run.toml --out rerun   run a finished run again as it ran
 
 -S keys are checked against each strategy's settings (clbench show NAME lists them); a bare key
 goes to every selected strategy that has it, NAME.key to one strategy.
+
+A run config file (--config) holds the same choices as TOML: benchmark, strategies, seeds,
+backbone, device, out, data_root, allow_download, kv_cache, loggers, progress and a [settings]
+table ([settings.NAME] for one strategy). Paths in it are relative to the current folder, as on
+the command line. Every run writes the configuration it ran with to RUN_DIR/run.toml.
 """
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="run strategies on a benchmark", description="Train and evaluate strategies on a named benchmark; "
                        "writes OUT/BENCHMARK/STRATEGY/seed-N/results.json.", epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("benchmark", help="benchmark name (clbench list benchmarks) or a .toml file")
+    p.add_argument("benchmark", nargs="?", help="benchmark name (clbench list benchmarks) or a .toml file (or benchmark = ... in --config)")
+    p.add_argument("--config", type=Path, metavar="RUN.toml", help="a run config file; flags given here override it")
     p.add_argument("-s", "--strategy", help="comma-separated strategy names (default: the benchmark's)")
     p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="strategy setting override (repeatable)")
     p.add_argument("--backbone", help="backbone spec replacing the benchmark's default, e.g. mlp:256 or hf:/path/to/model")
     p.add_argument("--seed", help="comma-separated seeds (default: the benchmark's)")
-    p.add_argument("--out", type=Path, default=Path("runs"), help="root folder for run directories (default: runs)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--out", type=Path, help="root folder for run directories (default: runs)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--data-root", type=Path, help="dataset folder (default: $CLBENCH_DATA_ROOT)")
     p.add_argument("--allow-download", action="store_true", help="let loaders download missing datasets and models")
-    p.add_argument("--kv-cache", default="full", metavar="POLICY",
+    p.add_argument("--logger", metavar="NAMES", help="comma-separated experiment loggers: tensorboard, wandb, mlflow or a plugin's "
+                   "(clbench list loggers); each needs its extra, e.g. pip install clbench[mlflow]")
+    p.add_argument("--kv-cache", metavar="POLICY",
                    help="KV-cache policy for generation-scored evaluation on causal LMs: full (default), d2o:BUDGET, h2o:BUDGET, "
                         "streaming:BUDGET or d2o-faithful:BUDGET, BUDGET a fraction of each prompt's length; results go to seed-N-kv-POLICY")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="discard existing results in the run directories")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress reports (a bar on a terminal, else a line every 30 s)")
     p.set_defaults(handler=cmd_run)
 
 
@@ -70,14 +80,50 @@ def _seeds(text: str | None, default: tuple[int, ...]) -> list[int]:
     return seeds
 
 
+def _first(*values: Any) -> Any:
+    """The first value that was given (``None`` = not given; an empty string was given, and is checked later)."""
+    return next(v for v in values if v is not None)
+
+
+def _merged(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line over the ``--config`` file over the defaults (every value checked)."""
+    from clbench.config import parse_assignments
+    from clbench.loggers import parse_logger_names
+    from clbench.runconfig import load_run_config
+
+    file = load_run_config(args.config) if args.config is not None else None
+    value = (lambda key: file.get(key)) if file is not None else (lambda key: None)
+    benchmark = args.benchmark if args.benchmark is not None else value("benchmark")  # an empty name is the registry's error
+    if benchmark is None:
+        raise UsageError("no benchmark: give one (clbench run BENCHMARK) or set benchmark = \"...\" in a --config file")
+    settings = dict(file.settings) if file is not None else {}
+    settings.update(parse_assignments(args.overrides))  # -S on the command line wins key by key
+    progress = value("progress")
+    return {
+        "benchmark": benchmark,
+        "strategies": _split(args.strategy, "-s/--strategy") if args.strategy is not None else list(value("strategies") or []),
+        "seeds": args.seed if args.seed is not None else ",".join(map(str, value("seeds"))) if value("seeds") else None,
+        "settings": settings,
+        "backbone": args.backbone if args.backbone is not None else value("backbone"),
+        "out": args.out if args.out is not None else Path(value("out") or "runs"),
+        "device": _first(args.device, value("device"), "auto"),
+        "data_root": args.data_root if args.data_root is not None else (Path(value("data_root")) if value("data_root") else None),
+        "allow_download": args.allow_download or bool(value("allow_download")),
+        "kv_cache": _first(args.kv_cache, value("kv_cache"), "full"),
+        "loggers": tuple(parse_logger_names(args.logger if args.logger is not None else value("loggers"))),
+        "progress": not args.no_progress and progress is not False,
+    }
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    merged = _merged(args)  # a bad flag or --config file is one line before torch is imported
     from clbench import registry
-    from clbench.config import parse_assignments, split_overrides
+    from clbench.config import split_overrides
     from clbench.preflight import RunOptions, preflight
     from clbench.runner import run
 
-    spec, _ = registry.load_benchmark(args.benchmark)
-    names = _split(args.strategy, "-s/--strategy") or list(spec.strategies)
+    spec, _ = registry.load_benchmark(merged["benchmark"])
+    names = merged["strategies"] or list(spec.strategies)
     classes: dict[str, type] = {}
     requested: dict[str, str] = {}  # plugin name -> the name as given (DIST/NAME stays qualified end to end)
     for name in names:
@@ -87,12 +133,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                              "one folder: run them with different --out")
         classes[plugin.name] = cls.Config
         requested[plugin.name] = name
-    routed = split_overrides(parse_assignments(args.overrides), classes)
-    seeds = _seeds(args.seed, spec.seeds)
-    plans = [RunOptions(benchmark=args.benchmark, strategy=requested[name], overrides=routed[name], backbone=args.backbone, seed=seed,
-                        out=args.out, device=args.device, resume=args.resume, overwrite=args.overwrite, data_root=args.data_root,
-                        allow_download=True if args.allow_download else None, progress=not args.no_progress and sys.stderr.isatty(),
-                        kv_cache=args.kv_cache)
+    routed = split_overrides(merged["settings"], classes)
+    seeds = _seeds(merged["seeds"], spec.seeds)
+    plans = [RunOptions(benchmark=merged["benchmark"], strategy=requested[name], overrides=routed[name], backbone=merged["backbone"], seed=seed,
+                        out=merged["out"], device=merged["device"], resume=args.resume, overwrite=args.overwrite, data_root=merged["data_root"],
+                        allow_download=True if merged["allow_download"] else None, progress=merged["progress"],
+                        kv_cache=merged["kv_cache"], loggers=merged["loggers"])
              for name in classes for seed in seeds]
     for options in plans:  # every check that needs no data or model, for every run, before the first one starts
         preflight(options)

@@ -54,8 +54,14 @@ def summary_lines(headline: Sequence[str], runs: Sequence[tuple[str, int, dict[s
         table.append([name, str(seed), *(metric_cell(metrics.get(m), intervals.get(m)) for m in names),
                       learned_cell(results.get("plasticity")), probe_delta, f"{seconds:.1f}s", where])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
-    lines.append("(scores in %, [95% bootstrap interval over test examples]; learn = mean accuracy on each task right after "
-                 "learning it, gain = learn minus row 0; forget = Chaudhry forgetting, bwt/fwt as in GEM with b_i = row 0; "
-                 "DID NOT LEARN = the gain's interval reaches 0, so its forgetting means nothing)")
+    # numbers (seed, metrics, time) are right-aligned so that their digits line up; names and paths left
+    right = {1, *range(2, 2 + len(names)), len(header) - 2}
+    lines = ["  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    from clbench.cli.text import wrap
+
+    lines.append(wrap("(scores in %, [95% bootstrap interval over test examples]; learn = mean accuracy on each task right after "
+                      "learning it, gain = learn minus row 0; forget = Chaudhry forgetting, bwt/fwt as in GEM with b_i = row 0; "
+                      "DID NOT LEARN = the gain's interval reaches 0, so its forgetting means nothing)"))
     return lines

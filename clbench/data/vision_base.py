@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from clbench.classcounts import KNOWN_CLASS_COUNTS, task_class_count  # noqa: F401 (re-exported: loaders and tests use them from here)
 from clbench.errors import DataError, MissingAssetError, UsageError
 
 ImageFetcher = Callable[[int], Image.Image]
@@ -154,18 +155,3 @@ def require_root(data_root: Path | None, dataset: str, how: str) -> Path:
     if data_root is None:
         raise MissingAssetError(f"dataset {dataset} needs a data root: pass --data-root DIR or set CLBENCH_DATA_ROOT ({how})")
     return Path(data_root).expanduser()
-
-
-# Classes of each image dataset as its loader reads it (torchvision's class lists; ImageNet-R's
-# 200 WordNet folders; DomainNet's 345 labels), for listings that must not open the data.
-KNOWN_CLASS_COUNTS = {
-    "aircraft": 100, "caltech101": 101, "cifar100": 100, "dtd": 47, "eurosat": 10, "flowers102": 102, "food101": 101, "mnist": 10,
-    "oxford-pets": 37, "stanford-cars": 196, "sun397": 397, "imagenet-r": 200, "domainnet": 345, "fashion-mnist": 10,
-}
-
-
-def task_class_count(loader: str, options: Mapping[str, Any]) -> int | None:
-    """Classes a task of ``loader`` with ``options`` has, without reading data (None if unknown)."""
-    if options.get("classes") is not None:
-        return len(options["classes"])
-    return KNOWN_CLASS_COUNTS.get(loader)

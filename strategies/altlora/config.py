@@ -9,6 +9,7 @@ reg 1e-5), not the class defaults.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from clbench.api import StrategyConfig
 from clbench.strategies.altlora.optimizer import ALTERNATIONS, VARIANTS
@@ -98,6 +99,10 @@ class AltLoRAConfig(StrategyConfig):
             raise ValueError(f"reg and eps must be >= 0, got {self.reg} and {self.eps}")
         if self.carry_old_factors and self.boundary != "continue":
             raise ValueError("carry_old_factors applies to boundary=continue only")
+
+    def for_kind(self, backbone_kind: str) -> dict[str, Any]:
+        """Settings on ``backbone_kind`` with the kind's default targets filled in."""
+        return {**super().for_kind(backbone_kind), "targets": list(self.adapter_targets(backbone_kind))}
 
     def adapter_targets(self, backbone_kind: str) -> tuple[str, ...]:
         """The configured targets, or ``lora``'s default for the kind (classic's for unknown kinds)."""

@@ -107,6 +107,14 @@ class MoRAConfig(StrategyConfig):
                 overrides[key] = value
         return overrides
 
+    def for_kind(self, backbone_kind: str) -> dict[str, Any]:
+        """Settings on ``backbone_kind`` with the per-kind adapter defaults filled in."""
+        values = super().for_kind(backbone_kind)
+        layer = self.layer_settings(backbone_kind)
+        values.update({k: getattr(layer, k) for k in values if hasattr(layer, k)})
+        values["targets"] = list(self.adapter_targets(backbone_kind))
+        return values
+
     def adapter_targets(self, backbone_kind: str) -> tuple[str, ...]:
         """The layers to adapt: the configured targets or the kind's default."""
         return self.targets or ADAPTER_DEFAULTS[_kind(backbone_kind)]["targets"]

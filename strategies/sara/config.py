@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from clbench.api import StrategyConfig
 
@@ -94,6 +95,10 @@ class SaRAConfig(StrategyConfig):
             raise ValueError("lambda_rank, rank_min_dim and eps must be >= 0")
         if self.scope == "all_params" and self.targets:
             raise ValueError("targets apply to scope=targets only")
+
+    def for_kind(self, backbone_kind: str) -> dict[str, Any]:
+        """Settings on ``backbone_kind`` with the kind's default targets filled in."""
+        return {**super().for_kind(backbone_kind), "targets": list(self.selection_targets(backbone_kind))}
 
     def selection_targets(self, backbone_kind: str) -> tuple[str, ...]:
         """The configured targets or every linear layer of the kind (classic's for unknown kinds)."""
