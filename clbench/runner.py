@@ -46,6 +46,7 @@ from clbench.api.benchmark import BenchmarkSpec
 from clbench.api.strategy import RunContext, Strategy
 from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream, check_not_empty
 from clbench.errors import ClbenchError, ResultsError, UsageError
+from clbench.identity import identity_hash, settings_diff
 from clbench.example_scores import EXAMPLES_FILE, ExampleScores, matches_matrix
 from clbench.preflight import RunOptions, check_amp, existing_complete, is_main_process, preflight, resolve_device
 from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, probe_summary, write_json_atomic
@@ -99,6 +100,7 @@ class _Run:
         self.spec: BenchmarkSpec = spec
         self.plugin, self.config, self.device, self.run_dir = checked.plugin, checked.config, checked.device, checked.run_dir
         self.kv_policy = checked.kv_policy
+        self.run_identity = checked.identity
         self.directory: RunDirectory | None = None
         seed_everything(options.seed)
         self.stream = build_stream(spec, extra_loaders=checked.loaders, data_root=check_data_root(options.data_root),
@@ -138,23 +140,17 @@ class _Run:
         self.backbone.set_kv_policy(self.kv_policy)  # type: ignore[attr-defined]
 
     def identity(self) -> dict[str, Any]:
-        """What must match for a checkpoint to be resumed (JSON-normalised, as stored)."""
-        identity = {
-            "benchmark": {"name": self.spec.name, "version": self.spec.version},
-            "strategy": {"name": self.plugin.name, "config": self.config.to_dict()},
-            "backbone": self.backbone.spec,
-            "seed": self.options.seed,
-            "train": dataclasses.asdict(self.train),
-        }
-        if not self.kv_policy.is_full:
-            identity["kv_cache"] = self.kv_policy.describe()
-        return json.loads(json.dumps(identity))
+        """What must match for a checkpoint to be resumed: the run identity and the resolved
+        training settings (JSON-normalised, as stored)."""
+        return {**self.run_identity, "train": json.loads(json.dumps(dataclasses.asdict(self.train)))}
 
     def results(self, status: str) -> dict[str, Any]:
         columns = [e.name for e in self.stream.experiences]
         data: dict[str, Any] = {
             "schema": SCHEMA,
             "status": status,
+            "identity": self.run_identity,
+            "run_id": identity_hash(self.run_identity),
             "benchmark": {**self.spec.to_dict(), "backbone": self.spec.backbone},
             "strategy": {"name": self.plugin.name, "package": self.plugin.dist, "version": self.plugin.version, "config": self.config.to_dict()},
             "backbone": self.backbone.describe(),
@@ -291,6 +287,7 @@ class _Run:
         if is_main_process() and not (done and (self.run_dir / "config.json").exists()):  # a resumed run keeps the config it started with
             write_json_atomic(self.run_dir / "config.json", {"options": {**dataclasses.asdict(self.options), "out": str(self.options.out),
                                                                          "data_root": str(self.options.data_root) if self.options.data_root else None},
+                                                             "settings": settings_diff(self.config), "run_id": identity_hash(self.run_identity),
                                                              **self.identity()})
         log.info("%s: budget %s", name, budget.describe(budget.budget_record(self.train, self.spec.train, self.planned_steps, [], self.strategy.trains)))
         if self.rows[0] is None:

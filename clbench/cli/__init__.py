@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from clbench.cli import listing, perf, report, run
+    from clbench.cli import listing, perf, report, run, sweep
 
     parser = _Parser(prog="clbench", description="Continual-learning benchmarks for pretrained CLIP and LLM backbones.",
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     listing.add_parsers(sub)
     run.add_parser(sub)
+    sweep.add_parser(sub)
     report.add_parser(sub)
     perf.add_parser(sub)
     return parser

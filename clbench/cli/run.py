@@ -70,6 +70,25 @@ def _seeds(text: str | None, default: tuple[int, ...]) -> list[int]:
     return seeds
 
 
+def resolve_strategies(text: str | None, default: tuple[str, ...]) -> tuple[dict[str, type], dict[str, str]]:
+    """``-s`` names → (plugin name → config class, plugin name → the name as given).
+
+    The name as given (``DIST/NAME`` stays qualified end to end) is what runs are started with.
+    """
+    from clbench import registry
+
+    classes: dict[str, type] = {}
+    requested: dict[str, str] = {}
+    for name in _split(text, "-s/--strategy") or list(default):
+        cls, plugin = registry.get_strategy(name)
+        if plugin.name in classes:
+            raise UsageError(f"-s names strategy {plugin.name!r} twice ({requested[plugin.name]!r} and {name!r}); their runs would share "
+                             "one folder: run them with different --out")
+        classes[plugin.name] = cls.Config
+        requested[plugin.name] = name
+    return classes, requested
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from clbench import registry
     from clbench.config import parse_assignments, split_overrides
@@ -77,16 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from clbench.runner import run
 
     spec, _ = registry.load_benchmark(args.benchmark)
-    names = _split(args.strategy, "-s/--strategy") or list(spec.strategies)
-    classes: dict[str, type] = {}
-    requested: dict[str, str] = {}  # plugin name -> the name as given (DIST/NAME stays qualified end to end)
-    for name in names:
-        cls, plugin = registry.get_strategy(name)
-        if plugin.name in classes:
-            raise UsageError(f"-s names strategy {plugin.name!r} twice ({requested[plugin.name]!r} and {name!r}); their runs would share "
-                             "one folder: run them with different --out")
-        classes[plugin.name] = cls.Config
-        requested[plugin.name] = name
+    classes, requested = resolve_strategies(args.strategy, spec.strategies)
     routed = split_overrides(parse_assignments(args.overrides), classes)
     seeds = _seeds(args.seed, spec.seeds)
     plans = [RunOptions(benchmark=args.benchmark, strategy=requested[name], overrides=routed[name], backbone=args.backbone, seed=seed,

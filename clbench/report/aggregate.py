@@ -74,6 +74,21 @@ def differing_settings(runs: Sequence[dict[str, Any]]) -> list[str]:
     return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
 
 
+def _setting_labels(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """``{config key: "lora lr=0.001,rank=4"}`` when the configurations of one strategy differ only
+    in strategy settings (and the training settings those imply); ``{}`` otherwise, and the
+    labels stay ``name@hash``."""
+    from clbench.identity import setting_text
+
+    differing = differing_settings(runs)
+    config_keys = [k.removeprefix("config.") for k in differing if k.startswith("config.")]
+    if not config_keys or any(not k.startswith(("config.", "train.")) or (k.startswith("train.") and k[6:] not in config_keys) for k in differing):
+        return {}
+    labels = {_config_key(r): f"{r['strategy']['name']} " + setting_text({k: _flatten(r['strategy']['config']).get(k) for k in config_keys})
+              for r in runs}
+    return labels if len(set(labels.values())) == len(labels) else {}
+
+
 @dataclass
 class StrategyRuns:
     """Every seed of one strategy configuration on one benchmark."""
@@ -154,8 +169,9 @@ def load_groups(inputs: Sequence[Path]) -> list[BenchmarkGroup]:
             if len(keys) > 1:
                 notes.append(f"{strategy} ran with {len(keys)} configurations, reported as {', '.join(f'{strategy}@{k}' for k in keys)}; "
                              f"they differ in {', '.join(differing_settings(same))}.")
-            for key in keys:
-                label = strategy if len(keys) == 1 else f"{strategy}@{key}"
+            named = _setting_labels(same) if len(keys) > 1 else {}
+            for key in sorted(keys, key=lambda k: named.get(k, k)):
+                label = strategy if len(keys) == 1 else named.get(key, f"{strategy}@{key}")
                 strategies[label] = StrategyRuns(label, sorted((r for r in same if _config_key(r) == key), key=lambda r: int(r["seed"])))
         backbones = sorted({r["backbone"]["spec"] for r in runs})
         if len(backbones) > 1:
