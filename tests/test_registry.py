@@ -113,7 +113,8 @@ def test_qualified_names_resolve_end_to_end_for_strategies_and_backbones(tmp_pat
             return [cell for cell in next(line for line in text.splitlines() if line.startswith("finetune")).split() if not cell.endswith("s")]
 
         assert status == 0 and row(again) == row(stdout), err
-        status, _, err = cli("run", small_digits, "-s", "fake_claims/finetune", "--backbone", "clbench/mlp:32", "--out", out, "--resume", "--no-progress")
+        status, _, err = cli("run", small_digits, "-s", "fake_claims/finetune", "--backbone", "clbench/mlp:32", "--out", out, "--resume", "--no-progress",
+                          "-S", "epochs=2")
         assert status == 2 and "was run with strategy 'finetune' from clbench, not from fake_claims" in err
     finally:
         sys.modules.pop("fake_claims_mod", None)
