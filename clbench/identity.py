@@ -68,22 +68,11 @@ def settings_suffix(diff: dict[str, Any]) -> str:
     return "-S-h" + hashlib.sha256(json.dumps(diff, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def kv_suffix(kv_cache: str | None) -> str:
-    """``""`` for the full cache, else ``-kv-<policy>`` (the policy as a plain folder-name part)."""
-    if kv_cache in (None, "full"):
-        return ""
-    from clbench.kvcache import parse_kv_cache, policy_slug  # torch and transformers: only when a policy is named
-
-    policy = parse_kv_cache(kv_cache)
-    if policy.is_full:
-        return ""
-    return "-kv-" + check_path_name(policy_slug(policy.spec), "--kv-cache policy")
-
-
-def run_folder_name(seed: int, kv_cache: str | None = "full", settings: dict[str, Any] | None = None) -> str:
-    """``seed-N`` + the KV-cache suffix + the settings suffix, checked to be one folder name."""
+def run_folder_name(seed: int, kv_part: str = "", settings: dict[str, Any] | None = None) -> str:
+    """``seed-N`` + the KV-cache part (``-kv-d2o-0.2``, see :func:`clbench.rundir.kv_folder_suffix`)
+    + the settings suffix, checked to be one folder name."""
     check_seed(seed)
-    return check_path_name(f"seed-{seed}{kv_suffix(kv_cache)}{settings_suffix(settings or {})}", "run folder name")
+    return check_path_name(f"seed-{seed}{kv_part}{settings_suffix(settings or {})}", "run folder name")
 
 
 def legacy_folder(run_dir: Path, settings: dict[str, Any] | None) -> Path | None:

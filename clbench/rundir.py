@@ -39,7 +39,7 @@ from typing import Any
 
 from clbench.errors import RunInUseError, UsageError
 from clbench.safeio import describe, make_dirs, remove_empty_dirs, remove_tree, storage_error
-from clbench.identity import kv_suffix, run_folder_name
+from clbench.identity import run_folder_name
 from clbench.validation import check_path_name
 
 log = logging.getLogger("clbench")
@@ -60,10 +60,19 @@ def run_directory(out: Path, benchmark: str, strategy: str, seed: int, kv_cache:
     """
     check_path_name(benchmark, "benchmark name")
     check_path_name(strategy, "strategy name")
-    return Path(out) / benchmark / strategy / run_folder_name(seed, kv_cache, settings)
+    return Path(out) / benchmark / strategy / run_folder_name(seed, kv_folder_suffix(kv_cache), settings)
 
 
-kv_folder_suffix = kv_suffix  # the name earlier releases exported
+def kv_folder_suffix(kv_cache: str | None) -> str:
+    """``""`` for the full cache, else ``-kv-<policy>`` (the policy as a plain folder-name part)."""
+    if kv_cache in (None, "full"):
+        return ""
+    from clbench.kvcache import parse_kv_cache, policy_slug  # torch and transformers: only when a policy is named
+
+    policy = parse_kv_cache(kv_cache)
+    if policy.is_full:
+        return ""
+    return "-kv-" + check_path_name(policy_slug(policy.spec), "--kv-cache policy")
 
 
 def lock_path(run_dir: Path) -> Path:

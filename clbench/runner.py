@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 import clbench
-from clbench import budget, checkpoint, registry, uncertainty
+from clbench import budget, checkpoint, distributed, registry, uncertainty
 from clbench.api.benchmark import BenchmarkSpec
 from clbench.api.strategy import RunContext, Strategy
 from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream, check_not_empty
@@ -98,7 +98,10 @@ class _Run:
         checked = preflight(options)
         spec, strategy_cls = checked.spec, checked.strategy_cls
         self.spec: BenchmarkSpec = spec
-        self.plugin, self.config, self.device, self.run_dir = checked.plugin, checked.config, checked.device, checked.run_dir
+        self.plugin, self.config, self.run_dir = checked.plugin, checked.config, checked.run_dir
+        if distributed.world_size_requested() > 1 and not strategy_cls.distributed:
+            raise UsageError(f"strategy {self.plugin.name!r} cannot run data-parallel (it trains in its own loop); run it on one process")
+        self.device = distributed.setup(checked.device)
         self.kv_policy = checked.kv_policy
         self.run_identity = checked.identity
         self.directory: RunDirectory | None = None
@@ -398,11 +401,14 @@ def run(options: RunOptions) -> dict[str, Any]:
         exc.args = ("nothing of this run was written",)
         raise
     if not is_main_process():
-        return state.execute()
+        distributed.barrier()  # rank 0 has locked the run directory and put it in order (resume reads it)
+        existing = existing_complete(Path(options.out), options) if options.resume else None
+        return existing if existing is not None else state.execute()
     mode = "resume" if options.resume else "overwrite" if options.overwrite else "new"
     directory = RunDirectory(state.run_dir, mode)
     try:
         with directory:
+            distributed.barrier()
             if options.resume:  # a killed --overwrite may just have been rolled back to a complete run
                 existing = existing_complete(Path(options.out), options)
                 if existing is not None:

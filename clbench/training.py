@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from clbench import distributed
 from clbench.api.backbone import Backbone
 from clbench.api.benchmark import TrainSettings
 from clbench.api.strategy import Strategy
@@ -87,20 +88,23 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
     optimizer = strategy.make_optimizer(params, settings) or build_optimizer(params, settings)
     scheduler = cosine_scheduler(optimizer, total) if settings.scheduler == "cosine" else None
     scaler = torch.amp.GradScaler("cuda") if settings.amp == "fp16" else None
-    loader = DataLoader(data, batch_size=settings.batch_size, shuffle=True, generator=generator, collate_fn=backbone.collate)
+    loader, share = distributed.train_loader(data, settings.batch_size, generator, backbone.collate)  # share: 1 on one process
     model = backbone.model
     model.train()
     losses: list[torch.Tensor] = []
     start = time.perf_counter()
-    bar = tqdm(total=total, desc=label, disable=not progress, leave=False, mininterval=0.5, unit="step")
+    bar = tqdm(total=total, desc=label, disable=not progress or distributed.rank() != 0, leave=False, mininterval=0.5, unit="step")
     micro = 0
     skip = settings.nonfinite_loss == "skip"
     on_cpu = backbone.device.type == "cpu"
     checked = 0
-    for batch in _batches(loader):
+    for fetched, batch in enumerate(_batches(loader)):
         batch = backbone.move_batch(batch)
         with autocast(backbone.device, settings.amp):
             loss = strategy.loss(batch, experience)
+        if distributed.is_distributed():  # this rank's share of the global batch: its gradient, the global batch's value
+            mine = loss * share(fetched)
+            loss = mine + (distributed.global_loss(loss, share(fetched)) - mine).detach()
         if skip and not bool(torch.isfinite(loss.detach()).all()):
             stats.skipped_steps += 1
             if stats.skipped_steps > total:
@@ -112,6 +116,7 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
         micro += 1
         if micro % settings.grad_accum:
             continue
+        distributed.all_reduce_gradients(params)
         if scaler:
             scaler.unscale_(optimizer)
         if settings.max_grad_norm > 0:
@@ -172,11 +177,12 @@ def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: Tr
     model.eval()
     backbone.eval_start()
     row = []
-    bar = tqdm(total=sum(len(e.test) for e in experiences), desc=label, disable=not progress, leave=False, mininterval=0.5, unit="ex")  # type: ignore[arg-type]
+    sharded = distributed.is_distributed()
+    bar = tqdm(total=sum(len(e.test) for e in experiences), desc=label, disable=not progress or distributed.rank() != 0, leave=False, mininterval=0.5, unit="ex")  # type: ignore[arg-type]
     for exp in experiences:
         if strategy is not None:
             strategy.eval_task_start(exp)
-        loader = DataLoader(exp.test, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=backbone.collate)
+        loader = DataLoader(distributed.shard_for_eval(exp.test), batch_size=settings.eval_batch_size, shuffle=False, collate_fn=backbone.collate)
         correct = torch.zeros((), dtype=torch.float64, device=backbone.device)
         count = 0
         kept: list[torch.Tensor] = []
@@ -186,9 +192,13 @@ def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: Tr
                 scores = backbone.score(batch, exp)
             correct += scores.double().sum()
             count += len(scores)
-            if per_example is not None:
+            if per_example is not None or sharded:
                 kept.append(scores.detach().float().reshape(-1))
             bar.update(len(scores))
+        if sharded:  # every rank's slice, in test-set order: the counts are the whole test set's
+            every = distributed.gather_scores(torch.cat(kept) if kept else torch.zeros(0))
+            kept, count = [every], len(every)
+            correct = every.double().sum()
         row.append(float(correct) / count if count else float("nan"))
         if per_example is not None:
             per_example.append(torch.cat(kept).cpu().numpy() if kept else np.zeros(0, dtype=np.float32))

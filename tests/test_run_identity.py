@@ -30,8 +30,10 @@ def test_folder_names_name_the_non_default_settings() -> None:
     a = settings_diff(build_config(cls.Config, {"lr": "5e-4", "rank": "4"}, "lora"))
     b = settings_diff(build_config(cls.Config, {"rank": "4", "lr": "0.0005"}, "lora"))
     assert a == b == {"lr": 0.0005, "rank": 4}  # resolved values: spelling and order do not matter
-    assert run_folder_name(0, "full", a) == "seed-0-S-lr=0.0005,rank=4"
-    assert run_folder_name(0, "d2o:0.2", a) == "seed-0-kv-d2o-0.2-S-lr=0.0005,rank=4"
+    assert run_folder_name(0, "", a) == "seed-0-S-lr=0.0005,rank=4"
+    from clbench.rundir import run_directory
+
+    assert run_directory(Path("o"), "b", "lora", 0, "d2o:0.2", a).name == "seed-0-kv-d2o-0.2-S-lr=0.0005,rank=4"
     long = {"targets": ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj"]}
     assert settings_suffix(long).startswith("-S-h") and len(settings_suffix(long)) == 4 + 12
     assert settings_suffix({"lr": 0.1}) != settings_suffix({"lr": 0.2})

@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]  # what `clbench run --nproc N` hands on to torchrun
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("transformers", "huggingface_hub", "open_clip", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ def add_parser(sub: Any) -> None:
     mode.add_argument("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="discard existing results in the run directories")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--nproc", type=int, metavar="N", help="data-parallel processes on this machine: launches torchrun --nproc-per-node N "
+                   "-m clbench run ... (gloo on the CPU, NCCL with one GPU per process); see docs/running-at-scale.md")
     p.set_defaults(handler=cmd_run)
 
 
@@ -89,8 +92,38 @@ def resolve_strategies(text: str | None, default: tuple[str, ...]) -> tuple[dict
     return classes, requested
 
 
+def _launch(args: argparse.Namespace) -> int:
+    """``--nproc N``: the same command under ``torch.distributed.run`` (torchrun), N processes on this machine."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    rest, skip = [], False
+    for item in args.argv:
+        if skip or item == "--nproc":
+            skip = not skip
+            continue
+        if not item.startswith("--nproc="):
+            rest.append(item)
+    try:
+        torchrun(["--standalone", "--nproc-per-node", str(args.nproc), "-m", "clbench", *rest])
+    except ChildFailedError as exc:
+        failures = list(exc.failures.values())
+        code = failures[0].exitcode if failures else 1
+        raise SystemExit(code if isinstance(code, int) and code > 0 else 1) from None
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from clbench import registry
+    from clbench.distributed import world_size_requested
+
+    if args.nproc is not None:
+        if not 1 <= args.nproc <= 1024:
+            raise UsageError(f"--nproc must be between 1 and 1024, got {args.nproc}")
+        if world_size_requested() > 1:
+            raise UsageError("--nproc inside torchrun: run clbench run without --nproc under torchrun")
+        if args.nproc > 1:
+            return _launch(args)
     from clbench.config import parse_assignments, split_overrides
     from clbench.preflight import RunOptions, preflight
     from clbench.runner import run
@@ -111,7 +144,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         results = run(options)
         summary.append((registry.resolve("strategies", options.strategy).name, options.seed, results, time.perf_counter() - start))
-    _print_summary(spec.metrics, summary)
+    if world_size_requested() <= 1 or int(os.environ.get("RANK", "0")) == 0:
+        _print_summary(spec.metrics, summary)
     return 0
 
 
