@@ -100,7 +100,7 @@ class _Run:
         self.spec: BenchmarkSpec = spec
         self.plugin, self.config, self.run_dir = checked.plugin, checked.config, checked.run_dir
         if distributed.world_size_requested() > 1 and not strategy_cls.distributed:
-            raise UsageError(f"strategy {self.plugin.name!r} cannot run data-parallel (it trains in its own loop); run it on one process")
+            raise UsageError(f"strategy {self.plugin.name!r} cannot run data-parallel (see docs/running-at-scale.md); run it on one process")
         self.device = distributed.setup(checked.device)
         self.kv_policy = checked.kv_policy
         self.run_identity = checked.identity

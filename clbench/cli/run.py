@@ -123,6 +123,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if world_size_requested() > 1:
             raise UsageError("--nproc inside torchrun: run clbench run without --nproc under torchrun")
         if args.nproc > 1:
+            spec, _ = registry.load_benchmark(args.benchmark)
+            for name in resolve_strategies(args.strategy, spec.strategies)[1].values():
+                if not getattr(registry.get_strategy(name)[0], "distributed", True):
+                    raise UsageError(f"strategy {name!r} cannot run data-parallel (see docs/running-at-scale.md); run it without --nproc")
             return _launch(args)
     from clbench.config import parse_assignments, split_overrides
     from clbench.preflight import RunOptions, preflight
