@@ -33,6 +33,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, Subset
 
+from clbench.loading import LoaderOptions, NumberedBatches, NumberedDataset, SeededCollate
+
 __all__ = ["all_reduce_gradients", "barrier", "gather_scores", "global_loss", "is_distributed", "rank", "setup", "shard_for_eval",
            "train_loader", "world_size", "world_size_requested"]
 
@@ -93,17 +95,20 @@ class _ShardedBatches(Sampler[list[int]]):
             yield mine or batch[:1]
 
 
-def train_loader(data: Dataset[Any], batch_size: int, generator: torch.Generator, collate: Callable[..., Any]) -> tuple[DataLoader[Any], Callable[[int], float]]:
+def train_loader(data: Dataset[Any], batch_size: int, generator: torch.Generator, collate: Callable[..., Any],
+                 options: LoaderOptions | None = None) -> tuple[DataLoader[Any], Callable[[int], float]]:
     """The training loader, and the weight of this rank's loss at global batch ``j`` (counted from 0).
 
-    On one process: the loader a plain ``DataLoader(shuffle=True)`` is, and weight 1. Under
+    On one process: the batches a plain ``DataLoader(shuffle=True)`` draws, and weight 1. Under
     torchrun: this rank's shard of the same global batches, weighted ``n_rank * N / n_global``
     so that summing the gradients over ranks and dividing by N gives the global batch's mean.
     """
+    batches: Any = BatchSampler(RandomSampler(data, generator=generator), batch_size, drop_last=False)
+    # Numbered batches collated under a per-batch seed: the same augmentation whatever the worker count (clbench.loading).
+    kwargs = {"generator": generator, "collate_fn": SeededCollate(collate, generator.initial_seed()), **(options or LoaderOptions()).kwargs(data, True)}
     if not is_distributed():
-        return DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collate), lambda j: 1.0
+        return DataLoader(NumberedDataset(data), batch_sampler=NumberedBatches(batches), **kwargs), lambda j: 1.0
     n, world, me = len(data), world_size(), rank()  # type: ignore[arg-type]
-    batches = BatchSampler(RandomSampler(data, generator=generator), batch_size, drop_last=False)
     per_epoch = math.ceil(n / batch_size)
 
     def weight(j: int) -> float:
@@ -112,7 +117,7 @@ def train_loader(data: Dataset[Any], batch_size: int, generator: torch.Generator
         mine = len(range(me, size, world))
         return mine * world / size
 
-    return DataLoader(data, batch_sampler=_ShardedBatches(batches, me, world), generator=generator, collate_fn=collate), weight
+    return DataLoader(NumberedDataset(data), batch_sampler=NumberedBatches(_ShardedBatches(batches, me, world)), **kwargs), weight
 
 
 BUCKET_ELEMENTS = 1 << 24  # gradients are all-reduced in flat buckets of up to 16M elements: one call per bucket, not per tensor

@@ -52,6 +52,8 @@ class RunOptions:
         kv_cache: KV-cache policy for generation-scored evaluation (``full``, ``d2o:0.2``, ...;
             see :mod:`clbench.kvcache`); a non-full policy gets its own run directory
             (``seed-N-kv-<policy>``) and records KV bytes and retained accuracy per task.
+        workers: DataLoader worker processes (``None``: the device's default, see
+            :mod:`clbench.loading`); the numbers do not depend on it.
     """
 
     benchmark: str
@@ -67,6 +69,7 @@ class RunOptions:
     allow_download: bool | None = None
     progress: bool = True
     kv_cache: str = "full"
+    workers: int | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,6 +132,8 @@ def preflight(options: RunOptions) -> Preflight:
         raise UsageError(f"strategy {plugin.name!r}: {exc}") from None
     check_amp(explicit, device)
     check_data_root(options.data_root)
+    if options.workers is not None and not 0 <= options.workers <= 256:
+        raise UsageError(f"--workers must be between 0 and 256, got {options.workers}")
     kv_policy = parse_kv_cache(options.kv_cache)
     identity, run_dir = resolve_identity(options, spec, plugin, config, kv_policy)
     check_output_folder(Path(options.out), "--out")

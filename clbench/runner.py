@@ -46,8 +46,9 @@ from clbench.api.benchmark import BenchmarkSpec
 from clbench.api.strategy import RunContext, Strategy
 from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream, check_not_empty
 from clbench.errors import ClbenchError, ResultsError, UsageError
-from clbench.identity import identity_hash, settings_diff
 from clbench.example_scores import EXAMPLES_FILE, ExampleScores, matches_matrix
+from clbench.identity import identity_hash, settings_diff
+from clbench.loading import loader_options
 from clbench.preflight import RunOptions, check_amp, existing_complete, is_main_process, preflight, resolve_device
 from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, probe_summary, write_json_atomic
 from clbench.rundir import RunDirectory, attach_run_log, detach_run_log
@@ -102,6 +103,7 @@ class _Run:
         if distributed.world_size_requested() > 1 and not strategy_cls.distributed:
             raise UsageError(f"strategy {self.plugin.name!r} cannot run data-parallel (see docs/running-at-scale.md); run it on one process")
         self.device = distributed.setup(checked.device)
+        self.loader = loader_options(options.workers, self.device)
         self.kv_policy = checked.kv_policy
         self.run_identity = checked.identity
         self.directory: RunDirectory | None = None
@@ -160,7 +162,7 @@ class _Run:
             "seed": self.options.seed,
             "train": dataclasses.asdict(self.train),
             "budget": budget.budget_record(self.train, self.spec.train, self.planned_steps, self.task_records, self.strategy.trains),
-            "environment": environment(self.device),
+            "environment": {**environment(self.device), "loader_workers": self.loader.workers, "processes": distributed.world_size()},
             "matrix": {
                 "rows": ["init"] + [f"after {e.name}" for e in self.stream.tasks],
                 "columns": columns,
@@ -296,7 +298,8 @@ class _Run:
         if self.rows[0] is None:
             start = time.perf_counter()
             scores: list[np.ndarray] = []
-            self.rows[0] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval init", self.strategy, per_example=scores)
+            self.rows[0] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval init", self.strategy, per_example=scores,
+                                    loader=self.loader)
             self.examples.set_row(0, scores)
             self.kv_initial = self.kv_policy.take_stats()
             log.info("%s: row 0 (before training) %s in %.1fs", name, _fmt(self.rows[0]), time.perf_counter() - start)
@@ -308,13 +311,14 @@ class _Run:
             generator = torch.Generator().manual_seed(task_seed(self.options.seed, t))
             self.strategy.before_task(exp)
             data = self.strategy.training_data(exp, tasks[: t + 1])
-            stats = train_task(self.strategy, self.backbone, data, exp, self.train, generator, progress, f"{name} train {t + 1}/{len(tasks)} {exp.name}") \
+            stats = train_task(self.strategy, self.backbone, data, exp, self.train, generator, progress, f"{name} train {t + 1}/{len(tasks)} {exp.name}",
+                               self.loader) \
                 if self.strategy.trains else None
             self.strategy.after_task(exp)
             start = time.perf_counter()
             scores = []
             self.rows[t + 1] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval {t + 1}/{len(tasks)}", self.strategy,
-                                        per_example=scores)
+                                        per_example=scores, loader=self.loader)
             eval_seconds = time.perf_counter() - start
             self.examples.set_row(t + 1, scores)
             memory, memory_kind = peak_memory_mb(self.device)

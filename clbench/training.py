@@ -29,6 +29,7 @@ from clbench.api.strategy import Strategy
 from clbench.api.stream import Experience
 from clbench.budget import steps_per_task
 from clbench.errors import TrainingError, UsageError
+from clbench.loading import LoaderOptions
 
 MAX_LOSS_POINTS = 100
 # On accelerators the loss is checked for NaN/inf every this many steps (one synchronisation);
@@ -78,7 +79,7 @@ def _batches(loader: DataLoader[Any]) -> Iterator[Any]:
 
 
 def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], experience: Experience, settings: TrainSettings,
-               generator: torch.Generator, progress: bool = True, label: str = "") -> TaskStats:
+               generator: torch.Generator, progress: bool = True, label: str = "", loader: LoaderOptions | None = None) -> TaskStats:
     """Train on ``data`` for one task with the strategy's loss and hooks."""
     stats = TaskStats(examples=len(data))  # type: ignore[arg-type]
     params = strategy.trainable_parameters()
@@ -88,7 +89,7 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
     optimizer = strategy.make_optimizer(params, settings) or build_optimizer(params, settings)
     scheduler = cosine_scheduler(optimizer, total) if settings.scheduler == "cosine" else None
     scaler = torch.amp.GradScaler("cuda") if settings.amp == "fp16" else None
-    loader, share = distributed.train_loader(data, settings.batch_size, generator, backbone.collate)  # share: 1 on one process
+    batches, share = distributed.train_loader(data, settings.batch_size, generator, backbone.collate, loader)  # share: 1 on one process
     model = backbone.model
     model.train()
     losses: list[torch.Tensor] = []
@@ -98,7 +99,7 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
     skip = settings.nonfinite_loss == "skip"
     on_cpu = backbone.device.type == "cpu"
     checked = 0
-    for fetched, batch in enumerate(_batches(loader)):
+    for fetched, batch in enumerate(_batches(batches)):
         batch = backbone.move_batch(batch)
         with autocast(backbone.device, settings.amp):
             loss = strategy.loss(batch, experience)
@@ -164,7 +165,7 @@ def _check_finite(losses: list[torch.Tensor], start: int, experience: Experience
 
 @torch.no_grad()
 def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: TrainSettings, progress: bool = True, label: str = "",
-             strategy: Strategy | None = None, per_example: list[np.ndarray] | None = None) -> list[float]:
+             strategy: Strategy | None = None, per_example: list[np.ndarray] | None = None, loader: LoaderOptions | None = None) -> list[float]:
     """Score every experience's test set: one row of the accuracy matrix (fractions in [0, 1]).
 
     When ``strategy`` is given, its ``eval_task_start`` / ``eval_task_end`` hooks bracket each
@@ -182,11 +183,12 @@ def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: Tr
     for exp in experiences:
         if strategy is not None:
             strategy.eval_task_start(exp)
-        loader = DataLoader(distributed.shard_for_eval(exp.test), batch_size=settings.eval_batch_size, shuffle=False, collate_fn=backbone.collate)
+        shard = distributed.shard_for_eval(exp.test)
+        batches = DataLoader(shard, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=backbone.collate, **(loader or LoaderOptions()).kwargs(shard))
         correct = torch.zeros((), dtype=torch.float64, device=backbone.device)
         count = 0
         kept: list[torch.Tensor] = []
-        for batch in loader:
+        for batch in batches:
             batch = backbone.move_batch(batch)
             with autocast(backbone.device, settings.amp):
                 scores = backbone.score(batch, exp)

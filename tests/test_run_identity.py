@@ -53,8 +53,8 @@ def test_runs_with_other_settings_coexist_and_report_apart(small_digits: Path, t
     assert _run(small_digits, tmp_path, overrides={"lr": "5e-2"}, resume=True)["updated"] == fast["updated"]
     assert _run(small_digits, tmp_path, resume=True)["updated"] == base["updated"]
     (group,) = load_groups([tmp_path])
-    assert len(group.strategies) == 2 and all(label.startswith("finetune@") for label in group.strategies)
-    assert any("lr" in note for note in group.notes)
+    assert sorted(group.strategies) == ["finetune lr=0.05", "finetune lr=default"]  # labelled by the settings that differ
+    assert any("reported as finetune lr=0.05, finetune lr=default" in note for note in group.notes)
 
 
 def test_folders_and_results_from_before_identity_still_load(small_digits: Path, tmp_path: Path) -> None:

@@ -36,6 +36,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--data-root", type=Path, help="dataset folder (default: $CLBENCH_DATA_ROOT)")
     p.add_argument("--allow-download", action="store_true", help="let loaders download missing datasets and models")
+    p.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default: 0 on the CPU, up to 8 on CUDA); "
+                   "the numbers do not depend on it")
     p.add_argument("--kv-cache", default="full", metavar="POLICY",
                    help="KV-cache policy for generation-scored evaluation on causal LMs: full (default), d2o:BUDGET, h2o:BUDGET, "
                         "streaming:BUDGET or d2o-faithful:BUDGET, BUDGET a fraction of each prompt's length; results go to seed-N-kv-POLICY")
@@ -139,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plans = [RunOptions(benchmark=args.benchmark, strategy=requested[name], overrides=routed[name], backbone=args.backbone, seed=seed,
                         out=args.out, device=args.device, resume=args.resume, overwrite=args.overwrite, data_root=args.data_root,
                         allow_download=True if args.allow_download else None, progress=not args.no_progress and sys.stderr.isatty(),
-                        kv_cache=args.kv_cache)
+                        kv_cache=args.kv_cache, workers=args.workers)
              for name in classes for seed in seeds]
     for options in plans:  # every check that needs no data or model, for every run, before the first one starts
         preflight(options)

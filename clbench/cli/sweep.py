@@ -37,6 +37,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N, resolved where each run executes (default: auto)")
     p.add_argument("--data-root", type=Path, help="dataset folder (default: $CLBENCH_DATA_ROOT); on a cluster, a path every node sees")
     p.add_argument("--allow-download", action="store_true", help="let loaders download missing datasets and models")
+    p.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default: 0 on the CPU, up to 8 on CUDA); "
+                   "the numbers do not depend on it")
     p.add_argument("--kv-cache", default="full", metavar="POLICY", help="KV-cache policy for generation-scored evaluation (see clbench run)")
     p.add_argument("--executor", default="local", help="local (one run after another, default), ray (a local Ray instance, or the one "
                                                        "RAY_ADDRESS names) or ray:ADDRESS (join a running cluster, e.g. ray:auto)")
@@ -69,7 +71,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if kind == "ray":
         import_ray()  # the missing extra is one line before anything runs
     base = {"benchmark": args.benchmark, "backbone": args.backbone, "out": args.out, "device": args.device, "data_root": args.data_root,
-            "allow_download": True if args.allow_download else None, "progress": False, "kv_cache": args.kv_cache}
+            "allow_download": True if args.allow_download else None, "progress": False, "kv_cache": args.kv_cache,
+            "workers": args.workers}
     plans = expand_grid(args.overrides, classes, requested, seeds, base)
     for options in plans:  # every check that needs no data or model, for every run, before the first one starts
         preflight(options)

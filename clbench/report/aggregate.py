@@ -84,7 +84,10 @@ def _setting_labels(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
     config_keys = [k.removeprefix("config.") for k in differing if k.startswith("config.")]
     if not config_keys or any(not k.startswith(("config.", "train.")) or (k.startswith("train.") and k[6:] not in config_keys) for k in differing):
         return {}
-    labels = {_config_key(r): f"{r['strategy']['name']} " + setting_text({k: _flatten(r['strategy']['config']).get(k) for k in config_keys})
+    def shown(value: Any) -> Any:
+        return "default" if value is None else value  # None: the benchmark's own value of a training setting
+
+    labels = {_config_key(r): f"{r['strategy']['name']} " + setting_text({k: shown(_flatten(r['strategy']['config']).get(k)) for k in config_keys})
               for r in runs}
     return labels if len(set(labels.values())) == len(labels) else {}
 
@@ -166,10 +169,10 @@ def load_groups(inputs: Sequence[Path]) -> list[BenchmarkGroup]:
         strategies: dict[str, StrategyRuns] = {}
         for strategy, same in sorted(by_name.items()):
             keys = sorted({_config_key(r) for r in same})
-            if len(keys) > 1:
-                notes.append(f"{strategy} ran with {len(keys)} configurations, reported as {', '.join(f'{strategy}@{k}' for k in keys)}; "
-                             f"they differ in {', '.join(differing_settings(same))}.")
             named = _setting_labels(same) if len(keys) > 1 else {}
+            if len(keys) > 1:
+                notes.append(f"{strategy} ran with {len(keys)} configurations, reported as "
+                             f"{', '.join(sorted(named.get(k, f'{strategy}@{k}') for k in keys))}; they differ in {', '.join(differing_settings(same))}.")
             for key in sorted(keys, key=lambda k: named.get(k, k)):
                 label = strategy if len(keys) == 1 else named.get(key, f"{strategy}@{key}")
                 strategies[label] = StrategyRuns(label, sorted((r for r in same if _config_key(r) == key), key=lambda r: int(r["seed"])))

@@ -59,6 +59,8 @@ class ReplayMixDataset(Dataset[Any]):
     stays a batched dict; other data is a list of example dicts for the backbone's collate.
     """
 
+    draws_when_fetched = True  # the memory draw advances ``generator``: fetched in the main process, never in workers
+
     def __init__(self, current: Dataset[Any], memory: Dataset[Any], replay_count: int, generator: torch.Generator) -> None:
         self.current = current
         self.memory = memory
