@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from clbench.errors import ClbenchError, UsageError
-
-log = logging.getLogger("clbench")
 
 __all__ = ["Outcome", "execute_one", "expand_grid", "import_ray", "parse_executor", "run_sweep", "split_values"]
 

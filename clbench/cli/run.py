@@ -30,14 +30,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("benchmark", help="benchmark name (clbench list benchmarks) or a .toml file")
     p.add_argument("-s", "--strategy", help="comma-separated strategy names (default: the benchmark's)")
     p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="strategy setting override (repeatable)")
-    p.add_argument("--backbone", help="backbone spec replacing the benchmark's default, e.g. mlp:256 or hf:/path/to/model")
     p.add_argument("--seed", help="comma-separated seeds (default: the benchmark's)")
-    p.add_argument("--out", type=Path, default=Path("runs"), help="root folder for run directories (default: runs)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--data-root", type=Path, help="dataset folder (default: $CLBENCH_DATA_ROOT)")
-    p.add_argument("--allow-download", action="store_true", help="let loaders download missing datasets and models")
-    p.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default: 0 on the CPU, up to 8 on CUDA); "
-                   "the numbers do not depend on it")
+    add_run_arguments(p)
     p.add_argument("--kv-cache", default="full", metavar="POLICY",
                    help="KV-cache policy for generation-scored evaluation on causal LMs: full (default), d2o:BUDGET, h2o:BUDGET, "
                         "streaming:BUDGET or d2o-faithful:BUDGET, BUDGET a fraction of each prompt's length; results go to seed-N-kv-POLICY")
@@ -48,6 +42,17 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--nproc", type=int, metavar="N", help="data-parallel processes on this machine: launches torchrun --nproc-per-node N "
                    "-m clbench run ... (gloo on the CPU, NCCL with one GPU per process); see docs/running-at-scale.md")
     p.set_defaults(handler=cmd_run)
+
+
+def add_run_arguments(p: Any) -> None:
+    """The options every run takes (``clbench run`` and ``clbench sweep``)."""
+    p.add_argument("--backbone", help="backbone spec replacing the benchmark's default, e.g. mlp:256 or hf:/path/to/model")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="root folder for run directories (default: runs)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto), resolved where the run executes")
+    p.add_argument("--data-root", type=Path, help="dataset folder (default: $CLBENCH_DATA_ROOT); on a cluster, a path every node sees")
+    p.add_argument("--allow-download", action="store_true", help="let loaders download missing datasets and models")
+    p.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default: 0 on the CPU, up to 8 on CUDA); "
+                   "the numbers do not depend on it")
 
 
 def _split(text: str | None, option: str) -> list[str]:

@@ -23,6 +23,8 @@ pip install 'clbench[ray]'.
 
 
 def add_parser(sub: Any) -> None:
+    from clbench.cli.run import add_run_arguments
+
     p = sub.add_parser("sweep", help="run a grid of strategies x settings x seeds (locally or on Ray)", description="Expand a grid of "
                        "strategies, -S settings and seeds on one benchmark, run each as an independent run (in order, or as Ray tasks with "
                        "declared CPU/GPU resources), skip complete runs, resume unfinished ones, and end with the report.",
@@ -32,13 +34,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=V1,V2",
                    help="a grid axis: a strategy setting and its comma-separated values (repeatable)")
     p.add_argument("--seed", help="comma-separated seeds (default: the benchmark's)")
-    p.add_argument("--backbone", help="backbone spec replacing the benchmark's default")
-    p.add_argument("--out", type=Path, default=Path("runs"), help="root folder for run directories (default: runs)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N, resolved where each run executes (default: auto)")
-    p.add_argument("--data-root", type=Path, help="dataset folder (default: $CLBENCH_DATA_ROOT); on a cluster, a path every node sees")
-    p.add_argument("--allow-download", action="store_true", help="let loaders download missing datasets and models")
-    p.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default: 0 on the CPU, up to 8 on CUDA); "
-                   "the numbers do not depend on it")
+    add_run_arguments(p)
     p.add_argument("--kv-cache", default="full", metavar="POLICY", help="KV-cache policy for generation-scored evaluation (see clbench run)")
     p.add_argument("--executor", default="local", help="local (one run after another, default), ray (a local Ray instance, or the one "
                                                        "RAY_ADDRESS names) or ray:ADDRESS (join a running cluster, e.g. ray:auto)")
