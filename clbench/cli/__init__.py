@@ -1,6 +1,6 @@
 """The ``clbench`` command line: a thin layer over the Python API.
 
-Subcommands: ``list``, ``show``, ``run``, ``report``, ``perf``. User mistakes (unknown names, bad options,
+Subcommands: ``list``, ``show``, ``run``, ``sweep``, ``report``, ``perf``. User mistakes (unknown names, bad options,
 missing assets, unreadable results) print one ``clbench: error: ...`` line and exit with status
 2; nothing else is printed for them, never a traceback. Other exit statuses: 1 for a run that
 stopped (full disk, I/O error, non-finite loss), 3 when another process holds the run directory,
@@ -28,6 +28,7 @@ EPILOG = """examples:
   clbench run digits-split -s lora,finetune --seed 0,1
   clbench run quickstart
   clbench run digits-split -s lora -S rank=4 -S merge_after_task=true
+  clbench sweep digits-split -s lora,finetune --seed 0,1 -S lr=1e-3,1e-2 --executor ray
   clbench report runs/digits-split --out reports/digits-split
   clbench perf --shapes small --json perf/cpu.json
 """
