@@ -23,6 +23,7 @@ here is a no-op that costs nothing.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
@@ -69,9 +70,15 @@ def setup(device: torch.device) -> torch.device:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_leave)
     if rank() != 0:
         logging.getLogger("clbench").setLevel(logging.WARNING)
     return device
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()  # torch warns about a group left open at exit
 
 
 def barrier() -> None:
