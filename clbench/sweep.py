@@ -141,10 +141,12 @@ def import_ray() -> Any:
     return ray
 
 
-def _ray(plans: Sequence[Any], notify: Callable[[Outcome], None], address: str | None, cpus: float, gpus: float) -> list[Outcome]:
+def _ray(plans: Sequence[Any], notify: Callable[[Outcome], None], address: str | None, cpus: float, gpus: float | None) -> list[Outcome]:
     ray = import_ray()
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    if gpus is None:  # --device auto: a GPU per run where the cluster has GPUs (a task without one sees none)
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(execute_one)
     pending = {task.remote(dataclasses.replace(options, progress=False)): i for i, options in enumerate(plans)}
     outcomes: list[Outcome | None] = [None] * len(plans)
@@ -161,7 +163,7 @@ def _ray(plans: Sequence[Any], notify: Callable[[Outcome], None], address: str |
     return [o for o in outcomes if o is not None]
 
 
-def run_sweep(plans: Sequence[Any], executor: str = "local", cpus: float = 1.0, gpus: float = 0.0,
+def run_sweep(plans: Sequence[Any], executor: str = "local", cpus: float = 1.0, gpus: float | None = 0.0,
               notify: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Run every plan on the executor; returns one :class:`Outcome` per plan, in plan order
     (``local``) or completion order (``ray``)."""

@@ -40,15 +40,19 @@ def add_parser(sub: Any) -> None:
                                                        "RAY_ADDRESS names) or ray:ADDRESS (join a running cluster, e.g. ray:auto)")
     p.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs Ray reserves for each run (default: 1)")
     p.add_argument("--gpus-per-run", type=float, default=None,
-                   help="GPUs Ray reserves for each run (default: 1 with --device cuda..., else 0; fractions share a GPU)")
+                   help="GPUs Ray reserves for each run (default: 1 with --device cuda..., 0 with --device cpu, and with --device auto 1 when "
+                        "the Ray cluster has GPUs; fractions share a GPU)")
     p.add_argument("--report-out", type=Path, default=Path("reports"), help="where the report goes (default: reports)")
     p.add_argument("--no-report", action="store_true", help="only print the summary table, write no report")
     p.set_defaults(handler=cmd_sweep)
 
 
-def _resources(args: argparse.Namespace) -> tuple[float, float]:
-    gpus = args.gpus_per_run if args.gpus_per_run is not None else (1.0 if args.device.startswith("cuda") else 0.0)
-    if not args.cpus_per_run > 0 or not gpus >= 0:
+def _resources(args: argparse.Namespace) -> tuple[float, float | None]:
+    """CPUs and GPUs per run; GPUs ``None``: decided by the cluster (``--device auto``)."""
+    gpus = args.gpus_per_run
+    if gpus is None:
+        gpus = 1.0 if args.device.startswith("cuda") else 0.0 if args.device == "cpu" else None
+    if not args.cpus_per_run > 0 or not (gpus is None or gpus >= 0):
         raise UsageError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0, got {args.cpus_per_run} and {gpus}")
     return args.cpus_per_run, gpus
 
