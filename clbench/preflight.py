@@ -9,6 +9,7 @@ then takes the run directory (:mod:`clbench.rundir`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ from clbench import registry
 from clbench.api.benchmark import BenchmarkSpec, TrainSettings
 from clbench.api.strategy import Strategy, StrategyConfig
 from clbench.config import build_config
-from clbench.errors import UsageError
+from clbench.errors import ResultsError, UsageError
+from clbench.identity import describe_difference, legacy_folder, results_identity, run_identity, settings_diff
 from clbench.kvcache import KVCachePolicy, parse_kv_cache
 from clbench.loggers import check_loggers
 from clbench.results import RESULTS_FILE, load_results
@@ -28,7 +30,7 @@ from clbench.rundir import holder, in_use_error, run_directory
 from clbench.safeio import check_output_folder
 from clbench.validation import check_data_root, check_seed
 
-__all__ = ["Preflight", "RunOptions", "check_amp", "existing_complete", "is_main_process", "preflight", "resolve_device"]
+__all__ = ["Preflight", "RunOptions", "check_amp", "existing_complete", "is_main_process", "preflight", "resolve_device", "resolve_identity"]
 
 
 @dataclass
@@ -53,6 +55,8 @@ class RunOptions:
             (``seed-N-kv-<policy>``) and records KV bytes and retained accuracy per task.
         loggers: experiment loggers (``clbench.loggers`` entry points: ``tensorboard``,
             ``wandb``, ``mlflow``, ...); each is checked before the run and started before training.
+        workers: DataLoader worker processes (``None``: the device's default, see
+            :mod:`clbench.loading`); the numbers do not depend on it.
     """
 
     benchmark: str
@@ -69,6 +73,7 @@ class RunOptions:
     progress: bool = True
     kv_cache: str = "full"
     loggers: tuple[str, ...] = ()
+    workers: int | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,6 +111,7 @@ class Preflight:
     device: torch.device
     run_dir: Path
     kv_policy: KVCachePolicy
+    identity: dict[str, Any]
 
 
 def preflight(options: RunOptions) -> Preflight:
@@ -131,8 +137,10 @@ def preflight(options: RunOptions) -> Preflight:
         raise UsageError(f"strategy {plugin.name!r}: {exc}") from None
     check_amp(explicit, device)
     check_data_root(options.data_root)
+    if options.workers is not None and not 0 <= options.workers <= 256:
+        raise UsageError(f"--workers must be between 0 and 256, got {options.workers}")
     kv_policy = parse_kv_cache(options.kv_cache)
-    run_dir = run_directory(options.out, spec.name, plugin.name, options.seed, options.kv_cache)
+    identity, run_dir = resolve_identity(options, spec, plugin, config, kv_policy)
     check_output_folder(Path(options.out), "--out")
     if is_main_process():  # other ranks of a distributed run neither lock nor write: rank 0 may already hold the directory
         who = holder(run_dir)
@@ -140,11 +148,40 @@ def preflight(options: RunOptions) -> Preflight:
             raise in_use_error(run_dir, who)
         if not (options.resume or options.overwrite) and (run_dir / RESULTS_FILE).exists():
             raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
-    return Preflight(spec, loaders, strategy_cls, plugin, config, device, run_dir, kv_policy)
+    return Preflight(spec, loaders, strategy_cls, plugin, config, device, run_dir, kv_policy, identity)
+
+
+def resolve_identity(options: RunOptions, spec: BenchmarkSpec, plugin: registry.Plugin, config: StrategyConfig,
+                     kv_policy: KVCachePolicy) -> tuple[dict[str, Any], Path]:
+    """The run's identity (:func:`clbench.identity.run_identity`) and its run directory.
+
+    The directory names the non-default settings; a run started before folders did (in the plain
+    ``seed-N`` folder) is found there when that folder holds a run of this very identity.
+    """
+    backbone = registry.split_backbone_spec(options.backbone or spec.backbone)[1]
+    identity = run_identity(spec.name, spec.version, plugin.name, config.to_dict(), backbone, options.seed,
+                            None if kv_policy.is_full else kv_policy.describe())
+    settings = settings_diff(config)
+    run_dir = run_directory(options.out, spec.name, plugin.name, options.seed, options.kv_cache, settings)
+    legacy = legacy_folder(run_dir, settings)
+    if legacy is not None and not run_dir.exists() and _recorded_identity(legacy) == identity:
+        return identity, legacy
+    return identity, run_dir
+
+
+def _recorded_identity(run_dir: Path) -> dict[str, Any] | None:
+    """The identity ``run_dir/results.json`` records, or ``None`` (no file, or unreadable)."""
+    try:
+        return results_identity(load_results(run_dir / RESULTS_FILE))
+    except (ResultsError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def existing_complete(out: Path, options: RunOptions) -> dict[str, Any] | None:
-    """A complete results file for these options, if one exists (cheap: no model is built).
+    """A complete results file of this very run, if one exists (cheap: no model is built).
+
+    Its recorded identity (:mod:`clbench.identity`) must equal this run's; anything else is
+    refused rather than returned as finished.
 
     Raises:
         UsageError: the finished run used other settings, another benchmark version or another
@@ -152,24 +189,25 @@ def existing_complete(out: Path, options: RunOptions) -> dict[str, Any] | None:
     """
     try:
         spec, _ = registry.load_benchmark(options.benchmark)
-        plugin = registry.resolve("strategies", options.strategy)
-        path = run_directory(out, spec.name, plugin.name, options.seed, options.kv_cache) / RESULTS_FILE
+        strategy_cls, plugin = registry.get_strategy(options.strategy)
+        config = build_config(strategy_cls.Config, options.overrides, owner=f"strategy {plugin.name!r}")
+        identity, run_dir = resolve_identity(dataclasses.replace(options, out=out), spec, plugin, config, parse_kv_cache(options.kv_cache))
     except UsageError:
         return None
+    path = run_dir / RESULTS_FILE
     if not path.exists():
         return None
     data = load_results(path)
     if data["status"] != "complete":
         return None
-    strategy_cls, _ = registry.get_strategy(options.strategy)
-    config = build_config(strategy_cls.Config, options.overrides, owner=f"strategy {plugin.name!r}")
-    backbone = registry.split_backbone_spec(options.backbone or spec.backbone)[1]
-    if data["benchmark"]["version"] != spec.version:
-        raise UsageError(f"{path.parent} finished under version {data['benchmark']['version']} of benchmark {spec.name}, now at version "
+    saved = results_identity(data)
+    if saved["benchmark"]["version"] != spec.version:
+        raise UsageError(f"{path.parent} finished under version {saved['benchmark']['version']} of benchmark {spec.name}, now at version "
                          f"{spec.version}; use --overwrite to run it again")
     if data["strategy"].get("package", plugin.dist) != plugin.dist:
         raise UsageError(f"{path.parent} was run with strategy {plugin.name!r} from {data['strategy'].get('package')}, not from {plugin.dist}; "
                          "use another --out or --overwrite")
-    if data["strategy"]["config"] != config.to_dict() or data["backbone"]["spec"] != backbone:
-        raise UsageError(f"{path.parent} already finished with other settings; use --overwrite to start again")
+    if saved != identity:
+        raise UsageError(f"{path.parent} already finished with other settings ({', '.join(describe_difference(saved, identity))}); "
+                         "use --overwrite to start again")
     return data

@@ -109,6 +109,13 @@ def check_results(data: Any, file: str) -> None:
     if "kv_cache" in data:
         kv = c.table("kv_cache", data, "kv_cache")
         c.text("kv_cache.policy", kv, "policy")
+    if "identity" in data:  # results written before the run identity was stored have none
+        identity = c.table("identity", data, "identity")
+        c.text("identity.benchmark.name", c.table("identity.benchmark", identity, "benchmark"), "name")
+        c.table("identity.strategy.config", c.table("identity.strategy", identity, "strategy"), "config")
+        c.text("identity.backbone", identity, "backbone")
+        if not _is_int(identity.get("seed")) or not _is_int(identity["benchmark"].get("version")):
+            raise c.fail("identity", "does not hold an integer seed and benchmark version")
 
 
 def _check_budget(c: _Checker, data: dict[str, Any]) -> None:

@@ -35,10 +35,12 @@ import socket
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from clbench.errors import RunInUseError, UsageError
 from clbench.safeio import describe, make_dirs, remove_empty_dirs, remove_tree, storage_error
-from clbench.validation import check_path_name, check_seed
+from clbench.identity import run_folder_name
+from clbench.validation import check_path_name
 
 log = logging.getLogger("clbench")
 
@@ -47,21 +49,23 @@ POINTER = Path("checkpoint") / "checkpoint.json"
 PROBE_RETRIES = 5
 
 
-def run_directory(out: Path, benchmark: str, strategy: str, seed: int, kv_cache: str | None = "full") -> Path:
-    """``out/<benchmark>/<strategy>/seed-<seed>``, each part checked to be one plain folder name.
+def run_directory(out: Path, benchmark: str, strategy: str, seed: int, kv_cache: str | None = "full",
+                  settings: dict[str, Any] | None = None) -> Path:
+    """``out/<benchmark>/<strategy>/<run folder>``, each part checked to be one plain folder name.
 
-    A KV-cache policy other than the full cache (``--kv-cache d2o:0.2``) gets its own folder,
-    ``seed-<seed>-kv-<policy>`` (``seed-0-kv-d2o-0.2``); a malformed policy is refused here too.
+    The run folder is ``seed-<seed>``, then ``-kv-<policy>`` for a KV-cache policy other than the
+    full cache (``seed-0-kv-d2o-0.2``; a malformed policy is refused here too), then
+    ``-S-key=value,...`` for strategy ``settings`` that differ from their defaults
+    (:func:`clbench.identity.run_folder_name`).
     """
     check_path_name(benchmark, "benchmark name")
     check_path_name(strategy, "strategy name")
-    check_seed(seed)
-    return Path(out) / benchmark / strategy / f"seed-{seed}{kv_folder_suffix(kv_cache)}"
+    return Path(out) / benchmark / strategy / run_folder_name(seed, kv_folder_suffix(kv_cache), settings)
 
 
 def kv_folder_suffix(kv_cache: str | None) -> str:
     """``""`` for the full cache, else ``-kv-<policy>`` (the policy as a plain folder-name part)."""
-    if kv_cache == "full":
+    if kv_cache in (None, "full"):
         return ""
     from clbench.kvcache import parse_kv_cache, policy_slug  # torch and transformers: only when a policy is named
 

@@ -41,12 +41,14 @@ import numpy as np
 import torch
 
 import clbench
-from clbench import budget, checkpoint, registry, runconfig, uncertainty
+from clbench import budget, checkpoint, distributed, registry, runconfig, uncertainty
 from clbench.api.benchmark import BenchmarkSpec
 from clbench.api.strategy import RunContext, Strategy
 from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream, check_not_empty
 from clbench.errors import ClbenchError, ResultsError, UsageError
 from clbench.example_scores import EXAMPLES_FILE, ExampleScores, matches_matrix
+from clbench.identity import identity_hash, settings_diff
+from clbench.loading import loader_options
 from clbench.loggers import LoggerSet, RunInfo, open_loggers, resume_step
 from clbench.preflight import RunOptions, check_amp, existing_complete, is_main_process, preflight, resolve_device
 from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, probe_summary, write_json_atomic
@@ -99,8 +101,13 @@ class _Run:
         checked = preflight(options)
         spec, strategy_cls = checked.spec, checked.strategy_cls
         self.spec: BenchmarkSpec = spec
-        self.plugin, self.config, self.device, self.run_dir = checked.plugin, checked.config, checked.device, checked.run_dir
+        self.plugin, self.config, self.run_dir = checked.plugin, checked.config, checked.run_dir
+        if distributed.world_size_requested() > 1 and not strategy_cls.distributed:
+            raise UsageError(f"strategy {self.plugin.name!r} cannot run data-parallel (see docs/running-at-scale.md); run it on one process")
+        self.device = distributed.setup(checked.device)
+        self.loader = loader_options(options.workers, self.device)
         self.kv_policy = checked.kv_policy
+        self.run_identity = checked.identity
         self.directory: RunDirectory | None = None
         seed_everything(options.seed)
         self.stream = build_stream(spec, extra_loaders=checked.loaders, data_root=check_data_root(options.data_root),
@@ -177,30 +184,24 @@ class _Run:
         self.backbone.set_kv_policy(self.kv_policy)  # type: ignore[attr-defined]
 
     def identity(self) -> dict[str, Any]:
-        """What must match for a checkpoint to be resumed (JSON-normalised, as stored)."""
-        identity = {
-            "benchmark": {"name": self.spec.name, "version": self.spec.version},
-            "strategy": {"name": self.plugin.name, "config": self.config.to_dict()},
-            "backbone": self.backbone.spec,
-            "seed": self.options.seed,
-            "train": dataclasses.asdict(self.train),
-        }
-        if not self.kv_policy.is_full:
-            identity["kv_cache"] = self.kv_policy.describe()
-        return json.loads(json.dumps(identity))
+        """What must match for a checkpoint to be resumed: the run identity and the resolved
+        training settings (JSON-normalised, as stored)."""
+        return {**self.run_identity, "train": json.loads(json.dumps(dataclasses.asdict(self.train)))}
 
     def results(self, status: str) -> dict[str, Any]:
         columns = [e.name for e in self.stream.experiences]
         data: dict[str, Any] = {
             "schema": SCHEMA,
             "status": status,
+            "identity": self.run_identity,
+            "run_id": identity_hash(self.run_identity),
             "benchmark": {**self.spec.to_dict(), "backbone": self.spec.backbone},
             "strategy": {"name": self.plugin.name, "package": self.plugin.dist, "version": self.plugin.version, "config": self.config.to_dict()},
             "backbone": self.backbone.describe(),
             "seed": self.options.seed,
             "train": dataclasses.asdict(self.train),
             "budget": budget.budget_record(self.train, self.spec.train, self.planned_steps, self.task_records, self.strategy.trains),
-            "environment": environment(self.device),
+            "environment": {**environment(self.device), "loader_workers": self.loader.workers, "processes": distributed.world_size()},
             "matrix": {
                 "rows": ["init"] + [f"after {e.name}" for e in self.stream.tasks],
                 "columns": columns,
@@ -335,6 +336,7 @@ class _Run:
         if is_main_process() and not (done and (self.run_dir / "config.json").exists()):  # a resumed run keeps the config it started with
             write_json_atomic(self.run_dir / "config.json", {"options": {**dataclasses.asdict(self.options), "out": str(self.options.out),
                                                                          "data_root": str(self.options.data_root) if self.options.data_root else None},
+                                                             "settings": settings_diff(self.config), "run_id": identity_hash(self.run_identity),
                                                              **self.identity()})
             write_text_atomic(self.run_dir / runconfig.FILE, runconfig.dump_toml(self.run_config()))
         self.open_loggers(done)
@@ -357,7 +359,8 @@ class _Run:
         if self.rows[0] is None:
             start = time.perf_counter()
             scores: list[np.ndarray] = []
-            self.rows[0] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval init", self.strategy, per_example=scores)
+            self.rows[0] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval init", self.strategy, per_example=scores,
+                                    loader=self.loader)
             self.examples.set_row(0, scores)
             self.kv_initial = self.kv_policy.take_stats()
             log.info("%s: row 0 (before training) %s in %.1fs", name, _fmt(self.rows[0]), time.perf_counter() - start)
@@ -371,12 +374,12 @@ class _Run:
             self.strategy.before_task(exp)
             data = self.strategy.training_data(exp, tasks[: t + 1])
             stats = train_task(self.strategy, self.backbone, data, exp, self.train, generator, progress, f"{name} train {t + 1}/{len(tasks)} {exp.name}",
-                               on_step=self.loggers.on_step if self.loggers else None) if self.strategy.trains else None
+                               self.loader, on_step=self.loggers.on_step if self.loggers else None) if self.strategy.trains else None
             self.strategy.after_task(exp)
             start = time.perf_counter()
             scores = []
             self.rows[t + 1] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval {t + 1}/{len(tasks)}", self.strategy,
-                                        per_example=scores)
+                                        per_example=scores, loader=self.loader)
             eval_seconds = time.perf_counter() - start
             self.examples.set_row(t + 1, scores)
             memory, memory_kind = peak_memory_mb(self.device)
@@ -461,11 +464,14 @@ def run(options: RunOptions) -> dict[str, Any]:
         exc.args = ("nothing of this run was written",)
         raise
     if not is_main_process():
-        return state.execute()
+        distributed.barrier()  # rank 0 has locked the run directory and put it in order (resume reads it)
+        existing = existing_complete(Path(options.out), options) if options.resume else None
+        return existing if existing is not None else state.execute()
     mode = "resume" if options.resume else "overwrite" if options.overwrite else "new"
     directory = RunDirectory(state.run_dir, mode)
     try:
         with directory:
+            distributed.barrier()
             if options.resume:  # a killed --overwrite may just have been rolled back to a complete run
                 existing = existing_complete(Path(options.out), options)
                 if existing is not None:

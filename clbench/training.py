@@ -21,12 +21,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from clbench import distributed
 from clbench.api.backbone import Backbone
 from clbench.api.benchmark import TrainSettings
 from clbench.api.strategy import Strategy
 from clbench.api.stream import Experience
 from clbench.budget import steps_per_task
 from clbench.errors import TrainingError, UsageError
+from clbench.loading import LoaderOptions
 from clbench.progress import progress_bar
 
 MAX_LOSS_POINTS = 100
@@ -77,7 +79,7 @@ def _batches(loader: DataLoader[Any]) -> Iterator[Any]:
 
 
 def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], experience: Experience, settings: TrainSettings,
-               generator: torch.Generator, progress: bool = True, label: str = "",
+               generator: torch.Generator, progress: bool = True, label: str = "", loader: LoaderOptions | None = None,
                on_step: Callable[[torch.Tensor, float], None] | None = None) -> TaskStats:
     """Train on ``data`` for one task with the strategy's loss and hooks.
 
@@ -92,20 +94,23 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
     optimizer = strategy.make_optimizer(params, settings) or build_optimizer(params, settings)
     scheduler = cosine_scheduler(optimizer, total) if settings.scheduler == "cosine" else None
     scaler = torch.amp.GradScaler("cuda") if settings.amp == "fp16" else None
-    loader = DataLoader(data, batch_size=settings.batch_size, shuffle=True, generator=generator, collate_fn=backbone.collate)
+    batches, share = distributed.train_loader(data, settings.batch_size, generator, backbone.collate, loader)  # share: 1 on one process
     model = backbone.model
     model.train()
     losses: list[torch.Tensor] = []
     start = time.perf_counter()
-    bar = progress_bar(total, label, progress, "step")
+    bar = progress_bar(total, label, progress and distributed.rank() == 0, "step")
     micro = 0
     skip = settings.nonfinite_loss == "skip"
     on_cpu = backbone.device.type == "cpu"
     checked = 0
-    for batch in _batches(loader):
+    for fetched, batch in enumerate(_batches(batches)):
         batch = backbone.move_batch(batch)
         with autocast(backbone.device, settings.amp):
             loss = strategy.loss(batch, experience)
+        if distributed.is_distributed():  # this rank's share of the global batch: its gradient, the global batch's value
+            mine = loss * share(fetched)
+            loss = mine + (distributed.global_loss(loss, share(fetched)) - mine).detach()
         if skip and not bool(torch.isfinite(loss.detach()).all()):
             stats.skipped_steps += 1
             if stats.skipped_steps > total:
@@ -117,6 +122,7 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
         micro += 1
         if micro % settings.grad_accum:
             continue
+        distributed.all_reduce_gradients(params)
         if scaler:
             scaler.unscale_(optimizer)
         if settings.max_grad_norm > 0:
@@ -167,7 +173,7 @@ def _check_finite(losses: list[torch.Tensor], start: int, experience: Experience
 
 @torch.no_grad()
 def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: TrainSettings, progress: bool = True, label: str = "",
-             strategy: Strategy | None = None, per_example: list[np.ndarray] | None = None) -> list[float]:
+             strategy: Strategy | None = None, per_example: list[np.ndarray] | None = None, loader: LoaderOptions | None = None) -> list[float]:
     """Score every experience's test set: one row of the accuracy matrix (fractions in [0, 1]).
 
     When ``strategy`` is given, its ``eval_task_start`` / ``eval_task_end`` hooks bracket each
@@ -180,23 +186,29 @@ def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: Tr
     model.eval()
     backbone.eval_start()
     row = []
-    bar = progress_bar(sum(len(e.test) for e in experiences), label, progress, "ex")  # type: ignore[arg-type]
+    sharded = distributed.is_distributed()
+    bar = progress_bar(sum(len(e.test) for e in experiences), label, progress and distributed.rank() == 0, "ex")  # type: ignore[arg-type]
     for exp in experiences:
         if strategy is not None:
             strategy.eval_task_start(exp)
-        loader = DataLoader(exp.test, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=backbone.collate)
+        shard = distributed.shard_for_eval(exp.test)
+        batches = DataLoader(shard, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=backbone.collate, **(loader or LoaderOptions()).kwargs(shard))
         correct = torch.zeros((), dtype=torch.float64, device=backbone.device)
         count = 0
         kept: list[torch.Tensor] = []
-        for batch in loader:
+        for batch in batches:
             batch = backbone.move_batch(batch)
             with autocast(backbone.device, settings.amp):
                 scores = backbone.score(batch, exp)
             correct += scores.double().sum()
             count += len(scores)
-            if per_example is not None:
+            if per_example is not None or sharded:
                 kept.append(scores.detach().float().reshape(-1))
             bar.update(len(scores))
+        if sharded:  # every rank's slice, in test-set order: the counts are the whole test set's
+            every = distributed.gather_scores(torch.cat(kept) if kept else torch.zeros(0))
+            kept, count = [every], len(every)
+            correct = every.double().sum()
         row.append(float(correct) / count if count else float("nan"))
         if per_example is not None:
             per_example.append(torch.cat(kept).cpu().numpy() if kept else np.zeros(0, dtype=np.float32))

@@ -67,7 +67,7 @@ def test_task_incremental_wrapper_masks_other_tasks() -> None:
 def test_runs_in_the_runner_and_refuses_to_resume_plugin_state(small_digits: Path, tmp_path: Path) -> None:
     result = run(RunOptions(benchmark=str(small_digits), strategy="avalanche:EWC", out=tmp_path, progress=False, overrides={"epochs": "1"}))
     assert result["strategy"]["name"] == "avalanche:EWC" and result["status"] == "complete"
-    assert (tmp_path / "digits-small" / "avalanche:EWC" / "seed-0" / "results.json").exists()
+    assert (tmp_path / "digits-small" / "avalanche:EWC" / "seed-0-S-epochs=1" / "results.json").exists()
     assert result["telemetry"][0]["avalanche_strategy"] == "EWC" and result["telemetry"][0]["avalanche_train_seconds"] > 0
     assert result["strategy"]["config"]["ewc_lambda"] == 100.0
     cls, _ = registry.get_strategy("avalanche:EWC")

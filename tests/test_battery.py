@@ -270,11 +270,11 @@ CASES = [
     Case("overwrite-lr-nan", [*FIN, "--overwrite", "-S", "lr=nan"], "lr must be a finite number"),
     Case("overwrite-amp-fp16", [*FIN, "--overwrite", "-S", "amp=fp16"], "amp=fp16 needs a CUDA device"),
     Case("overwrite-data-root-missing", [*FIN, "--overwrite", "--data-root", "nowhere"], "does not exist"),
-    Case("resume-finished-other-settings", [*FIN, "--resume", "-S", "lr=0.5"], "already finished with other settings"),
+    Case("resume-finished-other-backbone", [*FIN, "--resume", "--backbone", "mlp:8"], "already finished with other settings (backbone)"),
     Case("resume-finished-old-version", ["run", "bench/v2/digits-tiny.toml", "--out", "runs", "--seed", "0", "--resume"],
          "finished under version 1 of benchmark digits-tiny, now at version 2", prepare=write("bench/v2/digits-tiny.toml", TINY_BENCH.replace("version = 1", "version = 2"))),
     Case("resume-results-unreadable", [*FIN, "--resume"], "not a readable results file", prepare=write(f"runs/{BENCH}/finetune/seed-0/results.json", "{")),
-    Case("resume-partial-other-settings", [*PART, "--resume", "-S", "lr=0.5"], "started with a different strategy"),
+    Case("resume-partial-other-backbone", [*PART, "--resume", "--backbone", "mlp:8"], "started with a different backbone"),
     # ---- a run directory held by another process ------------------------------------------------------------------------------------------
     Case("lock-held-new", [*RUN, "--seed", "0", "--overwrite"], "is in use by process 4242 on elsewhere", status=3, prepare=hold_lock("seed-0")),
     Case("lock-held-resume", [*PART, "--resume"], "is in use by process 4242", status=3, prepare=hold_lock("seed-1")),
@@ -521,15 +521,19 @@ CASES = [
     # ---- a training loss that becomes non-finite ---------------------------------------------------------------------------------------------
     Case("nan-loss-new", [*NEW, "-S", "lr=1e30", "-S", "epochs=3"], "training loss became nan in task 1 (a) at step", status=1),
     Case("nan-loss-skip", [*NEW, "-S", "lr=1e30", "-S", "epochs=3", "-S", "nonfinite_loss=skip"], "training loss stayed non-finite in task 1 (a)", status=1),
-    Case("nan-loss-overwrite", [*FIN, "--overwrite", "-S", "lr=1e30", "-S", "epochs=3"], "was restored", status=1),
+    Case("nan-loss-overwrite", ["run", "bench/nan/digits-tiny.toml", "--out", "runs", "--no-progress", "--seed", "0", "--overwrite"], "was restored",
+         status=1, prepare=write("bench/nan/digits-tiny.toml", TINY_BENCH.replace("lr = 0.01", "lr = 1e30\nepochs = 3").replace("epochs = 1\n", ""))),
     # ---- signals (real processes) --------------------------------------------------------------------------------------------------------------
-    Case("sigterm-new", [*NEW, "-S", "epochs=300"], "terminated (SIGTERM); its folder runs/digits-tiny/finetune/seed-7 was removed", status=143,
-         signal=signal.SIGTERM, wait_for=f"runs/{BENCH}/finetune/seed-7/results.json"),
-    Case("sigint-new", [*NEW, "-S", "epochs=300"], "interrupted; its folder", status=130, signal=signal.SIGINT, wait_for=f"runs/{BENCH}/finetune/seed-7/results.json"),
-    Case("sigterm-overwrite", [*FIN, "--overwrite", "-S", "epochs=300"], "terminated (SIGTERM); the earlier run in runs/digits-tiny/finetune/seed-0 was restored",
-         status=143, signal=signal.SIGTERM, wait_for=f"runs/{BENCH}/finetune/.seed-0.previous"),
-    Case("sigterm-resume", [*SLOW, "--resume"], "terminated (SIGTERM); runs/digits-tiny/finetune/seed-2 is as it was", status=143,
-         signal=signal.SIGTERM, wait_for=f"runs/{BENCH}/finetune/seed-2/run.log:resumed"),
+    Case("sigterm-new", [*NEW, "-S", "epochs=300"], "terminated (SIGTERM); its folder runs/digits-tiny/finetune/seed-7-S-epochs=300 was removed",
+         status=143, signal=signal.SIGTERM, wait_for=f"runs/{BENCH}/finetune/seed-7-S-epochs=300/results.json"),
+    Case("sigint-new", [*NEW, "-S", "epochs=300"], "interrupted; its folder", status=130, signal=signal.SIGINT,
+         wait_for=f"runs/{BENCH}/finetune/seed-7-S-epochs=300/results.json"),
+    # The same benchmark name and version with a long budget: an --overwrite of the finished run's own folder (-S would name another folder).
+    Case("sigterm-overwrite", ["run", "bench/slow/digits-tiny.toml", "--out", "runs", "--no-progress", "--seed", "0", "--overwrite"],
+         "terminated (SIGTERM); the earlier run in runs/digits-tiny/finetune/seed-0 was restored", status=143, signal=signal.SIGTERM,
+         wait_for=f"runs/{BENCH}/finetune/.seed-0.previous", prepare=write("bench/slow/digits-tiny.toml", TINY_BENCH.replace("epochs = 1\n", "epochs = 300\n"))),
+    Case("sigterm-resume", [*SLOW, "--resume"], "terminated (SIGTERM); runs/digits-tiny/finetune/seed-2-S-epochs=300 is as it was",
+         status=143, signal=signal.SIGTERM, wait_for=f"runs/{BENCH}/finetune/seed-2-S-epochs=300/run.log:resumed"),
 ]
 
 

@@ -62,7 +62,7 @@ def test_run_two_strategies_two_seeds_then_report(cli, small_digits: Path, tmp_p
     header = next(line for line in stdout.splitlines() if line.startswith("strategy"))
     assert header.split()[:9] == ["strategy", "seed", "last", "avg-inc", "learn", "gain", "forget", "bwt", "fwt"]
     assert all(line.count("[") >= 7 and "/3 tasks" in line for line in lines), lines
-    lora = json.loads((out / "digits-small" / "lora" / "seed-1" / "results.json").read_text())
+    lora = json.loads((out / "digits-small" / "lora" / "seed-1-S-rank=4" / "results.json").read_text())
     assert lora["strategy"]["config"]["rank"] == 4
     status, stdout, err = cli("report", out, "--out", tmp_path / "report")
     assert status == 0, err

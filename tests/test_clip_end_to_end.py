@@ -17,8 +17,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_two_domain_mtil(tmp_path_factory.mktemp("clip-e2e"))
 
 
-def _results(out: Path, strategy: str) -> dict:
-    return json.loads((out / "mtil-tiny" / strategy / "seed-0" / "results.json").read_text())
+def _results(out: Path, strategy: str, folder: str = "seed-0") -> dict:
+    return json.loads((out / "mtil-tiny" / strategy / folder / "results.json").read_text())
 
 
 def test_zeroshot_and_lora_run_end_to_end(cli, setup: dict[str, Path]) -> None:
@@ -26,7 +26,7 @@ def test_zeroshot_and_lora_run_end_to_end(cli, setup: dict[str, Path]) -> None:
     status, stdout, stderr = cli("run", setup["bench"], "-s", "zeroshot,lora", "--data-root", setup["data"], "--out", out, "--no-progress",
                                  "--device", "cpu", "-S", "lora.rank=2")
     assert status == 0, stderr
-    zeroshot, lora = _results(out, "zeroshot"), _results(out, "lora")
+    zeroshot, lora = _results(out, "zeroshot"), _results(out, "lora", "seed-0-S-rank=2")
     for results in (zeroshot, lora):
         assert results["status"] == "complete" and results["backbone"]["spec"].startswith("clip:")
         values = results["matrix"]["values"]

@@ -173,7 +173,7 @@ def test_resumed_run_reproduces_the_uninterrupted_one(bench: Path, reference: di
     with pytest.raises(Crash):
         _run(bench, tmp_path)
     monkeypatch.setattr(MoRA, "after_task", original)
-    run_dir = tmp_path / "digits-mora" / "mora" / "seed-3"
+    run_dir = tmp_path / "digits-mora" / "mora" / f"seed-3-S-rank={RANK}"
     assert json.loads((run_dir / "checkpoint" / "checkpoint.json").read_text())["tasks_done"] == 1
     resumed = _run(bench, tmp_path, resume=True)
     assert "resumed" in (run_dir / "run.log").read_text()
@@ -185,7 +185,7 @@ def test_resumed_run_reproduces_the_uninterrupted_one(bench: Path, reference: di
 def test_cli_runs_mora_on_digits_split(cli, tmp_path: Path) -> None:  # noqa: ANN001
     status, out, err = cli("run", "digits-split", "-s", "mora", "-S", "epochs=1", "-S", "batch_size=64", "--out", tmp_path, "--no-progress")
     assert status == 0, err
-    results = json.loads((tmp_path / "digits-split" / "mora" / "seed-0" / "results.json").read_text())
+    results = json.loads((tmp_path / "digits-split" / "mora" / "seed-0-S-batch_size=64,epochs=1" / "results.json").read_text())
     assert results["status"] == "complete" and len(results["telemetry"]) == 5
     assert results["telemetry"][-1]["mora"]["routing_columns"] == results["benchmark"]["tasks"]
     status, _, err = cli("run", "digits-split", "-s", "mora", "-S", "topk=0", "--out", tmp_path / "bad", "--no-progress")

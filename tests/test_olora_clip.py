@@ -17,6 +17,9 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_two_domain_mtil(tmp_path_factory.mktemp("clip-baselines"), "tiny-clip-baselines")
 
 
+FOLDERS = {"olora": "seed-0-S-rank=2", "inflora": "seed-0-S-rank=2", "smora": "seed-0-S-k=2,rank=4", "flylora": "seed-0-S-k=2,rank=4"}
+
+
 @pytest.mark.slow  # four CLIP runs: minutes on a loaded 2-core machine
 def test_lora_family_baselines_run_on_clip(cli, tiny_clip: dict[str, Path]) -> None:
     out = tiny_clip["base"] / "runs"
@@ -25,12 +28,12 @@ def test_lora_family_baselines_run_on_clip(cli, tiny_clip: dict[str, Path]) -> N
                             "-S", "smora.k=2", "-S", "flylora.rank=4", "-S", "flylora.k=2")
     assert status == 0, stderr
     for strategy in ("olora", "inflora", "smora", "flylora"):
-        results = json.loads((out / "mtil-tiny" / strategy / "seed-0" / "results.json").read_text())
+        results = json.loads((out / "mtil-tiny" / strategy / FOLDERS[strategy] / "results.json").read_text())
         assert results["status"] == "complete", strategy
         values = results["matrix"]["values"]
         assert len(values) == 3 and all(0.0 <= v <= 1.0 for row in values for v in row)
         telemetry = results["telemetry"][-1]
         assert telemetry["adapted_layers"] > 0  # q and v (InfLoRA: k and v) of both encoders
         assert results["tasks"][0]["steps"] == 2
-    inflora = json.loads((out / "mtil-tiny" / "inflora" / "seed-0" / "results.json").read_text())
+    inflora = json.loads((out / "mtil-tiny" / "inflora" / FOLDERS["inflora"] / "results.json").read_text())
     assert inflora["telemetry"][-1]["bank_rank_per_layer"] == 4  # two tasks of rank 2 frozen in the bank

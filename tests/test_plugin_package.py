@@ -26,7 +26,7 @@ def test_template_plugin_installs_and_runs_through_the_cli(tmp_path: Path, small
     done = subprocess.run([clbench, "run", str(small_digits), "-s", "l2-anchor", "-S", "strength=0.5", "--out", str(out), "--no-progress"],
                           capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
-    results = json.loads((out / "digits-small" / "l2-anchor" / "seed-0" / "results.json").read_text())
+    results = json.loads((out / "digits-small" / "l2-anchor" / "seed-0-S-strength=0.5" / "results.json").read_text())
     assert results["status"] == "complete"
     assert results["strategy"]["package"] == "clbench-l2-anchor" and results["strategy"]["version"] == "0.1.0"
     assert results["strategy"]["config"]["strength"] == 0.5

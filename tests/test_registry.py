@@ -106,14 +106,15 @@ def test_qualified_names_resolve_end_to_end_for_strategies_and_backbones(tmp_pat
         args = ("run", small_digits, "-s", "clbench/finetune", "--backbone", "clbench/mlp:32", "--out", out, "--no-progress", "-S", "clbench/finetune.epochs=2")
         status, stdout, err = cli(*args)
         assert status == 0, err
-        saved = json.loads((out / "digits-small" / "finetune" / "seed-0" / "results.json").read_text())
+        saved = json.loads((out / "digits-small" / "finetune" / "seed-0-S-epochs=2" / "results.json").read_text())
         assert saved["strategy"]["package"] == "clbench" and saved["backbone"]["spec"] == "mlp:32" and saved["strategy"]["config"]["epochs"] == 2
         status, again, err = cli(*args, "--resume")  # the finished run is recognised under the qualified names
         def row(text: str) -> list[str]:
             return [cell for cell in next(line for line in text.splitlines() if line.startswith("finetune")).split() if not cell.endswith("s")]
 
         assert status == 0 and row(again) == row(stdout), err
-        status, _, err = cli("run", small_digits, "-s", "fake_claims/finetune", "--backbone", "clbench/mlp:32", "--out", out, "--resume", "--no-progress")
+        status, _, err = cli("run", small_digits, "-s", "fake_claims/finetune", "--backbone", "clbench/mlp:32", "--out", out, "--resume", "--no-progress",
+                          "-S", "epochs=2")
         assert status == 2 and "was run with strategy 'finetune' from clbench, not from fake_claims" in err
     finally:
         sys.modules.pop("fake_claims_mod", None)

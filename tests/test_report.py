@@ -88,8 +88,15 @@ def test_other_configurations_are_never_averaged_and_the_difference_is_named(tmp
     runs = write_runs(tmp_path / "runs", [make_results(config={"rank": 4}), make_results(config={"rank": 8}, seed=1, shift=0.01)])
     build_report([runs], tmp_path / "out", ["md"])
     report = (tmp_path / "out" / "toy" / "report.md").read_text()
-    labels = re.findall(r"\| (lora@[0-9a-f]{8}) \| 1 \|", report)
-    assert len(labels) == 2 and "they differ in config.rank" in report
+    labels = re.findall(r"\| (lora rank=\d) \| 1 \|", report)  # labelled by the settings that differ
+    assert sorted(labels) == ["lora rank=4", "lora rank=8"] and "they differ in config.rank" in report
+    assert (tmp_path / "out" / "toy" / "matrix-lora-rank-4.png").exists() or (tmp_path / "out" / "toy" / "matrix-lora-rank-4.svg").exists()
+    other_backbone = make_results(seed=1, shift=0.01)
+    other_backbone["backbone"]["spec"] = "mlp:99"
+    other = write_runs(tmp_path / "runs2", [make_results(), other_backbone])
+    build_report([other], tmp_path / "out2", ["md"])
+    report = (tmp_path / "out2" / "toy" / "report.md").read_text()
+    assert len(re.findall(r"\| (lora@[0-9a-f]{8}) \| 1 \|", report)) == 2  # not settings alone: the hash tells them apart
 
 
 def test_benchmark_versions_are_reported_separately(tmp_path: Path) -> None:

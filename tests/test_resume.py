@@ -37,7 +37,7 @@ def _kill_after_first_checkpoint(proc: subprocess.Popen[bytes], pointer: Path) -
 def test_killed_run_resumes_to_identical_metrics(small_digits: Path, tmp_path: Path) -> None:
     for strategy in ("finetune", "lora"):
         out = tmp_path / strategy
-        run_dir = out / "digits-small" / strategy / "seed-4"
+        run_dir = out / "digits-small" / strategy / "seed-4-S-epochs=25"
         pointer = _kill_after_first_checkpoint(_start(small_digits, out, strategy), run_dir / "checkpoint" / "checkpoint.json")
         assert pointer["tasks_done"] < 3
         killed = json.loads((run_dir / "results.json").read_text())

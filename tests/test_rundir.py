@@ -96,7 +96,7 @@ def test_overwrite_keeps_the_earlier_run_aside_until_the_new_one_completes(bench
     with monkeypatch.context() as patch:
         _nan_from_task(patch, 3)
         with pytest.raises(TrainingError, match=f"the run it replaces stays in {previous} until this one completes"):
-            run(_options(bench, out, overwrite=True, overrides={"lr": "0.02"}))
+            run(_options(bench, out, overwrite=True, backbone="mlp:24"))
     assert (previous / "results.json").read_bytes() == original and run_state(run_dir) == "checkpointed"
     from clbench.report import find_results
 
@@ -105,11 +105,11 @@ def test_overwrite_keeps_the_earlier_run_aside_until_the_new_one_completes(bench
     with monkeypatch.context() as patch:
         fail_writes(patch, errno.ENOSPC, "task-001.safetensors")
         with pytest.raises(StorageError, match="the earlier run in .* was restored"):
-            run(_options(bench, out, overwrite=True, overrides={"lr": "0.03"}))
+            run(_options(bench, out, overwrite=True, backbone="mlp:20"))
     assert (previous / "results.json").read_bytes() == original and run_state(run_dir) == "checkpointed"
     assert not (run_dir.parent / ".seed-0.replaced").exists()
-    second = run(_options(bench, out, overwrite=True, overrides={"lr": "0.03"}))
-    assert not previous.exists() and second["train"]["lr"] == 0.03 != first["train"]["lr"]
+    second = run(_options(bench, out, overwrite=True, backbone="mlp:20"))
+    assert not previous.exists() and second["backbone"]["spec"] == "mlp:20" != first["backbone"]["spec"]  # -S values would name another folder
 
 
 def test_interrupted_overwrite_staging_is_finished_by_the_next_run(bench: Path, tmp_path: Path) -> None:

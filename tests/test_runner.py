@@ -88,8 +88,8 @@ def test_existing_run_needs_resume_or_overwrite(small_digits: Path, tmp_path: Pa
     with pytest.raises(UsageError, match="already holds a run; pass --resume"):
         _run(small_digits, tmp_path)
     assert _run(small_digits, tmp_path, resume=True)["updated"] == first["updated"]  # complete: returned as is
-    with pytest.raises(UsageError, match="already finished with other settings"):
-        _run(small_digits, tmp_path, resume=True, overrides={"lr": "0.1"})
+    with pytest.raises(UsageError, match=r"already finished with other settings \(backbone\)"):
+        _run(small_digits, tmp_path, resume=True, backbone="mlp:16")
     again = _run(small_digits, tmp_path, overwrite=True)
     assert again["matrix"]["values"] == first["matrix"]["values"]
 
@@ -100,8 +100,8 @@ def test_resume_refuses_a_checkpoint_from_other_settings(small_digits: Path, tmp
     data = json.loads(path.read_text())
     data["status"] = "running"
     path.write_text(json.dumps(data))
-    with pytest.raises(UsageError, match="different strategy"):
-        _run(small_digits, tmp_path, resume=True, overrides={"lr": "0.1"})
+    with pytest.raises(UsageError, match="different backbone"):
+        _run(small_digits, tmp_path, resume=True, backbone="mlp:16")
 
 
 def test_strategy_rejects_unsupported_backbone_kind(small_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

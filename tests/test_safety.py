@@ -78,16 +78,16 @@ def _message(stderr: str) -> list[str]:
 def test_a_second_process_is_refused_with_the_holders_pid(tmp_path: Path) -> None:
     bench = _bench(tmp_path)
     out = tmp_path / "runs"
-    run_dir = out / BENCH / "finetune" / "seed-0"
+    run_dir = out / BENCH / "finetune" / "seed-0-S-epochs=1000000"
     first = _start("run", bench, "--out", out, "--no-progress", "-S", "epochs=1000000", env=ONE_THREAD)
     try:
         _wait_for(first, lambda: (run_dir / "results.json").exists())
         for extra in ([], ["--resume"], ["--overwrite"]):
-            second = subprocess.run([*clbench_command(), "run", str(bench), "--out", str(out), "--no-progress", *extra], capture_output=True, text=True,
+            second = subprocess.run([*clbench_command(), "run", str(bench), "--out", str(out), "--no-progress", "-S", "epochs=1000000", *extra], capture_output=True, text=True,
                                     env=ONE_THREAD)
             assert second.returncode == 3, second.stderr
             assert _message(second.stderr) == [second.stderr.strip()]
-            assert f"is in use by process {first.pid} on " in second.stderr and ".seed-0.lock" in second.stderr
+            assert f"is in use by process {first.pid} on " in second.stderr and ".seed-0-S-epochs=1000000.lock" in second.stderr
         first.send_signal(signal.SIGTERM)
         _, err = first.communicate(timeout=60)
     finally:
@@ -100,8 +100,10 @@ def test_a_second_process_is_refused_with_the_holders_pid(tmp_path: Path) -> Non
 def test_two_processes_started_together_leave_one_consistent_run(tmp_path: Path) -> None:
     bench = _bench(tmp_path)
     out = tmp_path / "runs"
-    procs = {lr: _start("run", bench, "--out", out, "--no-progress", "-S", f"lr={lr}", "-S", "epochs=20", env=ONE_THREAD) for lr in ("0.01", "0.02")}
-    results = {lr: (p.wait(timeout=600), *p.communicate()) for lr, p in procs.items()}
+    # Other backbones, the same folder (-S values would name two folders, and both runs would finish).
+    procs = {width: _start("run", bench, "--out", out, "--no-progress", "--backbone", f"mlp:{width}", "-S", "epochs=20", env=ONE_THREAD)
+             for width in ("16", "24")}
+    results = {width: (p.wait(timeout=600), *p.communicate()) for width, p in procs.items()}
     winners = [lr for lr, (code, _, _) in results.items() if code == 0]
     assert len(winners) == 1, results
     (loser,) = set(results) - set(winners)
@@ -109,8 +111,8 @@ def test_two_processes_started_together_leave_one_consistent_run(tmp_path: Path)
     assert code in (2, 3) and len(_message(err)) == 1, err  # 3: refused by the lock; 2: the winner had already finished
     if code == 3:
         assert f"in use by process {procs[winners[0]].pid}" in err
-    saved = json.loads((out / BENCH / "finetune" / "seed-0" / "results.json").read_text())
-    assert saved["status"] == "complete" and saved["train"]["lr"] == float(winners[0])
+    saved = json.loads((out / BENCH / "finetune" / "seed-0-S-epochs=20" / "results.json").read_text())
+    assert saved["status"] == "complete" and saved["backbone"]["spec"] == f"mlp:{winners[0]}"
     printed = next(line for line in results[winners[0]][1].splitlines() if line.startswith("finetune"))
     from clbench.cli.summary import metric_cell
 
@@ -254,8 +256,12 @@ def test_kill_9_during_an_overwrite(reference: tuple[Path, dict[str, Any]], tmp_
     shutil.copytree(Path(expected["_path"]).parent, run_dir)
     original = {name: (run_dir / name).read_bytes() for name in ("results.json", "examples.npz", "config.json")}
 
-    # Killed before its first checkpoint: the next run of the directory gives the earlier run back.
-    proc = _start("run", bench, "--out", out, "--seed", "3", "--overwrite", "--no-progress", "-S", "epochs=100000")
+    # Killed before its first checkpoint: the next run of the directory gives the earlier run back. (The slow run is the same
+    # benchmark name and version with a huge budget, so it overwrites the same folder; -S epochs=... would name another folder.)
+    slow = tmp_path / "slow" / bench.name
+    slow.parent.mkdir()
+    slow.write_text(bench.read_text().replace("epochs = 25", "epochs = 100000"))
+    proc = _start("run", slow, "--out", out, "--seed", "3", "--overwrite", "--no-progress")
     _wait_for(proc, lambda: previous.exists() and (run_dir / "results.json").exists())
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
@@ -264,7 +270,7 @@ def test_kill_9_during_an_overwrite(reference: tuple[Path, dict[str, Any]], tmp_
     assert restored["matrix"] == expected["matrix"]
 
     # Killed after its first checkpoint: the new run is resumable and the earlier one waits aside until it completes.
-    proc = _start("run", bench, "--out", out, "--seed", "3", "--overwrite", "--no-progress", "-S", "lr=0.02")
+    proc = _start("run", bench, "--out", out, "--seed", "3", "--overwrite", "--no-progress", "--backbone", "mlp:24")
     _wait_for(proc, lambda: previous.exists() and _tasks_done(run_dir) >= 1)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
@@ -273,8 +279,8 @@ def test_kill_9_during_an_overwrite(reference: tuple[Path, dict[str, Any]], tmp_
     from clbench.report import find_results
 
     assert find_results([out]) == [run_dir / "results.json"]  # the staged run is never reported twice
-    resumed = run(RunOptions(benchmark=str(bench), strategy="finetune", seed=3, out=out, resume=True, progress=False, overrides={"lr": "0.02"}))
-    fresh = run(RunOptions(benchmark=str(bench), strategy="finetune", seed=3, out=tmp_path / "fresh", progress=False, overrides={"lr": "0.02"}))
+    resumed = run(RunOptions(benchmark=str(bench), strategy="finetune", seed=3, out=out, resume=True, progress=False, backbone="mlp:24"))
+    fresh = run(RunOptions(benchmark=str(bench), strategy="finetune", seed=3, out=tmp_path / "fresh", progress=False, backbone="mlp:24"))
     _same_numbers(resumed, fresh)
     assert not previous.exists()
 

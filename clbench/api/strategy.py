@@ -125,11 +125,14 @@ class Strategy:
         Config: the strategy's config dataclass (a subclass of :class:`StrategyConfig`).
         backbone_kinds: backbone kinds the strategy supports (``classic``, ``llm``, ``clip``, ``vit``).
         trains: ``False`` for strategies that never update the model (zero-shot).
+        distributed: ``False`` for strategies that cannot run data-parallel under torchrun (their
+            own training loop); the run then stops with one line before training.
     """
 
     Config: ClassVar[type[StrategyConfig]] = StrategyConfig
     backbone_kinds: ClassVar[frozenset[str]] = frozenset({"classic", "llm", "clip", "vit"})
     trains: ClassVar[bool] = True
+    distributed: ClassVar[bool] = True
 
     def __init__(self, config: StrategyConfig, ctx: RunContext) -> None:
         self.config = config

@@ -1,6 +1,6 @@
 """The ``clbench`` command line: a thin layer over the Python API.
 
-Subcommands: ``list``, ``show``, ``run``, ``report``, ``perf``, ``export``, ``eval``, ``check``. User mistakes (unknown names, bad options,
+Subcommands: ``list``, ``show``, ``run``, ``sweep``, ``report``, ``perf``, ``export``, ``eval``, ``check``. User mistakes (unknown names, bad options,
 missing assets, unreadable results) print one ``clbench: error: ...`` line and exit with status
 2; nothing else is printed for them, never a traceback. Other exit statuses: 1 for a run that
 stopped (full disk, I/O error, non-finite loss), 3 when another process holds the run directory,
@@ -28,6 +28,7 @@ EPILOG = """examples:
   clbench run digits-split -s lora,finetune --seed 0,1
   clbench run quickstart
   clbench run digits-split -s lora -S rank=4 -S merge_after_task=true
+  clbench sweep digits-split -s lora,finetune --seed 0,1 -S lr=1e-3,1e-2 --executor ray
   clbench report runs/digits-split --out reports/digits-split
   clbench perf --shapes small --json perf/cpu.json
   clbench export runs/quickstart/lora/seed-0 --format hf
@@ -50,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from clbench.cli import check, evaluate, export, listing, perf, report, run
+    from clbench.cli import check, evaluate, export, listing, perf, report, run, sweep
 
     parser = _Parser(prog="clbench", description="Continual-learning benchmarks for pretrained CLIP and LLM backbones.",
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     listing.add_parsers(sub)
     run.add_parser(sub)
+    sweep.add_parser(sub)
     report.add_parser(sub)
     perf.add_parser(sub)
     export.add_parser(sub)
@@ -78,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]  # what `clbench run --nproc N` hands on to torchrun
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("transformers", "huggingface_hub", "open_clip", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

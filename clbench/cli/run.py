@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--config", type=Path, metavar="RUN.toml", help="a run config file; flags given here override it")
     p.add_argument("-s", "--strategy", help="comma-separated strategy names (default: the benchmark's)")
     p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="strategy setting override (repeatable)")
-    p.add_argument("--backbone", help="backbone spec replacing the benchmark's default, e.g. mlp:256 or hf:/path/to/model")
     p.add_argument("--seed", help="comma-separated seeds (default: the benchmark's)")
-    p.add_argument("--out", type=Path, help="root folder for run directories (default: runs)")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--data-root", type=Path, help="dataset folder (default: $CLBENCH_DATA_ROOT)")
-    p.add_argument("--allow-download", action="store_true", help="let loaders download missing datasets and models")
+    p.add_argument("--config", type=Path, metavar="RUN.toml", help="a run config file; flags given here override it")
+    add_run_arguments(p)
     p.add_argument("--logger", metavar="NAMES", help="comma-separated experiment loggers: tensorboard, wandb, mlflow or a plugin's "
                    "(clbench list loggers); each needs its extra, e.g. pip install clbench[mlflow]")
     p.add_argument("--kv-cache", metavar="POLICY",
@@ -52,7 +50,21 @@ def add_parser(sub: Any) -> None:
     mode.add_argument("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="discard existing results in the run directories")
     p.add_argument("--no-progress", action="store_true", help="no progress reports (a bar on a terminal, else a line every 30 s)")
+    p.add_argument("--nproc", type=int, metavar="N", help="data-parallel processes on this machine: launches torchrun --nproc-per-node N "
+                   "-m clbench run ... (gloo on the CPU, NCCL with one GPU per process); see docs/running-at-scale.md")
+    p.set_defaults(out=None, device=None)  # unset here, so that a --config file's values apply (flags > file > defaults)
     p.set_defaults(handler=cmd_run)
+
+
+def add_run_arguments(p: Any) -> None:
+    """The options every run takes (``clbench run`` and ``clbench sweep``)."""
+    p.add_argument("--backbone", help="backbone spec replacing the benchmark's default, e.g. mlp:256 or hf:/path/to/model")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="root folder for run directories (default: runs)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto), resolved where the run executes")
+    p.add_argument("--data-root", type=Path, help="dataset folder (default: $CLBENCH_DATA_ROOT); on a cluster, a path every node sees")
+    p.add_argument("--allow-download", action="store_true", help="let loaders download missing datasets and models")
+    p.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default: 0 on the CPU, up to 8 on CUDA); "
+                   "the numbers do not depend on it")
 
 
 def _split(text: str | None, option: str) -> list[str]:
@@ -115,30 +127,75 @@ def _merged(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    merged = _merged(args)  # a bad flag or --config file is one line before torch is imported
-    from clbench import registry
-    from clbench.config import split_overrides
-    from clbench.preflight import RunOptions, preflight
-    from clbench.runner import run
+def resolve_strategies(text: str | list[str] | None, default: tuple[str, ...]) -> tuple[dict[str, type], dict[str, str]]:
+    """``-s`` names → (plugin name → config class, plugin name → the name as given).
 
-    spec, _ = registry.load_benchmark(merged["benchmark"])
-    names = merged["strategies"] or list(spec.strategies)
+    The name as given (``DIST/NAME`` stays qualified end to end) is what runs are started with; a list
+    (from a ``--config`` file) is taken as already split.
+    """
+    from clbench import registry
+
     classes: dict[str, type] = {}
-    requested: dict[str, str] = {}  # plugin name -> the name as given (DIST/NAME stays qualified end to end)
-    for name in names:
+    requested: dict[str, str] = {}
+    for name in (text if isinstance(text, list) else _split(text, "-s/--strategy")) or list(default):
         cls, plugin = registry.get_strategy(name)
         if plugin.name in classes:
             raise UsageError(f"-s names strategy {plugin.name!r} twice ({requested[plugin.name]!r} and {name!r}); their runs would share "
                              "one folder: run them with different --out")
         classes[plugin.name] = cls.Config
         requested[plugin.name] = name
+    return classes, requested
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """``--nproc N``: the same command under ``torch.distributed.run`` (torchrun), N processes on this machine."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    rest, skip = [], False
+    for item in args.argv:
+        if skip or item == "--nproc":
+            skip = not skip
+            continue
+        if not item.startswith("--nproc="):
+            rest.append(item)
+    try:
+        torchrun(["--standalone", "--nproc-per-node", str(args.nproc), "-m", "clbench", *rest])
+    except ChildFailedError as exc:
+        failures = list(exc.failures.values())
+        code = failures[0].exitcode if failures else 1
+        raise SystemExit(code if isinstance(code, int) and code > 0 else 1) from None
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    merged = _merged(args)  # a bad flag or --config file is one line before torch is imported
+    from clbench import registry
+    from clbench.distributed import world_size_requested
+
+    if args.nproc is not None:
+        if not 1 <= args.nproc <= 1024:
+            raise UsageError(f"--nproc must be between 1 and 1024, got {args.nproc}")
+        if world_size_requested() > 1:
+            raise UsageError("--nproc inside torchrun: run clbench run without --nproc under torchrun")
+        if args.nproc > 1:
+            spec, _ = registry.load_benchmark(merged["benchmark"])
+            for name in resolve_strategies(merged["strategies"], spec.strategies)[1].values():
+                if not getattr(registry.get_strategy(name)[0], "distributed", True):
+                    raise UsageError(f"strategy {name!r} cannot run data-parallel (see docs/running-at-scale.md); run it without --nproc")
+            return _launch(args)
+    from clbench.config import split_overrides
+    from clbench.preflight import RunOptions, preflight
+    from clbench.runner import run
+
+    spec, _ = registry.load_benchmark(merged["benchmark"])
+    classes, requested = resolve_strategies(merged["strategies"], spec.strategies)
     routed = split_overrides(merged["settings"], classes)
     seeds = _seeds(merged["seeds"], spec.seeds)
     plans = [RunOptions(benchmark=merged["benchmark"], strategy=requested[name], overrides=routed[name], backbone=merged["backbone"], seed=seed,
                         out=merged["out"], device=merged["device"], resume=args.resume, overwrite=args.overwrite, data_root=merged["data_root"],
                         allow_download=True if merged["allow_download"] else None, progress=merged["progress"],
-                        kv_cache=merged["kv_cache"], loggers=merged["loggers"])
+                        kv_cache=merged["kv_cache"], loggers=merged["loggers"], workers=args.workers)
              for name in classes for seed in seeds]
     for options in plans:  # every check that needs no data or model, for every run, before the first one starts
         preflight(options)
@@ -147,7 +204,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         results = run(options)
         summary.append((registry.resolve("strategies", options.strategy).name, options.seed, results, time.perf_counter() - start))
-    _print_summary(spec.metrics, summary)
+    if world_size_requested() <= 1 or int(os.environ.get("RANK", "0")) == 0:
+        _print_summary(spec.metrics, summary)
     return 0
 
 

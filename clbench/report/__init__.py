@@ -35,7 +35,8 @@ __all__ = ["FORMATS", "build_report", "find_results"]
 
 
 def _slug(label: str) -> str:
-    return label.replace("@", "-").replace("/", "-").replace(":", "-")
+    """A file-name part from a strategy label (``lora@1a2b3c4d``, ``lora rank=4,lr=0.001``)."""
+    return "".join(c if c.isalnum() or c in "._" else "-" for c in label)
 
 
 def _overview_points(group: BenchmarkGroup, found: dict[str, StrategyUncertainty]) -> list[dict[str, object]]:

@@ -74,6 +74,24 @@ def differing_settings(runs: Sequence[dict[str, Any]]) -> list[str]:
     return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
 
 
+def _setting_labels(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """``{config key: "lora lr=0.001,rank=4"}`` when the configurations of one strategy differ only
+    in strategy settings (and the training settings those imply); ``{}`` otherwise, and the
+    labels stay ``name@hash``."""
+    from clbench.identity import setting_text
+
+    differing = differing_settings(runs)
+    config_keys = [k.removeprefix("config.") for k in differing if k.startswith("config.")]
+    if not config_keys or any(not k.startswith(("config.", "train.")) or (k.startswith("train.") and k[6:] not in config_keys) for k in differing):
+        return {}
+    def shown(value: Any) -> Any:
+        return "default" if value is None else value  # None: the benchmark's own value of a training setting
+
+    labels = {_config_key(r): f"{r['strategy']['name']} " + setting_text({k: shown(_flatten(r['strategy']['config']).get(k)) for k in config_keys})
+              for r in runs}
+    return labels if len(set(labels.values())) == len(labels) else {}
+
+
 @dataclass
 class StrategyRuns:
     """Every seed of one strategy configuration on one benchmark."""
@@ -156,11 +174,12 @@ def load_groups(inputs: Sequence[Path]) -> list[BenchmarkGroup]:
         strategies: dict[str, StrategyRuns] = {}
         for strategy, same in sorted(by_name.items()):
             keys = sorted({_config_key(r) for r in same})
+            named = _setting_labels(same) if len(keys) > 1 else {}
             if len(keys) > 1:
-                notes.append(f"{strategy} ran with {len(keys)} configurations, reported as {', '.join(f'{strategy}@{k}' for k in keys)}; "
-                             f"they differ in {', '.join(differing_settings(same))}.")
-            for key in keys:
-                label = strategy if len(keys) == 1 else f"{strategy}@{key}"
+                notes.append(f"{strategy} ran with {len(keys)} configurations, reported as "
+                             f"{', '.join(sorted(named.get(k, f'{strategy}@{k}') for k in keys))}; they differ in {', '.join(differing_settings(same))}.")
+            for key in sorted(keys, key=lambda k: named.get(k, k)):
+                label = strategy if len(keys) == 1 else named.get(key, f"{strategy}@{key}")
                 strategies[label] = StrategyRuns(label, sorted((r for r in same if _config_key(r) == key), key=lambda r: int(r["seed"])))
         backbones = sorted({r["backbone"]["spec"] for r in runs})
         if len(backbones) > 1:

@@ -83,6 +83,7 @@ class AvalancheStrategy(Strategy):
     config: AvalancheConfig
     backbone_kinds = frozenset({"classic"})
     trains = False  # the avalanche strategy runs its own training loop in before_task
+    distributed = False  # that loop is avalanche's, on one process
     avalanche_name: ClassVar[str] = ""
 
     def __init__(self, config: AvalancheConfig, ctx: RunContext) -> None:

@@ -62,6 +62,9 @@ class FlyLoRA(Strategy):
 
     Config = FlyLoRAConfig
     config: FlyLoRAConfig
+    # The load-balancing bias is updated from each rank's own batch usage: under torchrun the ranks' biases
+    # would drift apart. Refused (one line) until the usage counts are all-reduced.
+    distributed = False
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from clbench import distributed
 from clbench.api import Backbone, ExampleListDataset, Experience, Strategy, StrategyConfig, TensorTaskDataset
 from clbench.strategies.replay.buffer import ReservoirBuffer
 
@@ -58,6 +59,8 @@ class ReplayMixDataset(Dataset[Any]):
     stays a batched dict; other data is a list of example dicts for the backbone's collate.
     """
 
+    draws_when_fetched = True  # the memory draw advances ``generator``: fetched in the main process, never in workers
+
     def __init__(self, current: Dataset[Any], memory: Dataset[Any], replay_count: int, generator: torch.Generator) -> None:
         self.current = current
         self.memory = memory
@@ -74,7 +77,10 @@ class ReplayMixDataset(Dataset[Any]):
     def _memory_indices(self) -> list[int]:
         if not self.replay_count:
             return []
-        return torch.randperm(len(self.memory), generator=self.generator)[: self.replay_count].tolist()  # type: ignore[arg-type]
+        drawn = torch.randperm(len(self.memory), generator=self.generator)[: self.replay_count].tolist()  # type: ignore[arg-type]
+        # Under torchrun every rank draws the same examples and keeps its share, as it keeps its share of the
+        # current batch (clbench.distributed): the global batch is the one-process batch.
+        return drawn[distributed.rank() :: distributed.world_size()]
 
     def __getitems__(self, indices: Sequence[int]) -> Any:
         replay = self._memory_indices()

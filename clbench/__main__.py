@@ -1,0 +1,5 @@
+"""``python -m clbench`` (what ``torchrun --nproc-per-node N -m clbench run ...`` starts on every rank)."""
+
+from clbench.cli import main
+
+raise SystemExit(main())

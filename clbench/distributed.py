@@ -1,0 +1,195 @@
+"""Data parallelism for one run: ``torchrun --nproc-per-node N -m clbench run ...`` (``torch.distributed``).
+
+Every rank builds the same model from the same seeds and sees the same global batches: the
+training sampler draws the permutation a one-process run would draw (the same generator, the
+same ``RandomSampler``/``BatchSampler``) and gives rank ``r`` the examples ``r, r+N, r+2N, ...``
+of each global batch. Each rank's loss is weighted by its share of the global batch, and the
+gradients are summed over ranks (``all_reduce``) before clipping and the optimizer step, so
+every rank applies the gradient of the global batch's mean loss — the one-process update, up to
+the order of floating-point sums. We shard each batch rather than use ``DistributedSampler``
+(which gives each rank its own slice of the epoch) because only then is the global batch, and so
+the run, the same as on one process; the sampler is still torch's.
+
+Parameters therefore stay identical on all ranks, and so does every strategy's state computed
+from parameters and the whole task (EWC's Fisher, LwF's targets, replay's seeded buffer, MoRA's
+bank, CoDyRA's prox and merge, CoSO's projections from the all-reduced gradient): each rank
+computes it over the whole task, exactly as one process would. Evaluation is sharded: rank
+``r`` scores a contiguous slice of each test set, and the per-example scores are gathered in
+test-set order, so no example is dropped or counted twice whatever the test-set size.
+
+Only rank 0 writes files, logs at INFO and draws progress bars. Outside torchrun every function
+here is a no-op that costs nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, Subset
+
+from clbench.loading import LoaderOptions, NumberedBatches, NumberedDataset, SeededCollate
+
+__all__ = ["all_reduce_gradients", "barrier", "gather_scores", "global_loss", "is_distributed", "rank", "setup", "shard_for_eval",
+           "train_loader", "world_size", "world_size_requested"]
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size_requested() -> int:
+    """The number of processes torchrun started (before the process group is joined)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_distributed() -> bool:
+    return world_size() > 1
+
+
+def setup(device: torch.device) -> torch.device:
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1); returns this rank's device.
+
+    gloo on the CPU, NCCL on CUDA (one GPU per rank: ``cuda:LOCAL_RANK``). Ranks other than 0
+    log warnings only, so the run's log is written once.
+    """
+    if world_size_requested() <= 1:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_leave)
+    if rank() != 0:
+        logging.getLogger("clbench").setLevel(logging.WARNING)
+    return device
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()  # torch warns about a group left open at exit
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+class _ShardedBatches(Sampler[list[int]]):
+    """Rank ``r``'s examples ``r::N`` of each global batch; a rank left without one gets the
+    batch's first example with weight 0 (every rank must take every step)."""
+
+    def __init__(self, batches: BatchSampler, rank: int, world: int) -> None:
+        self.batches, self.rank, self.world = batches, rank, world
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Any:
+        for batch in self.batches:
+            mine = batch[self.rank :: self.world]
+            yield mine or batch[:1]
+
+
+def train_loader(data: Dataset[Any], batch_size: int, generator: torch.Generator, collate: Callable[..., Any],
+                 options: LoaderOptions | None = None) -> tuple[DataLoader[Any], Callable[[int], float]]:
+    """The training loader, and the weight of this rank's loss at global batch ``j`` (counted from 0).
+
+    On one process: the batches a plain ``DataLoader(shuffle=True)`` draws, and weight 1. Under
+    torchrun: this rank's shard of the same global batches, weighted ``n_rank * N / n_global``
+    so that summing the gradients over ranks and dividing by N gives the global batch's mean.
+    """
+    batches: Any = BatchSampler(RandomSampler(data, generator=generator), batch_size, drop_last=False)
+    # Numbered batches collated under a per-batch seed: the same augmentation whatever the worker count (clbench.loading).
+    kwargs = {"generator": generator, "collate_fn": SeededCollate(collate, generator.initial_seed()), **(options or LoaderOptions()).kwargs(data, True)}
+    if not is_distributed():
+        return DataLoader(NumberedDataset(data), batch_sampler=NumberedBatches(batches), **kwargs), lambda j: 1.0
+    n, world, me = len(data), world_size(), rank()  # type: ignore[arg-type]
+    per_epoch = math.ceil(n / batch_size)
+
+    def weight(j: int) -> float:
+        position = j % per_epoch
+        size = min(batch_size, n - position * batch_size)
+        mine = len(range(me, size, world))
+        return mine * world / size
+
+    return DataLoader(NumberedDataset(data), batch_sampler=NumberedBatches(_ShardedBatches(batches, me, world)), **kwargs), weight
+
+
+BUCKET_ELEMENTS = 1 << 24  # gradients are all-reduced in flat buckets of up to 16M elements: one call per bucket, not per tensor
+
+
+def all_reduce_gradients(params: Sequence[torch.nn.Parameter]) -> None:
+    """Average the gradients over ranks (a parameter without a gradient counts as zeros).
+
+    Gradients of one dtype and device are packed into flat buckets, so a step costs a few
+    collective calls rather than one per parameter (what DDP's buckets do, without its overlap).
+    """
+    if not is_distributed():
+        return
+    world = world_size()
+    grads = []
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+    for g in grads:
+        groups.setdefault((g.dtype, g.device), []).append(g)
+    for group in groups.values():
+        bucket: list[torch.Tensor] = []
+        size = 0
+        for g in [*group, None]:
+            if g is not None and (not bucket or size + g.numel() <= BUCKET_ELEMENTS):
+                bucket.append(g)
+                size += g.numel()
+                continue
+            flat = torch.cat([t.reshape(-1) for t in bucket])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat.div_(world)
+            offset = 0
+            for t in bucket:
+                t.copy_(flat[offset : offset + t.numel()].view_as(t))
+                offset += t.numel()
+            if g is not None:
+                bucket, size = [g], g.numel()
+
+
+def global_loss(loss: torch.Tensor, weight: float) -> torch.Tensor:
+    """The global batch's mean loss from each rank's weighted local loss (for logging and the
+    non-finite check, so every rank takes the same decision)."""
+    if not is_distributed():
+        return loss
+    value = loss.detach().float() * weight
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value / world_size()
+
+
+def shard_for_eval(data: Dataset[Any]) -> Dataset[Any]:
+    """This rank's contiguous slice of a test set (rank order = test-set order)."""
+    if not is_distributed():
+        return data
+    n, world, me = len(data), world_size(), rank()  # type: ignore[arg-type]
+    per = math.ceil(n / world)
+    return Subset(data, range(min(n, me * per), min(n, (me + 1) * per)))
+
+
+def gather_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Every rank's per-example scores concatenated in rank order (on the CPU)."""
+    if not is_distributed():
+        return scores
+    parts: list[Any] = [None] * world_size()
+    dist.all_gather_object(parts, scores.detach().cpu())
+    return torch.cat(parts)
+
