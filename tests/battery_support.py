@@ -178,3 +178,10 @@ def clbench_command() -> list[str]:
 
 
 STORAGE_ERRNOS = {"ENOSPC": errno.ENOSPC, "EIO": errno.EIO, "EDQUOT": errno.EDQUOT, "EFBIG": errno.EFBIG, "EROFS": errno.EROFS}
+
+
+def seed_folder(parent: Path, seed: int) -> Path:
+    """The one run folder of ``seed`` under ``OUT/BENCHMARK/STRATEGY``: ``seed-N``, or ``seed-N-S-…`` when the run had -S settings."""
+    found = [p for p in parent.iterdir() if p.is_dir() and (p.name == f"seed-{seed}" or p.name.startswith(f"seed-{seed}-"))]
+    assert len(found) == 1, f"expected one run folder of seed {seed} in {parent}: {sorted(p.name for p in parent.iterdir())}"
+    return found[0]

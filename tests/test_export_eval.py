@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from battery_support import seed_folder
 import torch
 
 from test_llm_backbones import save_tiny_llama
@@ -23,7 +25,7 @@ def test_eval_reproduces_last_rows_mora_exports_its_bank_apart_and_the_report_re
     # digits-split (5 tasks) on a tiny budget: one epoch per task
     assert cli("run", "digits-split", "-s", "lora,mora", "-S", "epochs=1", "--out", out, "--no-progress")[0] == 0
     for strategy in ("lora", "mora"):
-        run_dir = out / "digits-split" / strategy / "seed-0"
+        run_dir = seed_folder(out / "digits-split" / strategy, 0)
         status, stdout, stderr = cli("eval", run_dir, "--benchmark", "digits-split", "--out", out)
         assert status == 0, stderr
         written = json.loads(Path(stdout.strip().splitlines()[-1].removeprefix("results: ")).read_text())
@@ -31,7 +33,7 @@ def test_eval_reproduces_last_rows_mora_exports_its_bank_apart_and_the_report_re
     assert cli("eval", run_dir, "--benchmark", "digits-split", "--out", out)[0] == 2  # exists: --overwrite needed
     # MoRA's routed bank cannot be merged: the export holds the plain backbone and the bank apart, and evaluating it gives the same row.
     status, stdout, stderr = cli("export", run_dir, "--format", "safetensors")  # default place: exports/ beside the runs folder
-    export = tmp_path / "exports" / "digits-split" / "mora" / "seed-0-safetensors"
+    export = tmp_path / "exports" / "digits-split" / "mora" / f"{run_dir.name}-safetensors"
     assert status == 0 and "not merged" in stdout, stderr
     assert {p.name for p in export.iterdir()} == {"model.safetensors", "adapters.safetensors", "adapters.json", "export.json"}
     status, _, stderr = cli("eval", export, "--benchmark", "digits-split", "--out", out)
@@ -46,7 +48,7 @@ def test_eval_reproduces_last_rows_mora_exports_its_bank_apart_and_the_report_re
 
     (group,) = load_groups([out])  # runs and evaluations side by side: evaluations stay out of the strategies' metrics
     assert sorted(group.strategies) == ["lora", "mora"] and len(group.evaluations) == 3
-    assert [row[2:] for row in evaluation_table(group).rows][0] == tuple(f"{100 * v:.1f}" for v in _last_row(out / "digits-split" / "lora" / "seed-0"))
+    assert [row[2:] for row in evaluation_table(group).rows][0] == tuple(f"{100 * v:.1f}" for v in _last_row(seed_folder(out / "digits-split" / "lora", 0)))
     status, _, stderr = cli("report", *(out / "digits-split").glob("eval-*"), "--out", tmp_path / "evals", "--format", "md")  # evaluations only
     text = (tmp_path / "evals" / "digits-split" / "report.md").read_text()
     assert status == 0 and "| mora run on digits-split (seed 0)" in text and "Metrics" not in text, stderr
@@ -63,7 +65,7 @@ def test_lora_merged_llm_export_loads_with_plain_transformers_and_generates_iden
     bench.write_text(LLM_BENCH.format(model=model), encoding="utf-8")
     out = tmp_path / "runs"
     assert cli("run", bench, "-s", "lora", "-S", "merge_after_task=true", "--out", out, "--no-progress")[0] == 0
-    run_dir = out / "tiny-llm" / "lora" / "seed-0"
+    run_dir = seed_folder(out / "tiny-llm" / "lora", 0)
     status, stdout, stderr = cli("export", run_dir, "--format", "hf", "--out", tmp_path / "hf")
     assert status == 0, stderr
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
@@ -138,7 +140,7 @@ def test_clip_lora_export_reloads_with_open_clip_and_matches(cli, tmp_path: Path
     setup = write_two_domain_mtil(tmp_path)
     out = tmp_path / "runs"
     assert cli("run", setup["bench"], "-s", "lora", "--data-root", setup["data"], "--out", out, "--no-progress", "-S", "rank=2")[0] == 0
-    run_dir = out / "mtil-tiny" / "lora" / "seed-0"
+    run_dir = seed_folder(out / "mtil-tiny" / "lora", 0)
     status, _, stderr = cli("export", run_dir, "--format", "open_clip", "--out", tmp_path / "oc")
     assert status == 0, stderr
     open_clip.add_model_config(tmp_path / "oc" / "tiny-clip-test.json")

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from battery_support import seed_folder
+
 from clbench import registry
 from test_registry import _fake_dist
 
@@ -63,7 +65,7 @@ def _run(cli, bench: Path, root: Path, monkeypatch: pytest.MonkeyPatch, loggers:
     monkeypatch.chdir(root)
     status, _, err = cli("run", bench, "--seed", "0", "--no-progress", "--logger", loggers, "-S", "epochs=2")
     assert status == 0, err
-    run_dir = root / "runs" / "digits-small" / "finetune" / "seed-0"
+    run_dir = seed_folder(root / "runs" / "digits-small" / "finetune", 0)
     return run_dir, json.loads((run_dir / "results.json").read_text())
 
 

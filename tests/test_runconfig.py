@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from battery_support import seed_folder
+
 from clbench import registry
 from clbench.config import build_config
 from clbench.runconfig import dump_toml, literal, load_run_config
@@ -21,8 +23,8 @@ def test_a_config_file_runs_and_command_line_flags_override_it(cli, small_digits
     status, out, err = cli("run", "--config", config, "--seed", "3", "-S", "epochs=2")
     assert status == 0, err
     runs = tmp_path / "runs" / "digits-small" / "finetune"
-    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["seed-3"]  # --seed replaced the file's seeds
-    written = tomllib.loads((runs / "seed-3" / "run.toml").read_text())
+    assert [p.name for p in runs.iterdir() if p.is_dir()] == [seed_folder(runs, 3).name]  # --seed replaced the file's seeds
+    written = tomllib.loads((seed_folder(runs, 3) / "run.toml").read_text())
     assert written["settings"]["finetune"]["epochs"] == 2 and written["settings"]["finetune"]["batch_size"] == 16
     assert written["seeds"] == [3] and written["benchmark"] == str(small_digits.resolve()) and written["device"] == "cpu"
     assert any(line.split()[:2] == ["finetune", "3"] for line in out.splitlines())
@@ -31,10 +33,10 @@ def test_a_config_file_runs_and_command_line_flags_override_it(cli, small_digits
 def test_the_run_toml_of_a_run_runs_it_again_as_it_ran(cli, small_digits: Path, tmp_path: Path) -> None:
     status, _, err = cli("run", small_digits, "-s", "lora", "-S", "rank=2", "-S", "epochs=2", "--seed", "5", "--out", tmp_path / "first", "--no-progress")
     assert status == 0, err
-    first = tmp_path / "first" / "digits-small" / "lora" / "seed-5"
+    first = seed_folder(tmp_path / "first" / "digits-small" / "lora", 5)
     status, _, err = cli("run", "--config", first / "run.toml", "--out", tmp_path / "again", "--no-progress")
     assert status == 0, err
-    again = tmp_path / "again" / "digits-small" / "lora" / "seed-5"
+    again = seed_folder(tmp_path / "again" / "digits-small" / "lora", 5)
     a, b = (json.loads((d / "results.json").read_text()) for d in (first, again))
     assert a["matrix"]["values"] == b["matrix"]["values"] and a["strategy"]["config"] == b["strategy"]["config"]
     identity = [{k: v for k, v in json.loads((d / "config.json").read_text()).items() if k != "options"} for d in (first, again)]

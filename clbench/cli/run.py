@@ -39,7 +39,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-s", "--strategy", help="comma-separated strategy names (default: the benchmark's)")
     p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="strategy setting override (repeatable)")
     p.add_argument("--seed", help="comma-separated seeds (default: the benchmark's)")
-    p.add_argument("--config", type=Path, metavar="RUN.toml", help="a run config file; flags given here override it")
     add_run_arguments(p)
     p.add_argument("--logger", metavar="NAMES", help="comma-separated experiment loggers: tensorboard, wandb, mlflow or a plugin's "
                    "(clbench list loggers); each needs its extra, e.g. pip install clbench[mlflow]")
