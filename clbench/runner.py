@@ -282,6 +282,14 @@ class _Run:
         if self.directory is not None:
             self.directory.checkpointed()
 
+    def _row0_repeats(self) -> bool:
+        """Whether every later row must equal row 0: a strategy that declares it never changes the
+        model or its scoring (``Strategy.evaluates_as_loaded``, e.g. zero-shot), generation left
+        to the model's own cache (a KV-cache policy may carry state across prompts), and the
+        weights checked unchanged since the run started."""
+        return (self.strategy.evaluates_as_loaded and self.kv_policy.is_full and self.examples.rows[0] is not None
+                and not checkpoint.changed_state(self.backbone.model, self.reference))
+
     def execute(self) -> dict[str, Any]:
         tasks = self.stream.tasks
         experiences = self.stream.experiences
@@ -312,9 +320,13 @@ class _Run:
                 if self.strategy.trains else None
             self.strategy.after_task(exp)
             start = time.perf_counter()
-            scores = []
-            self.rows[t + 1] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval {t + 1}/{len(tasks)}", self.strategy,
-                                        per_example=scores)
+            if self._row0_repeats():  # nothing changed since row 0: the same scores, not a second evaluation
+                scores = list(self.examples.rows[0] or [])
+                self.rows[t + 1] = list(self.rows[0] or [])
+            else:
+                scores = []
+                self.rows[t + 1] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval {t + 1}/{len(tasks)}", self.strategy,
+                                            per_example=scores)
             eval_seconds = time.perf_counter() - start
             self.examples.set_row(t + 1, scores)
             memory, memory_kind = peak_memory_mb(self.device)
