@@ -42,8 +42,8 @@ import torch
 
 import clbench
 from clbench import budget, checkpoint, registry, uncertainty
-from clbench.api.benchmark import BenchmarkSpec
-from clbench.api.strategy import RunContext, Strategy
+from clbench.api.benchmark import BenchmarkSpec, TrainSettings
+from clbench.api.strategy import RunContext, Strategy, StrategyConfig
 from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream, check_not_empty
 from clbench.errors import ClbenchError, ResultsError, UsageError
 from clbench.example_scores import EXAMPLES_FILE, ExampleScores, matches_matrix
@@ -66,6 +66,14 @@ def seed_everything(seed: int) -> None:
 def task_seed(seed: int, task_index: int) -> int:
     """The seed each task starts from, so a resumed run replays a task exactly."""
     return (seed * 1_000_003 + 7919 * (task_index + 1)) % 2**31
+
+
+def resolve_train(spec: BenchmarkSpec, strategy: str, config: StrategyConfig, backbone_kind: str) -> TrainSettings:
+    """A run's training settings: the benchmark's ``[train]``, then the strategy's defaults for the
+    backbone kind, then the benchmark's ``[strategy_train.<strategy>]``, then explicit ``-S`` values."""
+    explicit = {k for k, v in StrategyConfig.train_overrides(config, "").items() if v is not None}
+    per_strategy = {k: v for k, v in spec.train_for(strategy).items() if k not in explicit}
+    return spec.train.updated(**config.train_overrides(backbone_kind)).updated(**per_strategy)
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -112,7 +120,7 @@ class _Run:
         with _allocating(f"strategy {self.plugin.name!r} on {self.backbone.spec}"):
             self.backbone.bind(self.stream)
             self.backbone.to(self.device)
-            self.train = spec.train.updated(**self.config.train_overrides(self.backbone.kind))
+            self.train = resolve_train(spec, self.plugin.name, self.config, self.backbone.kind)
             check_amp(self.train, self.device)
             ctx = RunContext(stream=self.stream, train=self.train, device=self.device, seed=options.seed, run_dir=self.run_dir,
                              benchmark=spec.name)
