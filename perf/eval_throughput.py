@@ -15,34 +15,38 @@ It also times greedy generation (the path generation metrics take) on 128 quicks
 ``model.generate`` on test-order batches against :func:`clbench.backbones.llm_eval.greedy_decode`
 on length-sorted batches (a sequence leaves the batch at eos).
 
-Part ``precision`` trains LoRA on the quickstart stream exactly as ``clbench run quickstart -s
-lora`` does (bf16, 16 steps of batch 8 per task) and scores every test prompt with that one
-checkpoint in fp32 and in bf16, at row 0 and after the last task: how many answers differ.
+Part ``precision`` scores every test prompt with one checkpoint in fp32 and in bf16 and counts
+the answers that differ: the pretrained model, and with ``--run DIR`` the last checkpoint of a
+finished ``clbench run quickstart`` run (restored as ``--resume`` restores it; its bf16 answers are
+also checked against the run's own ``examples.npz``).
 
 Time is the process's CPU time on one torch thread (``time.process_time``). Usage::
 
-    python perf/eval_throughput.py [--part throughput|precision|both] [--reps 3]
+    python perf/eval_throughput.py [--part throughput|precision|both] [--reps 3] [--run runs/quickstart/lora/seed-0]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from clbench import registry
+from clbench import checkpoint, registry
 from clbench.api import Experience, RunContext, TrainSettings
 from clbench.backbones.hf_causal import CausalLMBackbone, greedy_config
 from clbench.backbones.llm_eval import greedy_decode, left_pad, length_sorted_batches
 from clbench.data import build_stream
-from clbench.runner import resolve_train, seed_everything, task_seed
-from clbench.training import autocast, evaluate, train_task
+from clbench.example_scores import ExampleScores
+from clbench.runner import resolve_train
+from clbench.training import autocast, evaluate
 
 
 @torch.no_grad()
@@ -136,44 +140,56 @@ def generation(backbone: CausalLMBackbone, experiences: Sequence[Experience], co
           f"{len(prompts) / times['after']:6.1f} prompts/s; ratio {times['before'] / times['after']:.2f}x; same text {same}/{len(prompts)}")
 
 
-def precision() -> None:
+def precision(run_dir: Path | None) -> None:
+    """fp32 against bf16 answers of one checkpoint: the pretrained model, and a finished quickstart run's last checkpoint."""
     spec, stream, backbone = quickstart()
-    strategy_cls, plugin = registry.get_strategy("lora")
-    config = strategy_cls.Config()
-    train = resolve_train(spec, plugin.name, config, backbone.kind)
-    seed_everything(0)
-    strategy = strategy_cls(config, RunContext(stream=stream, train=train, device=backbone.device, seed=0, benchmark=spec.name))
-    strategy.setup(backbone)
     names = [e.name for e in stream.experiences]
 
-    def compare(label: str) -> None:
+    def compare(label: str, train: TrainSettings) -> list[np.ndarray]:
         fp32 = evaluate_after(backbone, stream.experiences, train.updated(amp="none"))
         bf16 = evaluate_after(backbone, stream.experiences, train.updated(amp="bf16"))
         differ = [int((a != b).sum()) for a, b in zip(fp32, bf16, strict=True)]
         accs = ", ".join(f"{n} {100 * a.mean():.0f}/{100 * b.mean():.0f}" for n, a, b in zip(names, fp32, bf16, strict=True))
         print(f"  {label}: answers that differ fp32 vs bf16: {sum(differ)}/{sum(len(a) for a in fp32)} {differ}; accuracy fp32/bf16 %: {accs}")
+        return bf16
 
-    print("bf16 vs fp32 evaluation of the same checkpoint (quickstart, lora as `clbench run quickstart -s lora` trains it):")
-    compare("row 0 (pretrained)")
-    for t, exp in enumerate(stream.tasks):
-        seed_everything(task_seed(0, t))
-        strategy.before_task(exp)
-        train_task(strategy, backbone, strategy.training_data(exp, stream.tasks[: t + 1]), exp, train,
-                   torch.Generator().manual_seed(task_seed(0, t)), progress=False)
-        strategy.after_task(exp)
-    compare(f"after task {len(stream.tasks)} (lora)")
+    print("bf16 vs fp32 evaluation of the same checkpoint (quickstart test sets):")
+    if run_dir is None:
+        compare("row 0 (pretrained)", spec.train)
+        return
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    strategy_cls, plugin = registry.get_strategy(results["strategy"]["name"])
+    config = strategy_cls.Config()
+    if config.to_dict() != results["strategy"]["config"]:
+        raise SystemExit(f"{run_dir} was run with non-default settings of {plugin.name}; this script restores default-config runs only")
+    train = resolve_train(spec, plugin.name, config, backbone.kind)
+    strategy = strategy_cls(config, RunContext(stream=stream, train=train, device=backbone.device, seed=0, benchmark=spec.name))
+    strategy.setup(backbone)
+    folder = run_dir / "checkpoint"
+    pointer = checkpoint.read_pointer(folder, len(stream.tasks))
+    if pointer is None or pointer["tasks_done"] != len(stream.tasks):
+        raise SystemExit(f"{folder} holds no checkpoint after the last task")
+    state = checkpoint.load_checkpoint(folder, pointer)
+    strategy.load_state_dict(state["strategy"])
+    checkpoint.restore_model(backbone.model, state["model"])
+    bf16 = compare(f"after task {len(stream.tasks)} ({plugin.name}, {run_dir})", train)
+    recorded = ExampleScores.load(run_dir / "examples.npz").rows[-1]
+    same = sum(int((a == b).sum()) for a, b in zip(bf16, recorded or [], strict=True))
+    print(f"  bf16 answers equal to the run's own last row (examples.npz): {same}/{sum(len(a) for a in bf16)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("throughput", "precision", "both"), default="both")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--run", type=Path, help="precision part: also compare on this finished quickstart run's last checkpoint "
+                        "(a run directory such as runs/quickstart/lora/seed-0)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.part in ("throughput", "both"):
         throughput(args.reps)
     if args.part in ("precision", "both"):
-        precision()
+        precision(args.run)
 
 
 if __name__ == "__main__":
