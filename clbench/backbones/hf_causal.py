@@ -40,8 +40,8 @@ import shutil
 import sys
 import tempfile
 from abc import ABC, abstractmethod
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
