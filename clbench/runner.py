@@ -42,8 +42,8 @@ import torch
 
 import clbench
 from clbench import budget, checkpoint, distributed, registry, runconfig, uncertainty
-from clbench.api.benchmark import BenchmarkSpec
-from clbench.api.strategy import RunContext, Strategy
+from clbench.api.benchmark import BenchmarkSpec, TrainSettings
+from clbench.api.strategy import RunContext, Strategy, StrategyConfig
 from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream, check_not_empty
 from clbench.errors import ClbenchError, ResultsError, UsageError
 from clbench.example_scores import EXAMPLES_FILE, ExampleScores, matches_matrix
@@ -70,6 +70,14 @@ def seed_everything(seed: int) -> None:
 def task_seed(seed: int, task_index: int) -> int:
     """The seed each task starts from, so a resumed run replays a task exactly."""
     return (seed * 1_000_003 + 7919 * (task_index + 1)) % 2**31
+
+
+def resolve_train(spec: BenchmarkSpec, strategy: str, config: StrategyConfig, backbone_kind: str) -> TrainSettings:
+    """A run's training settings: the benchmark's ``[train]``, then the strategy's defaults for the
+    backbone kind, then the benchmark's ``[strategy_train.<strategy>]``, then explicit ``-S`` values."""
+    explicit = {k for k, v in StrategyConfig.train_overrides(config, "").items() if v is not None}
+    per_strategy = {k: v for k, v in spec.train_for(strategy).items() if k not in explicit}
+    return spec.train.updated(**config.train_overrides(backbone_kind)).updated(**per_strategy)
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -121,7 +129,7 @@ class _Run:
         with _allocating(f"strategy {self.plugin.name!r} on {self.backbone.spec}"):
             self.backbone.bind(self.stream)
             self.backbone.to(self.device)
-            self.train = spec.train.updated(**self.config.train_overrides(self.backbone.kind))
+            self.train = resolve_train(spec, self.plugin.name, self.config, self.backbone.kind)
             check_amp(self.train, self.device)
             ctx = RunContext(stream=self.stream, train=self.train, device=self.device, seed=options.seed, run_dir=self.run_dir,
                              benchmark=spec.name)
@@ -330,6 +338,14 @@ class _Run:
         if self.directory is not None:
             self.directory.checkpointed()
 
+    def _row0_repeats(self) -> bool:
+        """Whether every later row must equal row 0: a strategy that declares it never changes the
+        model or its scoring (``Strategy.evaluates_as_loaded``, e.g. zero-shot), generation left
+        to the model's own cache (a KV-cache policy may carry state across prompts), and the
+        weights checked unchanged since the run started."""
+        return (self.strategy.evaluates_as_loaded and self.kv_policy.is_full and self.examples.rows[0] is not None
+                and not checkpoint.changed_state(self.backbone.model, self.reference))
+
     def execute(self) -> dict[str, Any]:
         name = f"{self.plugin.name} s{self.options.seed}"
         done = self.resume_from_checkpoint() if self.options.resume else 0
@@ -377,9 +393,13 @@ class _Run:
                                self.loader, on_step=self.loggers.on_step if self.loggers else None) if self.strategy.trains else None
             self.strategy.after_task(exp)
             start = time.perf_counter()
-            scores = []
-            self.rows[t + 1] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval {t + 1}/{len(tasks)}", self.strategy,
-                                        per_example=scores, loader=self.loader)
+            if self._row0_repeats():  # nothing changed since row 0: the same scores, not a second evaluation
+                scores = list(self.examples.rows[0] or [])
+                self.rows[t + 1] = list(self.rows[0] or [])
+            else:
+                scores = []
+                self.rows[t + 1] = evaluate(self.backbone, experiences, self.train, progress, f"{name} eval {t + 1}/{len(tasks)}", self.strategy,
+                                            per_example=scores, loader=self.loader)
             eval_seconds = time.perf_counter() - start
             self.examples.set_row(t + 1, scores)
             memory, memory_kind = peak_memory_mb(self.device)

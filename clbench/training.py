@@ -171,15 +171,17 @@ def _check_finite(losses: list[torch.Tensor], start: int, experience: Experience
                             f"of {total}; the run stopped and is not complete; lower lr (or set -S nonfinite_loss=skip)")
 
 
-@torch.no_grad()
 def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: TrainSettings, progress: bool = True, label: str = "",
              strategy: Strategy | None = None, per_example: list[np.ndarray] | None = None, loader: LoaderOptions | None = None) -> list[float]:
     """Score every experience's test set: one row of the accuracy matrix (fractions in [0, 1]).
 
-    When ``strategy`` is given, its ``eval_task_start`` / ``eval_task_end`` hooks bracket each
-    experience (strategies that record routing statistics per evaluated task use them). When
-    ``per_example`` is a list, each experience's per-example scores (float32, test-set order) are
-    appended to it, for confidence intervals (:mod:`clbench.example_scores`).
+    Batches come from :meth:`Backbone.eval_batches` (LLMs: tokenized once per run, longest
+    first) and run under ``torch.inference_mode`` and the run's autocast (``settings.amp``), as
+    training does. When ``strategy`` is given, its ``eval_task_start`` / ``eval_task_end`` hooks
+    bracket each experience (strategies that record routing statistics per evaluated task use
+    them). When ``per_example`` is a list, each experience's per-example scores (float32, in
+    test-set order whatever order the batches ran in) are appended to it, for confidence
+    intervals (:mod:`clbench.example_scores`).
     """
     model = backbone.model
     was_training = model.training
@@ -191,27 +193,27 @@ def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: Tr
     for exp in experiences:
         if strategy is not None:
             strategy.eval_task_start(exp)
-        shard = distributed.shard_for_eval(exp.test)
-        batches = DataLoader(shard, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=backbone.collate, **(loader or LoaderOptions()).kwargs(shard))
-        correct = torch.zeros((), dtype=torch.float64, device=backbone.device)
-        count = 0
+        shard = distributed.shard_for_eval(exp.test)  # under torchrun, this rank's contiguous slice
         kept: list[torch.Tensor] = []
-        for batch in batches:
+        where: list[int] = []
+        count = 0
+        for indices, batch in backbone.eval_batches(shard, settings.eval_batch_size, (loader or LoaderOptions()).kwargs(shard)):
             batch = backbone.move_batch(batch)
-            with autocast(backbone.device, settings.amp):
-                scores = backbone.score(batch, exp)
-            correct += scores.double().sum()
+            with torch.inference_mode(), autocast(backbone.device, settings.amp):
+                scores = backbone.score(batch, exp).detach().float().reshape(-1)
+            kept.append(scores)
+            where.extend(range(count, count + len(scores)) if indices is None else indices)
             count += len(scores)
-            if per_example is not None or sharded:
-                kept.append(scores.detach().float().reshape(-1))
             bar.update(len(scores))
+        flat = torch.cat(kept).cpu() if kept else torch.zeros(0)
+        ordered = torch.empty_like(flat)
+        ordered[torch.tensor(where, dtype=torch.long)] = flat  # back to test order
         if sharded:  # every rank's slice, in test-set order: the counts are the whole test set's
-            every = distributed.gather_scores(torch.cat(kept) if kept else torch.zeros(0))
-            kept, count = [every], len(every)
-            correct = every.double().sum()
-        row.append(float(correct) / count if count else float("nan"))
+            ordered = distributed.gather_scores(ordered)
+            count = len(ordered)
+        row.append(float(ordered.double().sum()) / count if count else float("nan"))
         if per_example is not None:
-            per_example.append(torch.cat(kept).cpu().numpy() if kept else np.zeros(0, dtype=np.float32))
+            per_example.append(ordered.numpy().astype(np.float32))
         if strategy is not None:
             strategy.eval_task_end(exp)
     bar.close()

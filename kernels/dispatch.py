@@ -103,6 +103,18 @@ def rank_gated_lora(
         function = TritonRankGatedLora
     else:
         function = CpuRankGatedLora
-    y = function.apply(plan, float(train_scale), usage, x2, weight, bias, a_frozen, b_frozen, a_train, b_train,
-                       plan.gate_tensor)
+    gate_tensor = plan.gate_tensor
+    device_type = x2.device.type
+    if torch.is_autocast_enabled(device_type):
+        # A custom autograd Function is not autocast-aware (its in-place GEMMs would meet bf16
+        # activations and fp32 weights): run it in the autocast dtype, as autocast runs a linear
+        # layer, with autocast off inside; the casts carry the gradients back to fp32 weights. The
+        # gate tensor stays as it is: the kernels read the plan's copy and cast it where they use it.
+        dtype = torch.get_autocast_dtype(device_type)
+        x2, weight, bias, a_frozen, b_frozen, a_train, b_train = (
+            t.to(dtype) if t is not None and t.is_floating_point() else t for t in (x2, weight, bias, a_frozen, b_frozen, a_train, b_train))
+        with torch.autocast(device_type=device_type, enabled=False):
+            y = function.apply(plan, float(train_scale), usage, x2, weight, bias, a_frozen, b_frozen, a_train, b_train, gate_tensor)
+    else:
+        y = function.apply(plan, float(train_scale), usage, x2, weight, bias, a_frozen, b_frozen, a_train, b_train, gate_tensor)
     return y.reshape(*shape[:-1], weight.shape[0])

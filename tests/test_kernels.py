@@ -237,3 +237,17 @@ def test_selected_dots_equal_the_gathered_gemm(monkeypatch: pytest.MonkeyPatch) 
     torch.testing.assert_close(selected_dots(dy, rows, idx), expected, rtol=1e-12, atol=1e-12)
     monkeypatch.setattr(cpu_path.torch.ops.aten, "_embedding_bag_per_sample_weights_backward", None, raising=False)
     torch.testing.assert_close(selected_dots(dy, rows, idx), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("gate_name", ["softmax", "static", "magnitude_bias"])
+def test_cpu_path_under_bf16_autocast(gate_name: str) -> None:
+    """Under autocast the fast path runs in bf16 (as a linear layer would) and gives fp32 weights fp32 gradients."""
+    problem = make_problem(gate_name, dtype=torch.float32, seed=5, m=64)
+    y_ref, g_ref = run_and_grad(problem, "reference")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, grads = run_and_grad(problem, "cpu")
+    assert y.dtype == torch.bfloat16 and relative_error(y, y_ref) < 3e-2
+    for name, ref in g_ref.items():
+        if ref is not None:
+            assert grads[name] is not None and grads[name].dtype == torch.float32, name
+            assert relative_error(grads[name], ref) < 0.1, name  # bf16 may flip near-tie top-k choices

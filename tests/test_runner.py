@@ -65,8 +65,15 @@ def test_same_seed_same_numbers_other_seed_other_numbers(small_digits: Path, tmp
     assert a["matrix"]["values"] != c["matrix"]["values"]
 
 
-def test_zeroshot_rows_equal_row_zero_and_joint_keeps_old_tasks(small_digits: Path, tmp_path: Path) -> None:
+def test_zeroshot_rows_equal_row_zero_and_joint_keeps_old_tasks(small_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import clbench.runner as runner_module
+
+    passes = []
+    real_evaluate = runner_module.evaluate
+    monkeypatch.setattr(runner_module, "evaluate", lambda *a, **k: passes.append(1) or real_evaluate(*a, **k))
     zs = _run(small_digits, tmp_path, strategy="zeroshot")
+    assert len(passes) == 1, "zeroshot evaluates row 0 once; later rows are copies"
+    assert ExampleScores.load(Path(zs["_path"]).parent / "examples.npz").is_complete()
     assert all(row == zs["matrix"]["values"][0] for row in zs["matrix"]["values"])
     assert "steps" not in zs["tasks"][0]
     # No forgetting, because nothing was learned: the verdict says so.

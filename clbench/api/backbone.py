@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import fnmatch
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from clbench.api.stream import Experience, Stream
 from clbench.errors import UsageError
@@ -71,6 +71,19 @@ class Backbone(ABC):
     def move_batch(self, batch: Batch) -> Batch:
         """Move every tensor of ``batch`` to the backbone's device."""
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def eval_batches(self, dataset: Dataset[Any], batch_size: int,
+                     loader_kwargs: dict[str, Any] | None = None) -> Iterator[tuple[list[int] | None, Batch]]:
+        """The test batches of ``dataset`` for one evaluation pass, with the dataset indices each holds.
+
+        The default yields batches in test order (indices ``None``: consecutive), collated afresh
+        every pass so that large image test sets are never held in memory. Backbones whose
+        batches are cheap to keep (token ids) override this to collate once per run and to group
+        examples of similar length; the runner puts the scores back in test order by the indices.
+        ``loader_kwargs`` are the run's DataLoader worker options (:mod:`clbench.loading`).
+        """
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=self.collate, **(loader_kwargs or {})):
+            yield None, batch
 
     def eval_start(self) -> None:
         """Called before each evaluation pass (one row of the matrix).

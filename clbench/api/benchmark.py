@@ -26,6 +26,9 @@ SCHEDULERS = ("constant", "cosine")
 AMP_MODES = ("none", "bf16", "fp16")
 REPORT_TABLES = ("mtil", "trace")
 NONFINITE_LOSS = ("stop", "skip")
+# Settings a benchmark may set per strategy ([strategy_train.NAME]): how a strategy optimizes,
+# never how much it trains (steps, batch and precision stay the same for every strategy).
+PER_STRATEGY_TRAIN = ("lr", "optimizer", "betas", "momentum", "weight_decay", "scheduler", "max_grad_norm")
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
@@ -175,6 +178,10 @@ class BenchmarkSpec:
         tables: paper-style tables reports add (``mtil``: Transfer/Avg./Last per task;
             ``trace``: OP and BWT); MTIL's is also added whenever ``metrics`` name MTIL metrics.
         source: where the spec was read from (file path), for messages.
+        strategy_train: per strategy name, optimizer settings (:data:`PER_STRATEGY_TRAIN`) that
+            replace ``train`` and the strategy's own per-kind defaults for that strategy on this
+            benchmark (``-S`` still wins), e.g. a smaller lr for full fine-tuning. The budget
+            (steps, batch, precision) cannot differ between strategies.
     """
 
     name: str
@@ -189,6 +196,7 @@ class BenchmarkSpec:
     metrics: tuple[str, ...] = ("last_accuracy", "average_incremental_accuracy", "forgetting_chaudhry", "bwt", "fwt")
     tables: tuple[str, ...] = ()
     source: str = ""
+    strategy_train: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         from clbench.metrics import METRICS
@@ -217,6 +225,25 @@ class BenchmarkSpec:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise UsageError(f"benchmark {self.name!r} repeats task names: {', '.join(duplicates)}")
+        for strategy, settings in self.strategy_train.items():
+            where = f"benchmark {self.name!r}: [strategy_train.{strategy}]"
+            if not isinstance(settings, dict):
+                raise UsageError(f"{where} must be a table of training settings, got {settings!r}")
+            shared = sorted(set(settings) - set(PER_STRATEGY_TRAIN))
+            if shared:
+                raise UsageError(f"{where} sets {', '.join(shared)}; per strategy a benchmark may set only {', '.join(PER_STRATEGY_TRAIN)} "
+                                 "(the budget is the same for every strategy: set it in [train])")
+            try:
+                self.train.updated(**settings)
+            except UsageError as exc:
+                raise UsageError(f"{where}: {exc}") from None
+
+    def train_for(self, strategy: str) -> dict[str, Any]:
+        """The per-strategy settings this benchmark gives ``strategy`` (empty when none)."""
+        settings = dict(self.strategy_train.get(strategy, {}))
+        if isinstance(settings.get("betas"), list):
+            settings["betas"] = tuple(settings["betas"])
+        return settings
 
     @property
     def trained_tasks(self) -> tuple[TaskSpec, ...]:
@@ -239,6 +266,7 @@ class BenchmarkSpec:
             "probes": [t.name for t in self.probes],
             "metrics": list(self.metrics),
             "tables": list(self.tables),
+            **({"strategy_train": self.strategy_train} if self.strategy_train else {}),
         }
 
 
@@ -248,13 +276,16 @@ def parse_benchmark(data: dict[str, Any], name: str, source: str = "") -> Benchm
     The TOML has top-level keys ``version``, ``description``, ``protocol``, ``backbone``,
     optional ``strategies``, ``seeds``, ``metrics``, a ``[train]`` table and ``[[tasks]]``
     (each with ``name``, ``loader``, optional ``metric``, ``eval_only`` and an ``options`` table).
-    A ``[defaults]`` table gives options shared by every task (a task's own options win).
+    A ``[defaults]`` table gives options shared by every task (a task's own options win);
+    ``[strategy_train.NAME]`` tables give one strategy its optimizer settings (see
+    :attr:`BenchmarkSpec.strategy_train`).
 
     Raises:
         UsageError: on a missing or unknown key, naming the file and the key.
     """
     where = source or name
-    allowed = {"version", "description", "protocol", "backbone", "strategies", "seeds", "metrics", "train", "tasks", "defaults", "tables"}
+    allowed = {"version", "description", "protocol", "backbone", "strategies", "seeds", "metrics", "train", "tasks", "defaults", "tables",
+               "strategy_train"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}")
@@ -289,6 +320,7 @@ def parse_benchmark(data: dict[str, Any], name: str, source: str = "") -> Benchm
             metrics=tuple(data.get("metrics", BenchmarkSpec.__dataclass_fields__["metrics"].default)),
             tables=tuple(data.get("tables", ())),
             source=source,
+            strategy_train={str(k): v for k, v in data.get("strategy_train", {}).items()},
         )
     except UsageError as exc:
         message = str(exc)
@@ -298,7 +330,7 @@ def parse_benchmark(data: dict[str, Any], name: str, source: str = "") -> Benchm
 _TOML_TYPES: dict[str, tuple[type, str]] = {
     "version": (int, "an integer"), "description": (str, "a string"), "protocol": (str, "a string"), "backbone": (str, "a string"),
     "strategies": (list, "a list of strategy names"), "seeds": (list, "a list of integers"), "metrics": (list, "a list of metric names"),
-    "tables": (list, "a list of table names"), "train": (dict, "a table"), "defaults": (dict, "a table"), "tasks": (list, "a list of [[tasks]] tables"),
+    "tables": (list, "a list of table names"), "train": (dict, "a table"), "defaults": (dict, "a table"), "strategy_train": (dict, "a table of [strategy_train.NAME] tables"), "tasks": (list, "a list of [[tasks]] tables"),
 }
 _TOML_ITEMS: dict[str, tuple[type, str]] = {"strategies": (str, "a string"), "seeds": (int, "an integer"), "metrics": (str, "a string"),
                                             "tables": (str, "a string"), "tasks": (dict, "a [[tasks]] table")}

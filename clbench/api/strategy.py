@@ -124,15 +124,20 @@ class Strategy:
     Class attributes:
         Config: the strategy's config dataclass (a subclass of :class:`StrategyConfig`).
         backbone_kinds: backbone kinds the strategy supports (``classic``, ``llm``, ``clip``, ``vit``).
-        trains: ``False`` for strategies that never update the model (zero-shot).
+        trains: ``False`` for strategies whose model is not updated by the runner's training
+            loop (zero-shot; a strategy that runs its own loop in ``before_task``).
         distributed: ``False`` for strategies that cannot run data-parallel under torchrun (their
             own training loop); the run then stops with one line before training.
+        evaluates_as_loaded: ``True`` for strategies that never change the model or how it
+            scores (zero-shot): the runner then copies row 0 into every later row instead of
+            evaluating the same model again.
     """
 
     Config: ClassVar[type[StrategyConfig]] = StrategyConfig
     backbone_kinds: ClassVar[frozenset[str]] = frozenset({"classic", "llm", "clip", "vit"})
     trains: ClassVar[bool] = True
     distributed: ClassVar[bool] = True
+    evaluates_as_loaded: ClassVar[bool] = False
 
     def __init__(self, config: StrategyConfig, ctx: RunContext) -> None:
         self.config = config

@@ -34,7 +34,6 @@ the argmax given the gold prefix: one forward pass); every other metric greedily
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -44,15 +43,18 @@ import shutil
 import sys
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import Dataset
 
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience
+from clbench.backbones.llm_eval import EvalPlans, greedy_decode, left_pad
 from clbench.errors import MissingAssetError, UsageError
 from clbench.textmetrics import score_text
 
@@ -141,6 +143,7 @@ class CausalLMBackbone(GenerationScoring, Backbone):
         self.eos_id = tokenizer.eos_token_id
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
         self.kv_policy: KVCachePolicy | None = None
+        self._eval_plans = EvalPlans()
 
     def set_kv_policy(self, policy: KVCachePolicy | None) -> None:
         """Generate under ``policy`` (a :mod:`clbench.kvcache` KV-cache policy; ``None``: the model's own cache)."""
@@ -174,16 +177,19 @@ class CausalLMBackbone(GenerationScoring, Backbone):
 
     def collate(self, items: Any) -> Batch:
         """Pad examples into ``input_ids``, ``attention_mask``, ``labels`` (-100 off the target),
-        ``answer_mask`` (scored answer tokens, eos excluded) and ``task_id``."""
+        ``answer_mask`` (scored answer tokens, eos excluded) and ``task_id``, plus the texts and
+        each prompt's token ids (``prompt_ids``, so generation does not tokenize again)."""
         if isinstance(items, dict):
             return items
+        return self._pad(items, [self.encode(ex) for ex in items])
+
+    def _pad(self, items: list[dict[str, Any]], encoded: list[tuple[list[int], list[int]]]) -> Batch:
+        """The batch of :meth:`collate` from already tokenized ``(prompt_ids, answer_ids)`` pairs."""
         rows = []
-        for ex in items:
-            prompt_ids, answer_ids = self.encode(ex)
+        for ex, (prompt_ids, answer_ids) in zip(items, encoded, strict=True):
             target = answer_ids + ([self.eos_id] if self.eos_id is not None else [])
             keep = max(min(self.max_length - len(target), int(ex.get("max_prompt_tokens") or self.max_length)), 1)
-            prompt_ids = prompt_ids[-keep:]  # truncate prompts from the left
-            rows.append((prompt_ids, target, len(answer_ids)))
+            rows.append((prompt_ids[-keep:], target, len(answer_ids)))  # truncate prompts from the left
         width = max(len(p) + len(t) for p, t, _ in rows)
         n = len(rows)
         input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
@@ -201,7 +207,14 @@ class CausalLMBackbone(GenerationScoring, Backbone):
         task_id = torch.tensor([int(ex.get("task_id", 0)) for ex in items], dtype=torch.long)
         batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "answer_mask": answer_mask, "task_id": task_id}
         batch.update(text_fields(items, [self.prompt_text(ex) for ex in items]))
+        batch["prompt_ids"] = [p for p, _ in encoded]
         return batch
+
+    def eval_batches(self, dataset: Dataset[Any], batch_size: int,
+                     loader_kwargs: dict[str, Any] | None = None) -> Iterator[tuple[list[int] | None, Batch]]:
+        """Test batches tokenized once per run and grouped by length, longest first (see
+        :func:`clbench.backbones.llm_eval.length_sorted_batches`)."""
+        return iter(self._eval_plans.get(dataset, batch_size, self.encode, self._pad))
 
     # ---- model calls ----------------------------------------------------------------------
     def _logits_at(self, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
@@ -241,28 +254,31 @@ class CausalLMBackbone(GenerationScoring, Backbone):
 
     @torch.no_grad()
     def generate_texts(self, batch: Batch, use_policy: bool = True) -> list[str]:
-        """Greedy continuations of the batch's prompts (left-padded), decoded without specials, under
-        the KV-cache policy if one is set (``use_policy=False``: its full-cache reference)."""
+        """Greedy continuations of the batch's prompts (left-padded), decoded without specials.
+
+        With the model's own cache, :func:`clbench.backbones.llm_eval.greedy_decode` drops each
+        sequence from the batch (and its KV cache) at its eos. Under a KV-cache policy
+        (``use_policy=False``: its full-cache reference) ``model.generate`` runs with the
+        policy's cache, every sequence to the longest one's end, as the policy expects.
+        """
         budget = int(batch["max_new_tokens"])
         keep = max(min(self.max_length - budget, int(batch["max_prompt_tokens"])), 1)
-        prompts = [self.tokenizer(t, add_special_tokens=False)["input_ids"][-keep:] for t in batch["prompt_text"]]
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, ids in enumerate(prompts):
-            input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention[i, width - len(ids):] = 1
-        attention = attention.to(self.device)
+        prompt_ids = batch.get("prompt_ids") or [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in batch["prompt_text"]]
+        prompts = [list(ids)[-keep:] for ids in prompt_ids]
         policy = self.kv_policy
         if policy is None:
-            context: Any = contextlib.nullcontext()
-        else:  # the policy's cache, or its full-cache reference on the same attention kernel
-            context = policy.generation(self.model, attention) if use_policy else policy.reference(self.model)
+            eos = [] if self.eos_id is None else [int(self.eos_id)]
+            tokens = greedy_decode(self.model, prompts, budget, self.pad_id, eos, self.device)
+            return self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+        input_ids, attention = left_pad(prompts, self.pad_id)
+        attention = attention.to(self.device)
+        # the policy's cache, or its full-cache reference on the same attention kernel
+        context = policy.generation(self.model, attention) if use_policy else policy.reference(self.model)
         with context as cache:
             extra = {"cache": cache} if cache is not None else {}
             out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention,
                                       generation_config=greedy_config(self.tokenizer, budget, self.pad_id), **extra)
-        return self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        return self.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
 
     def score(self, batch: Batch, experience: Experience) -> torch.Tensor:
         """As :meth:`GenerationScoring.score`; under a KV-cache policy that compares with the full

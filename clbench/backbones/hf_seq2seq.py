@@ -15,12 +15,14 @@ LMs: ``exact_match`` is teacher-forced on the decoder, every other metric greedi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import Dataset
 
 from clbench.api.backbone import Backbone, Batch
 from clbench.backbones.hf_causal import (
@@ -32,6 +34,7 @@ from clbench.backbones.hf_causal import (
     is_encoder_decoder,
     text_fields,
 )
+from clbench.backbones.llm_eval import EvalPlans
 from clbench.errors import UsageError
 
 
@@ -54,6 +57,7 @@ class Seq2SeqLMBackbone(GenerationScoring, Backbone):
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_id = int(tokenizer.pad_token_id)
         self.eos_id = tokenizer.eos_token_id
+        self._eval_plans = EvalPlans()
 
     def _ids(self, text: str, limit: int) -> list[int]:
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -65,8 +69,16 @@ class Seq2SeqLMBackbone(GenerationScoring, Backbone):
         -100 padding), ``answer_mask`` (answer tokens, eos excluded), ``task_id`` and the texts."""
         if isinstance(items, dict):
             return items
-        sources = [self._ids(str(ex["prompt"]), self.max_source_length) for ex in items]
-        targets = [self._ids(str(ex["answer"]).strip(), self.max_target_length) for ex in items]
+        return self._pad(items, [self._encode(ex) for ex in items])
+
+    def _encode(self, example: dict[str, Any]) -> tuple[list[int], list[int]]:
+        """Encoder ids (prompt + eos) and decoder target ids (answer + eos), both truncated."""
+        return self._ids(str(example["prompt"]), self.max_source_length), self._ids(str(example["answer"]).strip(), self.max_target_length)
+
+    def _pad(self, items: list[dict[str, Any]], encoded: list[tuple[list[int], list[int]]]) -> Batch:
+        """The batch of :meth:`collate` from already tokenized ``(source, target)`` pairs."""
+        sources = [s for s, _ in encoded]
+        targets = [t for _, t in encoded]
         n, width, target_width = len(items), max(len(s) for s in sources), max(len(t) for t in targets)
         input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((n, width), dtype=torch.long)
@@ -81,6 +93,11 @@ class Seq2SeqLMBackbone(GenerationScoring, Backbone):
         batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "answer_mask": answer_mask, "task_id": task_id}
         batch.update(text_fields(items, [str(ex["prompt"]) for ex in items]))
         return batch
+
+    def eval_batches(self, dataset: Dataset[Any], batch_size: int,
+                     loader_kwargs: dict[str, Any] | None = None) -> Iterator[tuple[list[int] | None, Batch]]:
+        """Test batches tokenized once per run and grouped by length, longest first (as for causal LMs)."""
+        return iter(self._eval_plans.get(dataset, batch_size, self._encode, self._pad))
 
     def _logits(self, batch: Batch) -> torch.Tensor:
         """Decoder logits ``[B, T, vocab]`` under teacher forcing (labels shifted right)."""

@@ -184,7 +184,12 @@ def _benchmark_budget(spec: Any) -> str:
         if sized:
             steps += " (" + ", ".join(f"{name}: {steps_per_task(n, t)}" for name, n in sized) + ")"
     accum = f" × {t.grad_accum} accumulated" if t.grad_accum != 1 else ""
-    return (f"default budget: {steps}; batch {t.batch_size}{accum}; lr {t.lr:g} ({t.optimizer}, {t.scheduler} schedule)\n"
+    per_strategy = "".join(f"\n  {name}: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in settings.items())
+                           for name, settings in spec.strategy_train.items())
+    if per_strategy:
+        per_strategy = "\nper-strategy settings of this benchmark (the same steps and batch for every strategy; -S overrides them):" + per_strategy
+    return (f"default budget: {steps}; batch {t.batch_size}{accum}; lr {t.lr:g} ({t.optimizer}, {t.scheduler} schedule)"
+            f"{per_strategy}\n"
             "  strategies may override it per backbone kind (clbench show STRATEGY lists theirs); every run logs and records "
             "the budget it used (results.json: budget)")
 

@@ -141,6 +141,36 @@ def _reverse(rng: random.Random) -> tuple[str, str]:
     return f"Spell '{w}' backwards.", w[::-1]
 
 
+def _capitalize(rng: random.Random) -> tuple[str, str]:
+    w = _word(rng)
+    return f"Capitalize the first letter: {w}", w.capitalize()
+
+
+ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_words(n: int) -> str:
+    """``n`` (0-999) in American English words: 347 -> ``three hundred forty-seven``."""
+    if not 0 <= n <= 999:
+        raise ValueError(f"number_words covers 0-999, got {n}")
+    if n < 20:
+        return ONES[n]
+    if n < 100:
+        return TENS[n // 10] + ("" if n % 10 == 0 else "-" + ONES[n % 10])
+    return ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + number_words(n % 100))
+
+
+def _number_words(rng: random.Random) -> tuple[str, str]:
+    n = rng.randint(1, 999)
+    return f"Write the number in words: {n}", number_words(n)
+
+
+def _reverse_words(rng: random.Random) -> tuple[str, str]:
+    words = rng.sample(NOUNS, 3)
+    return f"Reverse the word order: {' '.join(words)}", " ".join(reversed(words))
+
+
 SKILLS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
     "uppercase": _uppercase,
     "add": _add,
@@ -149,7 +179,29 @@ SKILLS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
     "plural": _plural_task,
     "sort-digits": _sort_digits,
     "reverse": _reverse,
+    "capitalize": _capitalize,
+    "number-words": _number_words,
+    "reverse-words": _reverse_words,
 }
+FORMATS = ("chat", "plain")
+
+
+def formatted(prompt: str, answer: str, fmt: str, task_id: int, start: str = "") -> dict[str, Any]:
+    """One example in ``fmt``: ``chat`` (the prompt is the user turn of the chat template) or
+    ``plain`` (``Q: <prompt>`` on one line, then ``A:`` and the answer after one space; about 15
+    tokens with SmolLM2's tokenizer against about 40 with its template). ``start`` is text the
+    answer begins with that is given, not scored (a cloze: ``The capital of France is``)."""
+    if fmt == "plain":
+        return {"prompt": f"Q: {prompt}\n", "answer_prefix": f"A: {start}".rstrip(), "chat": False, "answer": answer, "task_id": task_id}
+    return {"prompt": prompt, "answer": answer, "task_id": task_id, **({"answer_prefix": start} if start else {})}
+
+
+def prompt_format(options: Mapping[str, Any], loader: str) -> str:
+    """The ``format`` option (default ``chat``), checked."""
+    fmt = options.get("format", "chat")
+    if fmt not in FORMATS:
+        raise UsageError(f"{loader}: option format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    return str(fmt)
 
 
 def _count(options: Mapping[str, Any], key: str, default: int, *, minimum: int = 0) -> int:
@@ -166,12 +218,15 @@ def load_instruction_task(options: Mapping[str, Any], ctx: LoaderContext) -> Tas
         skill: one of :data:`SKILLS` (required).
         n_train: training examples (default 64).
         n_test: test examples (default 32), disjoint from the training prompts.
+        format: ``chat`` (default: the prompt is the user turn of the model's chat template) or
+            ``plain`` (``Q: <prompt>``, a newline and ``A:``, without the template).
     """
     skill = options.get("skill")
     if skill not in SKILLS:
         raise UsageError(f"generated-instructions: option skill must be one of {', '.join(SKILLS)}; got {skill!r}")
     n_train = _count(options, "n_train", 64)
     n_test = _count(options, "n_test", 32, minimum=1)
+    fmt = prompt_format(options, "generated-instructions")
     rng = random.Random(f"{ctx.split_seed}-{skill}")
     seen: dict[str, str] = {}
     for _ in range(100 * (n_train + n_test)):
@@ -181,7 +236,7 @@ def load_instruction_task(options: Mapping[str, Any], ctx: LoaderContext) -> Tas
         seen.setdefault(prompt, answer)
     if len(seen) < n_train + n_test:
         raise UsageError(f"generated-instructions: skill {skill!r} has only {len(seen)} distinct examples; asked for {n_train} + {n_test}")
-    examples = [{"prompt": p, "answer": a, "task_id": ctx.task_index} for p, a in seen.items()]
+    examples = [formatted(p, a, fmt, ctx.task_index) for p, a in seen.items()]
     return TaskData(train=ExampleListDataset(examples[n_test:]), test=ExampleListDataset(examples[:n_test]), class_names=())
 
 
@@ -189,13 +244,27 @@ def load_knowledge_probe(options: Mapping[str, Any], ctx: LoaderContext) -> Task
     """The general-knowledge probe (eval only: empty training set).
 
     Options:
-        n_test: how many of the built-in items to use (default 32, at most ``len(KNOWLEDGE)``),
-            chosen deterministically from the split seed.
+        items: ``cloze`` (default: :data:`KNOWLEDGE`, questions with a cloze answer prefix under
+            the chat template) or ``templated`` (:data:`clbench.data.knowledge.PROBE_ITEMS`: facts
+            asked in several question templates, in ``format``).
+        n_test: how many items to use (default 32, at most the number available), chosen
+            deterministically from the split seed.
+        format: for ``templated`` items, ``chat`` (default) or ``plain`` (see
+            :func:`load_instruction_task`).
     """
+    source = options.get("items", "cloze")
+    if source not in ("cloze", "templated"):
+        raise UsageError(f"general-knowledge: option items must be cloze or templated; got {source!r}")
+    fmt = prompt_format(options, "general-knowledge")
+    if source == "cloze":
+        pool = [{"prompt": q, "answer_prefix": prefix, "answer": a} for q, prefix, a in KNOWLEDGE]
+    else:
+        from clbench.data.knowledge import PROBE_ITEMS, question
+
+        pool = [formatted(ask, answer, fmt, 0, start) for ask, start, answer in (question(*item) for item in PROBE_ITEMS)]
     n_test = _count(options, "n_test", 32, minimum=1)
-    if n_test > len(KNOWLEDGE):
-        raise UsageError(f"general-knowledge: option n_test must be at most {len(KNOWLEDGE)}, got {n_test}")
-    items = list(KNOWLEDGE)
-    random.Random(f"{ctx.split_seed}-general-knowledge").shuffle(items)
-    test = [{"prompt": q, "answer_prefix": prefix, "answer": a, "task_id": ctx.task_index} for q, prefix, a in items[:n_test]]
+    if n_test > len(pool):
+        raise UsageError(f"general-knowledge: option n_test must be at most {len(pool)} for items={source}, got {n_test}")
+    random.Random(f"{ctx.split_seed}-general-knowledge").shuffle(pool)
+    test = [{**ex, "task_id": ctx.task_index} for ex in pool[:n_test]]
     return TaskData(train=ExampleListDataset([]), test=ExampleListDataset(test), class_names=())

@@ -22,3 +22,4 @@ class ZeroShot(Strategy):
 
     Config = ZeroShotConfig
     trains: ClassVar[bool] = False
+    evaluates_as_loaded: ClassVar[bool] = True  # rows 1..T are copies of row 0, not evaluations
