@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import datetime as dt
 import json
 import logging
@@ -43,7 +44,7 @@ import torch
 import clbench
 from clbench import budget, checkpoint, registry, uncertainty
 from clbench.api.benchmark import BenchmarkSpec
-from clbench.api.strategy import RunContext, Strategy
+from clbench.api.strategy import RunContext, Strategy, TaskStats
 from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream, check_not_empty
 from clbench.errors import ClbenchError, ResultsError, UsageError
 from clbench.example_scores import EXAMPLES_FILE, ExampleScores, matches_matrix
@@ -282,6 +283,10 @@ class _Run:
         if self.directory is not None:
             self.directory.checkpointed()
 
+    def _train_loop(self, data: Any, experience: Any, generator: torch.Generator, label: str) -> TaskStats:
+        """The shared training loop for one task (what :meth:`Strategy.fit_task` runs by default)."""
+        return train_task(self.strategy, self.backbone, data, experience, self.train, generator, self.options.progress, label)
+
     def execute(self) -> dict[str, Any]:
         tasks = self.stream.tasks
         experiences = self.stream.experiences
@@ -308,8 +313,8 @@ class _Run:
             generator = torch.Generator().manual_seed(task_seed(self.options.seed, t))
             self.strategy.before_task(exp)
             data = self.strategy.training_data(exp, tasks[: t + 1])
-            stats = train_task(self.strategy, self.backbone, data, exp, self.train, generator, progress, f"{name} train {t + 1}/{len(tasks)} {exp.name}") \
-                if self.strategy.trains else None
+            label = f"{name} train {t + 1}/{len(tasks)} {exp.name}"
+            stats = self.strategy.fit_task(data, exp, functools.partial(self._train_loop, experience=exp, generator=generator, label=label))
             self.strategy.after_task(exp)
             start = time.perf_counter()
             scores = []
@@ -318,17 +323,16 @@ class _Run:
             eval_seconds = time.perf_counter() - start
             self.examples.set_row(t + 1, scores)
             memory, memory_kind = peak_memory_mb(self.device)
-            record = {"task": exp.name, "eval_seconds": round(eval_seconds, 4), "peak_memory_mb": round(memory, 1), "memory_kind": memory_kind}
-            if stats is not None:
-                record.update(steps=stats.steps, examples=stats.examples, train_seconds=round(stats.train_seconds, 4),
-                              final_loss=stats.final_loss, loss_curve=stats.loss_curve)
-                if stats.skipped_steps:
-                    record["skipped_steps"] = stats.skipped_steps
+            record = {"task": exp.name, "eval_seconds": round(eval_seconds, 4), "peak_memory_mb": round(memory, 1), "memory_kind": memory_kind,
+                      "steps": stats.steps, "examples": stats.examples, "train_seconds": round(stats.train_seconds, 4),
+                      "final_loss": stats.final_loss, "loss_curve": stats.loss_curve}
+            if stats.skipped_steps:
+                record["skipped_steps"] = stats.skipped_steps
             self.task_records.append(record)
             kv_stats = self.kv_policy.take_stats()
             self.telemetry.append({"task": exp.name, **self.strategy.telemetry(), **({"kv_cache": kv_stats} if kv_stats else {})})
             log.info("%s: after task %d/%d %s: %s (loss %s, %.1fs train)", name, t + 1, len(tasks), exp.name, _fmt(self.rows[t + 1]),
-                     f"{stats.final_loss:.4f}" if stats and stats.final_loss is not None else "-", stats.train_seconds if stats else 0.0)
+                     f"{stats.final_loss:.4f}" if stats.final_loss is not None else "-", stats.train_seconds)
             self.save_checkpoint(t + 1)
             self.write("running")
         data = self.write("complete")

@@ -2,7 +2,7 @@
 
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.benchmark import PROTOCOLS, BenchmarkSpec, TaskSpec, TrainSettings
-from clbench.api.strategy import RunContext, Strategy, StrategyConfig
+from clbench.api.strategy import HOOKS, RunContext, Strategy, StrategyConfig, TaskLoop, TaskStats
 from clbench.api.stream import (
     ExampleListDataset,
     Experience,
@@ -18,11 +18,14 @@ __all__ = [
     "BenchmarkSpec",
     "ExampleListDataset",
     "Experience",
+    "HOOKS",
     "RunContext",
     "Strategy",
     "StrategyConfig",
     "Stream",
+    "TaskLoop",
     "TaskSpec",
+    "TaskStats",
     "TensorTaskDataset",
     "TrainSettings",
     "concat_datasets",

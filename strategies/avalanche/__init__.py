@@ -25,10 +25,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from clbench.api import Backbone, Experience, RunContext, Strategy, TensorTaskDataset
+from clbench.api import Backbone, Experience, RunContext, Strategy, TaskLoop, TaskStats, TensorTaskDataset
 from clbench.errors import UsageError
 from clbench.strategies.avalanche.config import AvalancheConfig, config_for, constructor_parameters
-from clbench.training import build_optimizer
+from clbench.training import build_optimizer, summarise_losses
 
 # A large finite value rather than -inf: avalanche's LwF takes softmaxes over old tasks'
 # columns, which would be NaN if every column were -inf.
@@ -72,6 +72,23 @@ def _task_masked(model: nn.Module, label_masks: torch.Tensor) -> nn.Module:
     return TaskMaskedClassifier()
 
 
+def _loss_recorder() -> Any:
+    """An avalanche plugin keeping each training iteration's loss (one task at a time)."""
+    from avalanche.core import SupervisedPlugin
+
+    class LossRecorder(SupervisedPlugin):
+        """Appends the mini-batch loss after every training iteration."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.losses: list[float] = []
+
+        def after_training_iteration(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
+            self.losses.append(float(strategy.loss))
+
+    return LossRecorder()
+
+
 class AvalancheStrategy(Strategy):
     """Any avalanche-lib supervised strategy in clbench's runner: use it as avalanche:<Strategy>.
 
@@ -82,7 +99,6 @@ class AvalancheStrategy(Strategy):
     Config = AvalancheConfig
     config: AvalancheConfig
     backbone_kinds = frozenset({"classic"})
-    trains = False  # the avalanche strategy runs its own training loop in before_task
     avalanche_name: ClassVar[str] = ""
 
     def __init__(self, config: AvalancheConfig, ctx: RunContext) -> None:
@@ -128,6 +144,8 @@ class AvalancheStrategy(Strategy):
             self.net = backbone.model
         self.benchmark = self._convert(stream)
         self.avalanche = self._build()
+        self.loss_recorder = _loss_recorder()
+        self.avalanche.plugins.append(self.loss_recorder)
 
     def _convert(self, stream: Any) -> Any:
         """The stream's trained tasks as one avalanche benchmark (one experience per task)."""
@@ -167,20 +185,26 @@ class AvalancheStrategy(Strategy):
                                 criterion=nn.CrossEntropyLoss(), train_mb_size=settings.batch_size, train_epochs=settings.epochs,
                                 eval_mb_size=settings.eval_batch_size, device=self.ctx.device, evaluator=evaluator, eval_every=-1, **hyper)
 
-    def before_task(self, experience: Experience) -> None:
+    def fit_task(self, data: Any, experience: Experience, loop: TaskLoop) -> TaskStats:
+        """Train with the avalanche strategy's own loop on ``experience``; steps and losses are recorded."""
         position = [e.index for e in self.ctx.stream.tasks].index(experience.index)
         avalanche_exp = self.benchmark.train_stream[position]
         if self.config.reset_optimizer:
             self.avalanche.optimizer = build_optimizer(list(self.net.parameters()), self.ctx.train)
             self.avalanche.optimized_param_id = None  # avalanche re-registers (and resets) it
+        self.loss_recorder.losses.clear()
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             self.avalanche.train(avalanche_exp, eval_streams=[])
-        loss = getattr(self.avalanche, "loss", None)
-        self.records = {"avalanche_strategy": self.avalanche_name, "avalanche_train_seconds": round(time.perf_counter() - start, 4),
-                        "avalanche_last_loss": float(loss) if torch.is_tensor(loss) else None}
+        seconds = time.perf_counter() - start
+        losses = list(self.loss_recorder.losses)
+        self.records = {"avalanche_strategy": self.avalanche_name, "avalanche_train_seconds": round(seconds, 4),
+                        "avalanche_last_loss": losses[-1] if losses else None}
         self.tasks_trained += 1
+        final, curve = summarise_losses(losses)
+        return TaskStats(steps=self.avalanche.clock.train_exp_iterations, examples=len(experience.train), train_seconds=seconds,  # type: ignore[arg-type]
+                         final_loss=final, loss_curve=curve)
 
     def telemetry(self) -> dict[str, Any]:
         """The avalanche strategy's training time and last mini-batch loss for the task."""
@@ -190,7 +214,7 @@ class AvalancheStrategy(Strategy):
         """Whether the avalanche strategy keeps state beyond the model (its CL plugins)."""
         from avalanche.training.plugins import EvaluationPlugin
 
-        return any(not isinstance(p, EvaluationPlugin) for p in getattr(self.avalanche, "plugins", []))
+        return any(not isinstance(p, EvaluationPlugin) and p is not self.loss_recorder for p in getattr(self.avalanche, "plugins", []))
 
     def state_dict(self) -> dict[str, Any]:
         return {"tasks_trained": self.tasks_trained}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from clbench.api import Strategy, StrategyConfig
+from torch.utils.data import Dataset
+
+from clbench.api import Experience, Strategy, StrategyConfig, TaskLoop, TaskStats
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,3 +24,7 @@ class ZeroShot(Strategy):
 
     Config = ZeroShotConfig
     trains: ClassVar[bool] = False
+
+    def fit_task(self, data: Dataset[Any], experience: Experience, loop: TaskLoop) -> TaskStats:
+        """No training: the task's record says 0 steps on 0 examples."""
+        return TaskStats()
