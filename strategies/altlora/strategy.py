@@ -123,9 +123,6 @@ class AltLoRA(Strategy):
         """
         return {"altlora": self.last_report} if self.last_report else {}
 
-    def adapter_layers(self) -> dict[str, LoRALinear]:
-        return self.adapters
-
     def state_dict(self) -> dict[str, Any]:
         carried = {str(k): [b, a] for k, (b, a) in self.carried.items()}
         return {"fallbacks": self.fallbacks, "last_report": self.last_report, "carried": carried}

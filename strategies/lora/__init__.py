@@ -76,6 +76,3 @@ class SequentialLoRA(Strategy):
         with torch.no_grad():
             total = sum(float(layer.delta_weight().norm()) for layer in self.adapters.values())
         return {"adapter_update_norm": total, "adapted_layers": len(self.adapters)}
-
-    def adapter_layers(self) -> dict[str, LoRALinear]:
-        return self.adapters
