@@ -2,7 +2,7 @@
 
 Per task (arXiv 2412.01004; ``Artificer-AI-Lab/CoDyRA``):
 
-* ``before_task``: wrap every target layer in a fresh :class:`~clbench.nn.codyra.CoDyRALinear`
+* ``before_task``: wrap every target layer in a fresh :class:`~clbench.strategies.codyra.layer.CoDyRALinear`
   (Kaiming A, zero B, N(0, 1) gate; drawn after the runner re-seeds the task, so a resumed run
   draws the same adapters) and build the task's κ schedule from its step count;
 * ``after_step``: soft-threshold every gate with κ_t once the dense phase is over (no L1 term in
@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from clbench.api import Backbone, Experience, Strategy
-from clbench.nn.codyra import CoDyRALinear, apply_codyra, merge_codyra
+from clbench.strategies.codyra.layer import CoDyRALinear, apply_codyra, merge_codyra
 from clbench.training import steps_per_task
 from clbench.strategies.codyra.config import DEFAULT_TARGETS, HEAD_TRAINED_KINDS, CoDyRAConfig
 from clbench.strategies.codyra.schedule import KappaSchedule

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clbench.api import StrategyConfig
-from clbench.nn import MoRASettings
+from clbench.strategies.mora.layer import MoRASettings
 
 # Per backbone kind, from the official runners (Artificer-AI-Lab/MoRAM):
 #   clip: XTAIL/runner_moram.sh (both encoders, q/k/v/out/c_fc/c_proj; r=16, topk=16, temp 0.01,

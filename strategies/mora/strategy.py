@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from clbench.api import Backbone, Experience, Strategy
-from clbench.nn import MoRALinear, apply_mora
+from clbench.strategies.mora.layer import MoRALinear, apply_mora
 from clbench.strategies.mora.config import MoRAConfig
 
 UNTRAINED = "(untrained)"

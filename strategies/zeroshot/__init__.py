@@ -1,30 +1,9 @@
-"""``zeroshot``: evaluate the backbone as loaded, never train it (the row-0 reference for every task)."""
+"""``zeroshot``: evaluate the backbone as loaded, never train it (the row-0 reference for every task).
 
-from __future__ import annotations
+The method is in :mod:`.strategy`, its settings in :mod:`.config`.
+"""
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from clbench.strategies.zeroshot.config import ZeroShotConfig
+from clbench.strategies.zeroshot.strategy import ZeroShot
 
-from torch.utils.data import Dataset
-
-from clbench.api import Experience, Strategy, StrategyConfig, TaskLoop, TaskStats
-
-
-@dataclass(frozen=True, kw_only=True)
-class ZeroShotConfig(StrategyConfig):
-    """Zero-shot has no hyperparameters of its own."""
-
-
-class ZeroShot(Strategy):
-    """No training: every row of the accuracy matrix equals row 0.
-
-    For pretrained backbones (CLIP, LLMs) this is the zero-shot reference the MTIL and X-TAIL
-    tables print; for randomly initialised classic models it is chance level.
-    """
-
-    Config = ZeroShotConfig
-    trains: ClassVar[bool] = False
-
-    def fit_task(self, data: Dataset[Any], experience: Experience, loop: TaskLoop) -> TaskStats:
-        """No training: the task's record says 0 steps on 0 examples."""
-        return TaskStats()
+__all__ = ["ZeroShot", "ZeroShotConfig"]
