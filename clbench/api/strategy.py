@@ -26,7 +26,7 @@ silently skipped; helpers that merely start like a hook take a leading underscor
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from clbench.api.adapters import ALL_LINEAR, placement_targets
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.benchmark import TrainSettings
 from clbench.api.stream import Experience, Stream
@@ -77,13 +78,22 @@ class StrategyConfig:
     nonfinite_loss: str | None = None
 
     def train_overrides(self, backbone_kind: str) -> dict[str, Any]:
-        """The training-setting fields of this config (``None`` = keep the benchmark's).
-
-        Subclasses override this to give defaults that depend on the backbone kind (e.g. a
-        smaller learning rate for full fine-tuning of an LLM).
-        """
+        """The training-setting fields of this config (``None`` = keep the benchmark's), with the
+        strategy's per-kind defaults (:meth:`kind_train_defaults`) where the user set none."""
         base = {f.name for f in fields(StrategyConfig)}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in base}
+        overrides = {f.name: getattr(self, f.name) for f in fields(self) if f.name in base}
+        for key, value in self.kind_train_defaults(backbone_kind).items():
+            if overrides.get(key) is None:
+                overrides[key] = value
+        return overrides
+
+    def kind_train_defaults(self, backbone_kind: str) -> dict[str, Any]:
+        """Training settings this strategy's paper uses on ``backbone_kind`` (none by default).
+
+        The one place a strategy declares per-kind training defaults (e.g. the official runner's
+        optimizer on CLIP); a value the user gives with ``-S`` always wins.
+        """
+        return {}
 
     def to_dict(self) -> dict[str, Any]:
         """Every field and its value, JSON-ready (tuples become lists)."""
@@ -92,6 +102,21 @@ class StrategyConfig:
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class FullModelConfig(StrategyConfig):
+    """Config base of strategies that train every weight (finetune, joint, ewc, lwf, replay).
+
+    Attributes:
+        llm_lr: learning rate on LLM backbones when ``lr`` is not given: full fine-tuning at the
+            adapter rates destroys a pretrained LM in a few steps.
+    """
+
+    llm_lr: float = 2e-5
+
+    def kind_train_defaults(self, backbone_kind: str) -> dict[str, Any]:
+        return {"lr": self.llm_lr} if backbone_kind == "llm" else {}
 
 
 @dataclass
@@ -177,6 +202,11 @@ class Strategy:
     Config: ClassVar[type[StrategyConfig]] = StrategyConfig
     backbone_kinds: ClassVar[frozenset[str]] = frozenset({"classic", "llm", "clip", "vit"})
     trains: ClassVar[bool] = True
+    adapter_placement: ClassVar[str] = ALL_LINEAR
+    """Adapter strategies: the layers their paper adapts (:mod:`clbench.api.adapters`); each
+    backbone says what the placement means on it."""
+    adapter_placement_by_kind: ClassVar[Mapping[str, str]] = {}
+    """Backbone kinds whose paper default differs from :attr:`adapter_placement`."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -200,6 +230,13 @@ class Strategy:
     def setup(self, backbone: Backbone) -> None:
         """Prepare the backbone: wrap layers with adapters, freeze what the method freezes."""
         self._backbone = backbone
+
+    def resolve_targets(self, configured: Sequence[str] = (), name: str = "") -> tuple[str, ...]:
+        """The targets to adapt on the bound backbone: ``configured`` (``-S targets=``, which must
+        exist), else this strategy's placement for the backbone's kind as the backbone maps it."""
+        backbone = self.backbone
+        placement = self.adapter_placement_by_kind.get(backbone.kind, self.adapter_placement)
+        return placement_targets(backbone, configured, placement, name or type(self).__name__)
 
     def before_task(self, experience: Experience) -> None:
         """Called before training on ``experience``."""

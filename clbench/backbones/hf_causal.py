@@ -48,6 +48,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from clbench.api.adapters import TRANSFORMER_PLACEMENTS
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience
 from clbench.errors import MissingAssetError, UsageError
@@ -124,6 +125,7 @@ class CausalLMBackbone(GenerationScoring, Backbone):
         "q": ("*q_proj",), "k": ("*k_proj",), "v": ("*v_proj",), "o": ("*o_proj",),
         "fc": ("*gate_proj", "*up_proj"), "proj": ("*down_proj",),
     }
+    adapter_placements = TRANSFORMER_PLACEMENTS
 
     def __init__(self, spec: str, model: nn.Module, tokenizer: Any, *, max_length: int = 1536, padding_side: str = "right") -> None:
         super().__init__(spec, model)

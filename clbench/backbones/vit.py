@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import default_collate
 
+from clbench.api.adapters import ALL_LINEAR, ATTENTION, ATTENTION_OUT, KV, QV
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience, Stream
 from clbench.errors import MissingAssetError, UsageError
@@ -76,6 +77,9 @@ class ViTBackbone(Backbone):
         "proj": ("encoder.blocks.*.mlp.fc2",),
         "head": ("heads.*",),
     }
+    # timm fuses q, k and v into one qkv linear, so every attention placement adapts it.
+    adapter_placements = {QV: ("qkv",), KV: ("qkv",), ATTENTION: ("qkv", "o"), ATTENTION_OUT: ("o",), ALL_LINEAR: ("qkv", "o", "fc", "proj")}
+    heads_untrained = True
 
     def __init__(self, spec: str, encoder: nn.Module | None, *, image_size: int | None = None, norm: str = "none",
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0)) -> None:

@@ -4,6 +4,6 @@ The method is in :mod:`.strategy`, its settings in :mod:`.config`.
 """
 
 from clbench.strategies.flylora.config import FlyLoRAConfig
-from clbench.strategies.flylora.strategy import DEFAULT_TARGETS, FlyLoRA
+from clbench.strategies.flylora.strategy import FlyLoRA
 
-__all__ = ["DEFAULT_TARGETS", "FlyLoRA", "FlyLoRAConfig"]
+__all__ = ["FlyLoRA", "FlyLoRAConfig"]

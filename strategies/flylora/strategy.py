@@ -16,40 +16,27 @@ from typing import Any
 
 import torch
 
-from clbench.api import Backbone, Experience, Strategy
+from clbench.api import Backbone, Experience, Strategy, inject_adapters
+from clbench.api.adapters import QV
 from clbench.strategies.flylora.layer import FlyLoRALinear
 from clbench.strategies.flylora.config import FlyLoRAConfig
-
-# LLM: q and v, the official FlyLoRA LLaMA runs' placement; classic: the hidden layers;
-# CLIP: q and v as well [I].
-DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("q", "v"), "clip": ("q", "v"), "vit": ("qkv",)}
-
 
 class FlyLoRA(Strategy):
     """Freeze the backbone, wrap the target layers in FlyLoRA and train only B (and a classic head)."""
 
     Config = FlyLoRAConfig
     config: FlyLoRAConfig
+    adapter_placement = QV  # q and v: the official FlyLoRA LLaMA runs' placement (on CLIP as well [I])
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
         cfg = self.config
-        for p in backbone.model.parameters():
-            p.requires_grad_(False)
-        targets = cfg.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("fc",)), "flylora")
-        layers = backbone.adapter_targets(targets)
         # One generator from the run seed: A is the same on a resumed run and across reruns.
         generator = torch.Generator().manual_seed(self.ctx.seed * 7_919 + 17)
-        self.adapters: dict[str, FlyLoRALinear] = {}
-        for name, layer in layers.items():
-            adapter = FlyLoRALinear(layer, cfg.rank, cfg.k, cfg.alpha or None, cfg.density or None, cfg.bias_lr, generator)
-            parent_name, _, child = name.rpartition(".")
-            setattr(backbone.model.get_submodule(parent_name) if parent_name else backbone.model, child, adapter)
-            self.adapters[name] = adapter
-        if cfg.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
-            for head in backbone.head_layers(layers).values():
-                for p in head.parameters():
-                    p.requires_grad_(True)
+        self.adapters: dict[str, FlyLoRALinear] = inject_adapters(
+            backbone, self.resolve_targets(cfg.targets, "flylora"),
+            lambda _, layer: FlyLoRALinear(layer, cfg.rank, cfg.k, cfg.alpha or None, cfg.density or None, cfg.bias_lr, generator),
+            heads=cfg.train_head)
         self._task_counts = {name: torch.zeros(cfg.rank, dtype=torch.float64) for name in self.adapters}
 
     def before_task(self, experience: Experience) -> None:

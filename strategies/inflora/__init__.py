@@ -4,6 +4,6 @@ The method is in :mod:`.strategy`, its settings in :mod:`.config`.
 """
 
 from clbench.strategies.inflora.config import InfLoRAConfig
-from clbench.strategies.inflora.strategy import DEFAULT_TARGETS, InfLoRA, InputMoments, key_value_outputs
+from clbench.strategies.inflora.strategy import InfLoRA, InputMoments, key_value_outputs
 
-__all__ = ["DEFAULT_TARGETS", "InfLoRA", "InfLoRAConfig", "InputMoments", "key_value_outputs"]
+__all__ = ["InfLoRA", "InfLoRAConfig", "InputMoments", "key_value_outputs"]

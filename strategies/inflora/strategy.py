@@ -29,17 +29,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from clbench.api import Backbone, Batch, Experience, Strategy
+from clbench.api import Backbone, Batch, Experience, Strategy, TaskHeads, inject_adapters
+from clbench.api.adapters import KV
 from clbench.errors import UsageError
-from clbench.nn import TaskLoRALinear, apply_task_lora
+from clbench.nn import TaskLoRALinear
 from clbench.strategies.inflora.dualgpm import DualGPM, design_down_projection, energy_threshold
 from clbench.strategies.inflora.config import InfLoRAConfig
-
-# Default targets per backbone kind: the paper adapts K and V of every attention block (on a
-# timm ViT: the key and value outputs of the fused qkv layer); the classic MLP has only its
-# hidden layers.
-DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("k", "v"), "clip": ("k", "v"), "vit": ("qkv",)}
-
 
 def key_value_outputs(name: str, layer: nn.Linear) -> tuple[int, int] | None:
     """The K and V output rows of a fused ``qkv`` projection (``[q; k; v]``), else ``None``."""
@@ -80,25 +75,26 @@ class InfLoRA(Strategy):
 
     Config = InfLoRAConfig
     config: InfLoRAConfig
+    # The paper adapts K and V of every attention block (on a timm ViT: the key and value outputs
+    # of the fused qkv layer, see ``kv_only``).
+    adapter_placement = KV
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
-        for p in backbone.model.parameters():
-            p.requires_grad_(False)
-        targets = self.config.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("fc",)), "inflora")
+        targets = self.resolve_targets(self.config.targets, "inflora")
         layers = backbone.adapter_targets(targets)
         too_narrow = [n for n, layer in layers.items() if layer.in_features < self.config.rank]
         if too_narrow:
             raise UsageError(f"inflora: rank {self.config.rank} exceeds the input width of {', '.join(too_narrow)}; lower -S rank")
         outputs = {n: kv for n, layer in layers.items() if self.config.kv_only and (kv := key_value_outputs(n, layer))}
         # alpha = rank: the official branches are unscaled (B A x).
-        self.adapters: dict[str, TaskLoRALinear] = apply_task_lora(backbone.model, layers, self.config.rank, float(self.config.rank),
-                                                                   outputs=outputs)
+        rank = self.config.rank
+        # Task-head backbones train the current task's head only (``_select_head``), not every head.
+        self.adapters: dict[str, TaskLoRALinear] = inject_adapters(
+            backbone, targets, lambda name, layer: TaskLoRALinear(layer, rank, float(rank), 0.0, outputs.get(name)),
+            heads=self.config.train_head and not isinstance(backbone, TaskHeads))
         for adapter in self.adapters.values():
             adapter.lora_A.requires_grad_(False)  # A_t is designed, never trained
-        if self.config.train_head and backbone.kind == "classic":
-            for head in backbone.head_layers(layers).values():
-                head.requires_grad_(True)
         self.memory: dict[str, DualGPM] = {}
         self.tasks_done = 0
         self.thresholds: list[float] = []
@@ -136,28 +132,24 @@ class InfLoRA(Strategy):
     def _select_head(self, experience: Experience) -> None:
         """Task-head backbones (vit): only the current task's head trains, as the official code,
         and predictions use the heads of the tasks seen so far (the official ``interface``)."""
-        head_task = getattr(self.backbone, "head_task", None)
-        if self.backbone.kind == "classic" or not head_task:
+        backbone = self.backbone
+        if not isinstance(backbone, TaskHeads):
             return
-        set_visible = getattr(self.backbone, "set_visible_tasks", None)
-        if set_visible is not None:
-            set_visible(experience.index + 1)
+        backbone.set_visible_tasks(experience.index + 1)
         if not self.config.train_head:
             return
-        heads = self.backbone.adapter_targets(["head"])
-        current = f"heads.{head_task[experience.index]}"
-        for name, head in heads.items():
-            for p in head.parameters():
-                p.requires_grad_(name == current)
+        for head in self.backbone.head_layers().values():
+            head.requires_grad_(False)
+        for p in backbone.head_parameters(experience.index):
+            p.requires_grad_(True)
 
     def loss(self, batch: Batch, experience: Experience) -> torch.Tensor:
         """Task-head backbones: cross-entropy over the current task's head only (the official
         loss masks the batch to the new classes and scores them with the new classifier)."""
-        head_logits = getattr(self.backbone, "head_logits", None)
-        local_labels = getattr(self.backbone, "local_labels", None)
-        if head_logits is None or local_labels is None:
-            return self.backbone.loss(batch)
-        return F.cross_entropy(head_logits(batch, experience.index), local_labels(batch["y"], experience.index))
+        backbone = self.backbone
+        if not isinstance(backbone, TaskHeads):
+            return backbone.loss(batch)
+        return F.cross_entropy(backbone.head_logits(batch, experience.index), backbone.local_labels(batch["y"], experience.index))
 
     def after_task(self, experience: Experience) -> None:
         """Update DualGPM with the trained model's inputs, then freeze the branch into the bank."""

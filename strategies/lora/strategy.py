@@ -12,11 +12,10 @@ from typing import Any
 
 import torch
 
-from clbench.api import Backbone, Experience, Strategy
-from clbench.nn import apply_lora
+from clbench.api import Backbone, Experience, Strategy, inject_adapters
+from clbench.api.adapters import ALL_LINEAR, QV
+from clbench.nn import LoRALinear
 from clbench.strategies.lora.config import LoRAConfig
-
-DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("q", "v"), "clip": ("q", "k", "v", "o", "fc", "proj"), "vit": ("qkv",)}
 
 
 class SequentialLoRA(Strategy):
@@ -24,18 +23,14 @@ class SequentialLoRA(Strategy):
 
     Config = LoRAConfig
     config: LoRAConfig
+    adapter_placement = QV  # LoRA's W_q, W_v (TRACE's SeqLoRA on LLMs)
+    adapter_placement_by_kind = {"clip": ALL_LINEAR}  # CoDyRA's LoRA baseline adapts every CLIP weight
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
-        for p in backbone.model.parameters():
-            p.requires_grad_(False)
-        targets = self.config.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("fc",)), "lora")
-        layers = backbone.adapter_targets(targets)
-        self.adapters = apply_lora(backbone.model, layers, self.config.rank, self.config.alpha, self.config.dropout)
-        if self.config.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
-            for head in backbone.head_layers(layers).values():
-                for p in head.parameters():
-                    p.requires_grad_(True)
+        cfg = self.config
+        self.adapters = inject_adapters(backbone, self.resolve_targets(cfg.targets, "lora"),
+                                        lambda _, layer: LoRALinear(layer, cfg.rank, cfg.alpha, cfg.dropout), heads=cfg.train_head)
 
     def after_task(self, experience: Experience) -> None:
         if self.config.merge_after_task:

@@ -19,14 +19,10 @@ from typing import Any
 
 import torch
 
-from clbench.api import Backbone, Batch, Experience, Strategy
-from clbench.nn import TaskLoRALinear, apply_task_lora
+from clbench.api import Backbone, Batch, Experience, Strategy, inject_adapters
+from clbench.api.adapters import QV
+from clbench.nn import TaskLoRALinear
 from clbench.strategies.olora.config import OLoRAConfig
-
-# Default targets per backbone kind. LLM: q and v as in O-LoRA's T5/LLaMA scripts; classic MLP:
-# its hidden layers (the only adaptable layers); CLIP: q and v as well [I: no official CLIP run].
-DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("q", "v"), "clip": ("q", "v"), "vit": ("qkv",)}
-
 
 def orthogonality_loss(bank_a: torch.Tensor, new_a: torch.Tensor) -> torch.Tensor:
     """O-LoRA's penalty for one layer: ``Σ_ij |(A_old A_newᵀ)_ij|`` (0 for an empty bank)."""
@@ -45,18 +41,14 @@ class OLoRA(Strategy):
 
     Config = OLoRAConfig
     config: OLoRAConfig
+    # q and v as in O-LoRA's T5/LLaMA scripts; on CLIP as well [I: no official CLIP run].
+    adapter_placement = QV
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
-        for p in backbone.model.parameters():
-            p.requires_grad_(False)
-        targets = self.config.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("fc",)), "olora")
-        layers = backbone.adapter_targets(targets)
-        self.adapters = apply_task_lora(backbone.model, layers, self.config.rank, self.config.alpha, self.config.dropout)
-        if self.config.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
-            for head in backbone.head_layers(layers).values():
-                for p in head.parameters():
-                    p.requires_grad_(True)
+        cfg = self.config
+        self.adapters = inject_adapters(backbone, self.resolve_targets(cfg.targets, "olora"),
+                                        lambda _, layer: TaskLoRALinear(layer, cfg.rank, cfg.alpha, cfg.dropout), heads=cfg.train_head)
         self.tasks_done = 0
         self._last_penalty: torch.Tensor | None = None
 

@@ -4,6 +4,6 @@ The method is in :mod:`.strategy`, its settings in :mod:`.config`.
 """
 
 from clbench.strategies.smora.config import SMoRAConfig
-from clbench.strategies.smora.strategy import DEFAULT_TARGETS, SMoRA
+from clbench.strategies.smora.strategy import SMoRA
 
-__all__ = ["DEFAULT_TARGETS", "SMoRA", "SMoRAConfig"]
+__all__ = ["SMoRA", "SMoRAConfig"]

@@ -15,36 +15,24 @@ from typing import Any
 
 import torch
 
-from clbench.api import Backbone, Experience, Strategy
+from clbench.api import Backbone, Experience, Strategy, inject_adapters
+from clbench.api.adapters import QV
 from clbench.strategies.smora.layer import SMoRALinear
 from clbench.strategies.smora.config import SMoRAConfig
-
-# LLM: q and v (the official README's target_modules); classic: hidden layers; CLIP: q, v [I].
-DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("q", "v"), "clip": ("q", "v"), "vit": ("qkv",)}
-
 
 class SMoRA(Strategy):
     """Freeze the backbone, wrap the target layers in SMoRA and train A, B and the routers."""
 
     Config = SMoRAConfig
     config: SMoRAConfig
+    adapter_placement = QV  # q and v: the official README's target_modules (on CLIP as well [I])
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
         cfg = self.config
-        for p in backbone.model.parameters():
-            p.requires_grad_(False)
-        targets = cfg.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("fc",)), "smora")
-        self.adapters: dict[str, SMoRALinear] = {}
-        for name, layer in backbone.adapter_targets(targets).items():
-            adapter = SMoRALinear(layer, cfg.rank, cfg.k, cfg.alpha, cfg.dropout, cfg.partition, cfg.bias_lr)
-            parent_name, _, child = name.rpartition(".")
-            setattr(backbone.model.get_submodule(parent_name) if parent_name else backbone.model, child, adapter)
-            self.adapters[name] = adapter
-        if cfg.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
-            for head in backbone.head_layers(self.adapters).values():
-                for p in head.parameters():
-                    p.requires_grad_(True)
+        self.adapters: dict[str, SMoRALinear] = inject_adapters(
+            backbone, self.resolve_targets(cfg.targets, "smora"),
+            lambda _, layer: SMoRALinear(layer, cfg.rank, cfg.k, cfg.alpha, cfg.dropout, cfg.partition, cfg.bias_lr), heads=cfg.train_head)
         self._task_counts = {name: torch.zeros(cfg.rank, dtype=torch.float64) for name in self.adapters}
 
     def before_task(self, experience: Experience) -> None:
