@@ -87,6 +87,12 @@ def freeze(model: nn.Module) -> None:
         p.requires_grad_(False)
 
 
+def unfreeze(model: nn.Module) -> None:
+    """Let every parameter of ``model`` train (strategies that train the backbone's own weights)."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+
 def train_heads(backbone: Backbone, adapted: Sequence[str] | dict[str, nn.Module]) -> dict[str, nn.Linear]:
     """Make the backbone's untrained heads trainable, except heads an adapter wraps; returns them."""
     heads = backbone.heads_to_train(adapted)

@@ -106,7 +106,8 @@ class StrategyConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class FullModelConfig(StrategyConfig):
-    """Config base of strategies that train every weight (finetune, joint, ewc, lwf, replay).
+    """Config base of strategies that train the backbone's own weights, not adapters (finetune,
+    joint, ewc, lwf, replay).
 
     Attributes:
         llm_lr: learning rate on LLM backbones when ``lr`` is not given: full fine-tuning at the

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from clbench.api import Backbone, Experience, RunContext, Strategy, TaskLoop, TaskStats, TensorTaskDataset
+from clbench.api.adapters import unfreeze
 from clbench.errors import UsageError
 from clbench.strategies.avalanche.config import AvalancheConfig, config_for, constructor_parameters
 from clbench.training import build_optimizer, summarise_losses
@@ -134,12 +135,10 @@ class AvalancheStrategy(Strategy):
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
-        for p in backbone.model.parameters():
-            p.requires_grad_(True)
+        unfreeze(backbone.model)
         stream = self.ctx.stream
-        masks = getattr(backbone, "label_masks", None)
-        if stream.protocol == "task-incremental" and masks is not None:
-            self.net: nn.Module = _task_masked(backbone.model, masks)
+        if stream.protocol == "task-incremental":
+            self.net: nn.Module = _task_masked(backbone.model, stream.label_masks().to(self.ctx.device))
         else:
             self.net = backbone.model
         self.benchmark = self._convert(stream)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from clbench.api import StrategyConfig
+from clbench.api import FullModelConfig
 
 
 @dataclass(frozen=True, kw_only=True)
-class EWCConfig(StrategyConfig):
+class EWCConfig(FullModelConfig):
     """Online EWC.
 
     Attributes:
@@ -20,7 +19,6 @@ class EWCConfig(StrategyConfig):
             empirical Fisher, larger values the cheaper mini-batch approximation avalanche uses.
         train_params: globs over parameter names that are trained and regularised (empty =
             every parameter).
-        llm_lr: learning rate on LLM backbones when ``lr`` is not given (full fine-tuning).
     """
 
     ewc_lambda: float = 1000.0
@@ -28,7 +26,6 @@ class EWCConfig(StrategyConfig):
     fisher_samples: int = 512
     fisher_batch_size: int = 1
     train_params: tuple[str, ...] = ()
-    llm_lr: float = 2e-5
 
     def __post_init__(self) -> None:
         if self.ewc_lambda < 0:
@@ -37,9 +34,3 @@ class EWCConfig(StrategyConfig):
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if self.fisher_samples < 0 or self.fisher_batch_size < 1:
             raise ValueError("fisher_samples must be >= 0 and fisher_batch_size >= 1")
-
-    def train_overrides(self, backbone_kind: str) -> dict[str, Any]:
-        overrides = super().train_overrides(backbone_kind)
-        if backbone_kind == "llm" and overrides["lr"] is None:
-            overrides["lr"] = self.llm_lr
-        return overrides

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from clbench.api import Backbone, Batch, Experience, Strategy
+from clbench.api.adapters import freeze
 from clbench.errors import UsageError
 from clbench.strategies.ewc.config import EWCConfig
 
@@ -101,8 +102,7 @@ class EWC(Strategy):
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
         self.params = select_parameters(backbone.model, self.config.train_params)
-        for p in backbone.model.parameters():
-            p.requires_grad_(False)
+        freeze(backbone.model)
         for p in self.params.values():
             p.requires_grad_(True)
         self.fisher: dict[str, torch.Tensor] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from clbench.api import Backbone, Strategy
+from clbench.api.adapters import unfreeze
 from clbench.strategies.finetune.config import FineTuneConfig
 
 
@@ -13,5 +14,4 @@ class FineTune(Strategy):
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
-        for p in backbone.model.parameters():
-            p.requires_grad_(True)
+        unfreeze(backbone.model)

@@ -9,6 +9,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from clbench.api import Backbone, Experience, Strategy, concat_datasets
+from clbench.api.adapters import unfreeze
 from clbench.strategies.joint.config import JointConfig
 
 
@@ -20,8 +21,7 @@ class Joint(Strategy):
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
-        for p in backbone.model.parameters():
-            p.requires_grad_(True)
+        unfreeze(backbone.model)
         self._initial = copy.deepcopy(backbone.model.state_dict()) if self.config.restart else None
 
     def before_task(self, experience: Experience) -> None:

@@ -4,6 +4,6 @@ The method is in :mod:`.strategy`, its settings in :mod:`.config`.
 """
 
 from clbench.strategies.lora.config import LoRAConfig
-from clbench.strategies.lora.strategy import DEFAULT_TARGETS, SequentialLoRA
+from clbench.strategies.lora.strategy import SequentialLoRA
 
-__all__ = ["DEFAULT_TARGETS", "LoRAConfig", "SequentialLoRA"]
+__all__ = ["LoRAConfig", "SequentialLoRA"]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from clbench.api import StrategyConfig
+from clbench.api import FullModelConfig
 
 
 @dataclass(frozen=True, kw_only=True)
-class LwFConfig(StrategyConfig):
+class LwFConfig(FullModelConfig):
     """Learning without Forgetting.
 
     Attributes:
@@ -18,23 +17,15 @@ class LwFConfig(StrategyConfig):
         distill_first_task: also distill toward the initial (pretrained) model on the first
             task; off by default, as in LwF, where the first task has no old outputs.
         train_params: globs over parameter names to train (empty = every parameter).
-        llm_lr: learning rate on LLM backbones when ``lr`` is not given (full fine-tuning).
     """
 
     lwf_lambda: float = 1.0
     temperature: float = 2.0
     distill_first_task: bool = False
     train_params: tuple[str, ...] = ()
-    llm_lr: float = 2e-5
 
     def __post_init__(self) -> None:
         if self.lwf_lambda < 0:
             raise ValueError(f"lwf_lambda must be >= 0, got {self.lwf_lambda}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-
-    def train_overrides(self, backbone_kind: str) -> dict[str, Any]:
-        overrides = super().train_overrides(backbone_kind)
-        if backbone_kind == "llm" and overrides["lr"] is None:
-            overrides["lr"] = self.llm_lr
-        return overrides

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clbench.api import Backbone, ExampleListDataset, Experience, Strategy, TensorTaskDataset
+from clbench.api.adapters import unfreeze
 from clbench.strategies.replay.buffer import ReservoirBuffer
 from clbench.strategies.replay.config import ReplayConfig
 
@@ -83,8 +84,7 @@ class Replay(Strategy):
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
-        for p in backbone.model.parameters():
-            p.requires_grad_(True)
+        unfreeze(backbone.model)
         self.buffer = ReservoirBuffer(self.config.buffer_size)
 
     def _seed(self, task_index: int, purpose: int) -> int:
