@@ -45,7 +45,8 @@ import clbench
 from clbench import budget, checkpoint, registry, uncertainty
 from clbench.api.benchmark import BenchmarkSpec
 from clbench.api.strategy import RunContext, Strategy, TaskStats
-from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream, check_not_empty
+from clbench.assets import ALLOW_DOWNLOAD_ENV
+from clbench.data import build_stream, check_not_empty
 from clbench.errors import ClbenchError, ResultsError, UsageError
 from clbench.example_scores import EXAMPLES_FILE, ExampleScores, matches_matrix
 from clbench.preflight import RunOptions, check_amp, existing_complete, is_main_process, preflight, resolve_device

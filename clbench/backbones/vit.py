@@ -32,7 +32,6 @@ into one layer, so ``q``, ``k`` and ``v`` cannot be adapted separately), ``fc`` 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,9 +44,9 @@ from torch.utils.data import default_collate
 from clbench.api.adapters import ALL_LINEAR, ATTENTION, ATTENTION_OUT, KV, QV
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience, Stream
+from clbench.assets import ALLOW_DOWNLOAD_ENV, downloads_allowed
 from clbench.errors import MissingAssetError, UsageError
 
-ALLOW_DOWNLOAD_ENV = "CLBENCH_ALLOW_DOWNLOAD"
 TINY = {"embed_dim": 64, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0}
 NORMS = ("none", "model")
 
@@ -246,10 +245,6 @@ def _image_shape(shape: tuple[int, ...], spec: str) -> tuple[int, int, int]:
     raise UsageError(f"backbone {spec!r} needs image-shaped inputs (C x H x W, H x W or a flat square), got shape {shape}")
 
 
-def _downloads_allowed() -> bool:
-    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").lower() in {"1", "true", "yes"}
-
-
 def _cached_hub_weights(hub_id: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
@@ -292,7 +287,7 @@ def build_vit(spec: str) -> ViTBackbone:
         # timm would silently fall back to random weights: never substitute a fake backbone.
         raise MissingAssetError(f"timm knows no pretrained weights for {name!r}; name a tagged model (e.g. vit_base_patch16_224.augreg_in21k) "
                                 f"or pass a checkpoint as vit:{name}@/path/to/checkpoint")
-    elif not _downloads_allowed() and not (cfg.hf_hub_id and _cached_hub_weights(cfg.hf_hub_id)):
+    elif not downloads_allowed() and not (cfg.hf_hub_id and _cached_hub_weights(cfg.hf_hub_id)):
         raise MissingAssetError(f"weights of timm model {name!r} are not in the Hugging Face cache ({cfg.hf_hub_id or cfg.url}); set "
                                 f"{ALLOW_DOWNLOAD_ENV}=1 to download them or use vit:{name}@/path/to/checkpoint")
     try:
