@@ -97,7 +97,7 @@ def _text_stream(generation: bool) -> Stream:
     return Stream(protocol="class-incremental" if not generation else "domain-incremental", experiences=tuple(experiences), class_names=names)
 
 
-def _byte_tokenizer() -> Any:
+def byte_tokenizer() -> Any:
     """A byte-level tokenizer with no merges (every UTF-8 byte is a token), made offline."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -116,7 +116,7 @@ def _save_hf(folder: Path, which: str) -> Path:
 
     if (folder / "config.json").exists():
         return folder
-    tok = _byte_tokenizer()
+    tok = byte_tokenizer()
     torch.manual_seed(0)
     if which == "causal-lm":
         model: Any = tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,

@@ -18,6 +18,7 @@ import torch
 
 from clbench.api import Backbone, Experience, Strategy, inject_adapters
 from clbench.api.adapters import QV
+from clbench.nn.routing import RoutingBalance
 from clbench.strategies.flylora.layer import FlyLoRALinear
 from clbench.strategies.flylora.config import FlyLoRAConfig
 
@@ -37,24 +38,14 @@ class FlyLoRA(Strategy):
             backbone, self.resolve_targets(cfg.targets, "flylora"),
             lambda _, layer: FlyLoRALinear(layer, cfg.rank, cfg.k, cfg.alpha or None, cfg.density or None, cfg.bias_lr, generator),
             heads=cfg.train_head)
-        self._task_counts = {name: torch.zeros(cfg.rank, dtype=torch.float64) for name in self.adapters}
+        self.balance = RoutingBalance(self.adapters, cfg.rank)
 
     def before_task(self, experience: Experience) -> None:
-        for name in self._task_counts:
-            self._task_counts[name].zero_()
-        for adapter in self.adapters.values():
-            adapter.usage.zero_()  # counts from evaluation passes do not steer the bias
+        self.balance.start_task()
 
     def after_step(self, step: int, experience: Experience) -> None:
-        for name, adapter in self.adapters.items():
-            self._task_counts[name] += adapter.update_routing_bias_().cpu()
+        self.balance.step()
 
     def telemetry(self) -> dict[str, Any]:
-        """Load balance of the task just trained: max/mean rank usage and the bias spread."""
-        imbalance = [float(c.max() / c.mean()) for c in self._task_counts.values() if c.sum() > 0]
-        spread = [float(a.routing_bias.max() - a.routing_bias.min()) for a in self.adapters.values()]
-        return {
-            "adapted_layers": len(self.adapters),
-            "usage_max_over_mean": sum(imbalance) / len(imbalance) if imbalance else 0.0,
-            "routing_bias_spread": sum(spread) / len(spread) if spread else 0.0,
-        }
+        """Load balance of the task just trained (max/mean rank usage) and the bias spread."""
+        return self.balance.telemetry()
