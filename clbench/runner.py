@@ -45,7 +45,7 @@ import clbench
 from clbench import budget, checkpoint, registry, uncertainty
 from clbench.api.benchmark import BenchmarkSpec
 from clbench.api.strategy import RunContext, Strategy, TaskStats
-from clbench.assets import ALLOW_DOWNLOAD_ENV
+from clbench.asset_policy import ALLOW_DOWNLOAD_ENV
 from clbench.data import build_stream, check_not_empty
 from clbench.errors import ClbenchError, ResultsError, UsageError
 from clbench.example_scores import EXAMPLES_FILE, ExampleScores, matches_matrix

@@ -51,7 +51,7 @@ from torch.nn import functional as F
 from clbench.api.adapters import TRANSFORMER_PLACEMENTS
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience
-from clbench.assets import ALLOW_DOWNLOAD_ENV, downloads_allowed
+from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, downloads_allowed
 from clbench.errors import MissingAssetError, UsageError
 from clbench.textmetrics import score_text
 

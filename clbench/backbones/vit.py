@@ -44,7 +44,7 @@ from torch.utils.data import default_collate
 from clbench.api.adapters import ALL_LINEAR, ATTENTION, ATTENTION_OUT, KV, QV
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience, Stream
-from clbench.assets import ALLOW_DOWNLOAD_ENV, downloads_allowed
+from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, downloads_allowed
 from clbench.errors import MissingAssetError, UsageError
 
 TINY = {"embed_dim": 64, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0}

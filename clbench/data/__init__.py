@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from clbench.api.benchmark import BenchmarkSpec
 from clbench.api.stream import ExampleListDataset, Experience, Stream, TensorTaskDataset
-from clbench.assets import default_data_root, downloads_allowed
+from clbench.asset_policy import default_data_root, downloads_allowed
 from clbench.errors import DataError, UsageError
 
 
