@@ -79,7 +79,8 @@ def check_backbone(spec: str) -> Problem | None:
 
             resolve_weights(parse_spec(bare), bare)
         elif kind in ("hf", "hf-seq2seq"):
-            from clbench.backbones.hf_causal import _resolve, downloads_allowed
+            from clbench.asset_policy import downloads_allowed
+            from clbench.backbones.hf_causal import _resolve
 
             where, source = _resolve(bare, target)
             if where == "hub" and not downloads_allowed():

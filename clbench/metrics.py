@@ -11,7 +11,7 @@ Each function's docstring names the paper (or library) whose definition it follo
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -20,7 +20,8 @@ __all__ = [
     "micro_accuracy_after_step", "forgetting_chaudhry", "forgetting_first_minus_last",
     "forgetting_max_clipped", "bwt", "fwt", "mtil_transfer", "mtil_avg", "mtil_last",
     "mtil_per_task", "transfer_row_mean_mammoth", "learning_accuracy", "plasticity_gain", "plasticity_gains",
-    "complete_rows", "compute_metrics", "METRICS", "HIGHER_IS_BETTER",
+    "complete_rows", "compute_metrics", "METRICS", "HIGHER_IS_BETTER", "METRIC_INFO", "MetricInfo",
+    "metric_label", "metric_short",
 ]
 
 _NAN = float("nan")
@@ -285,25 +286,60 @@ def plasticity_gain(R) -> float:
     return float(np.mean(plasticity_gains(R)))
 
 
-METRICS: dict[str, Callable[[np.ndarray], float]] = {
-    "last_accuracy": last_accuracy,
-    "average_incremental_accuracy": average_incremental_accuracy,
-    "forgetting_chaudhry": forgetting_chaudhry,
-    "forgetting_first_minus_last": forgetting_first_minus_last,
-    "forgetting_max_clipped": forgetting_max_clipped,
-    "bwt": bwt,
-    "fwt": fwt,
-    "mtil_transfer": mtil_transfer,
-    "mtil_avg": mtil_avg,
-    "mtil_last": mtil_last,
-    "transfer_row_mean_mammoth": transfer_row_mean_mammoth,
-    "learning_accuracy": learning_accuracy,
-    "plasticity_gain": plasticity_gain,
-}
-"""Whole-matrix scalar metrics by name."""
+class MetricInfo(NamedTuple):
+    """A whole-matrix metric with what readers of its number need to know.
 
-HIGHER_IS_BETTER: dict[str, bool] = {name: not name.startswith("forgetting") for name in METRICS}
-"""Direction of each metric in ``METRICS``: forgetting is lower-is-better, the rest higher."""
+    Attributes:
+        fn: the formula, a function of the accuracy matrix.
+        higher_is_better: the metric's direction (forgetting is lower-is-better).
+        label: its name in report tables and captions.
+        short: its column name in the terminal summary ``clbench run`` prints.
+        measures_keeping: it measures how much of what was learned is kept (forgetting, BWT); such
+            a number means nothing for a run that did not learn, and reports mark it so.
+    """
+
+    fn: Callable[[np.ndarray], float]
+    higher_is_better: bool
+    label: str
+    short: str
+    measures_keeping: bool = False
+
+
+METRIC_INFO: dict[str, MetricInfo] = {
+    "last_accuracy": MetricInfo(last_accuracy, True, "Last", "last"),
+    "average_incremental_accuracy": MetricInfo(average_incremental_accuracy, True, "Avg. incr.", "avg-inc"),
+    "forgetting_chaudhry": MetricInfo(forgetting_chaudhry, False, "Forgetting", "forget", measures_keeping=True),
+    "forgetting_first_minus_last": MetricInfo(forgetting_first_minus_last, False, "Forgetting (first−last)", "forget-fl",
+                                              measures_keeping=True),
+    "forgetting_max_clipped": MetricInfo(forgetting_max_clipped, False, "Forgetting (clipped)", "forget-clip", measures_keeping=True),
+    "bwt": MetricInfo(bwt, True, "BWT", "bwt", measures_keeping=True),
+    "fwt": MetricInfo(fwt, True, "FWT", "fwt"),
+    "mtil_transfer": MetricInfo(mtil_transfer, True, "Transfer", "transfer"),
+    "mtil_avg": MetricInfo(mtil_avg, True, "Avg.", "mtil-avg"),
+    "mtil_last": MetricInfo(mtil_last, True, "Last", "mtil-last"),
+    "transfer_row_mean_mammoth": MetricInfo(transfer_row_mean_mammoth, True, "Transfer (Mammoth)", "transfer-mammoth"),
+    "learning_accuracy": MetricInfo(learning_accuracy, True, "Learning acc.", "learn"),
+    "plasticity_gain": MetricInfo(plasticity_gain, True, "Gain over row 0", "gain"),
+}
+"""Every whole-matrix scalar metric by name, with its direction and display names."""
+
+METRICS: dict[str, Callable[[np.ndarray], float]] = {name: info.fn for name, info in METRIC_INFO.items()}
+"""Whole-matrix scalar metrics by name (the formulas of :data:`METRIC_INFO`)."""
+
+HIGHER_IS_BETTER: dict[str, bool] = {name: info.higher_is_better for name, info in METRIC_INFO.items()}
+"""Direction of each metric in ``METRICS``."""
+
+
+def metric_label(name: str) -> str:
+    """A metric's report label (the name itself for a metric this module does not define)."""
+    info = METRIC_INFO.get(name)
+    return info.label if info else name
+
+
+def metric_short(name: str) -> str:
+    """A metric's terminal-summary column name (the name itself for an unknown metric)."""
+    info = METRIC_INFO.get(name)
+    return info.short if info else name
 
 
 def compute_metrics(R, names: Optional[Sequence[str]] = None) -> dict[str, float]:

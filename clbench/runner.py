@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import datetime as dt
 import json
 import logging
@@ -43,8 +44,9 @@ import torch
 import clbench
 from clbench import budget, checkpoint, distributed, registry, runconfig, uncertainty
 from clbench.api.benchmark import BenchmarkSpec, TrainSettings
-from clbench.api.strategy import RunContext, Strategy, StrategyConfig
-from clbench.data import ALLOW_DOWNLOAD_ENV, build_stream, check_not_empty
+from clbench.api.strategy import RunContext, Strategy, StrategyConfig, TaskStats
+from clbench.asset_policy import ALLOW_DOWNLOAD_ENV
+from clbench.data import build_stream, check_not_empty
 from clbench.errors import ClbenchError, ResultsError, UsageError
 from clbench.example_scores import EXAMPLES_FILE, ExampleScores, matches_matrix
 from clbench.identity import identity_hash, settings_diff
@@ -346,6 +348,11 @@ class _Run:
         return (self.strategy.evaluates_as_loaded and self.kv_policy.is_full and self.examples.rows[0] is not None
                 and not checkpoint.changed_state(self.backbone.model, self.reference))
 
+    def _train_loop(self, data: Any, experience: Any, generator: torch.Generator, label: str) -> TaskStats:
+        """The shared training loop for one task (what :meth:`Strategy.fit_task` runs by default)."""
+        return train_task(self.strategy, self.backbone, data, experience, self.train, generator, self.options.progress, label, self.loader,
+                          on_step=self.loggers.on_step if self.loggers else None)
+
     def execute(self) -> dict[str, Any]:
         name = f"{self.plugin.name} s{self.options.seed}"
         done = self.resume_from_checkpoint() if self.options.resume else 0
@@ -389,8 +396,8 @@ class _Run:
             generator = torch.Generator().manual_seed(task_seed(self.options.seed, t))
             self.strategy.before_task(exp)
             data = self.strategy.training_data(exp, tasks[: t + 1])
-            stats = train_task(self.strategy, self.backbone, data, exp, self.train, generator, progress, f"{name} train {t + 1}/{len(tasks)} {exp.name}",
-                               self.loader, on_step=self.loggers.on_step if self.loggers else None) if self.strategy.trains else None
+            label = f"{name} train {t + 1}/{len(tasks)} {exp.name}"
+            stats = self.strategy.fit_task(data, exp, functools.partial(self._train_loop, experience=exp, generator=generator, label=label))
             self.strategy.after_task(exp)
             start = time.perf_counter()
             if self._row0_repeats():  # nothing changed since row 0: the same scores, not a second evaluation
@@ -403,17 +410,16 @@ class _Run:
             eval_seconds = time.perf_counter() - start
             self.examples.set_row(t + 1, scores)
             memory, memory_kind = peak_memory_mb(self.device)
-            record = {"task": exp.name, "eval_seconds": round(eval_seconds, 4), "peak_memory_mb": round(memory, 1), "memory_kind": memory_kind}
-            if stats is not None:
-                record.update(steps=stats.steps, examples=stats.examples, train_seconds=round(stats.train_seconds, 4),
-                              final_loss=stats.final_loss, loss_curve=stats.loss_curve)
-                if stats.skipped_steps:
-                    record["skipped_steps"] = stats.skipped_steps
+            record = {"task": exp.name, "eval_seconds": round(eval_seconds, 4), "peak_memory_mb": round(memory, 1), "memory_kind": memory_kind,
+                      "steps": stats.steps, "examples": stats.examples, "train_seconds": round(stats.train_seconds, 4),
+                      "final_loss": stats.final_loss, "loss_curve": stats.loss_curve}
+            if stats.skipped_steps:
+                record["skipped_steps"] = stats.skipped_steps
             self.task_records.append(record)
             kv_stats = self.kv_policy.take_stats()
             self.telemetry.append({"task": exp.name, **self.strategy.telemetry(), **({"kv_cache": kv_stats} if kv_stats else {})})
             log.info("%s: after task %d/%d %s: %s (loss %s, %.1fs train)", name, t + 1, len(tasks), exp.name, _fmt(self.rows[t + 1]),
-                     f"{stats.final_loss:.4f}" if stats and stats.final_loss is not None else "-", stats.train_seconds if stats else 0.0)
+                     f"{stats.final_loss:.4f}" if stats.final_loss is not None else "-", stats.train_seconds)
             self.save_checkpoint(t + 1)
             self.write("running")
             self.log_row(t + 1)

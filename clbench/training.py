@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from clbench import distributed
 from clbench.api.backbone import Backbone
 from clbench.api.benchmark import TrainSettings
-from clbench.api.strategy import Strategy
+from clbench.api.strategy import Strategy, TaskStats
 from clbench.api.stream import Experience
 from clbench.budget import steps_per_task
 from clbench.errors import TrainingError, UsageError
@@ -35,18 +35,6 @@ MAX_LOSS_POINTS = 100
 # On accelerators the loss is checked for NaN/inf every this many steps (one synchronisation);
 # on the CPU every step, which costs nothing there.
 NONFINITE_CHECK_EVERY = 16
-
-
-@dataclass
-class TaskStats:
-    """What training one task measured (recorded per task in results)."""
-
-    steps: int = 0
-    examples: int = 0
-    train_seconds: float = 0.0
-    final_loss: float | None = None
-    loss_curve: list[float] = field(default_factory=list)
-    skipped_steps: int = 0
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
@@ -152,12 +140,18 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
     if skip and not all(bool(torch.isfinite(p).all()) for p in params):
         raise TrainingError(f"trainable weights became non-finite during task {experience.index + 1} ({experience.name}) although "
                             f"{stats.skipped_steps} non-finite batches were skipped; the run stopped and is not complete; lower lr")
-    curve = torch.stack(losses).float().cpu()
     stats.train_seconds = time.perf_counter() - start
-    stats.final_loss = float(curve[-min(len(curve), 10):].mean())
-    stride = max(1, math.ceil(len(curve) / MAX_LOSS_POINTS))
-    stats.loss_curve = [round(float(v), 6) for v in curve[::stride]]
+    stats.final_loss, stats.loss_curve = summarise_losses(torch.stack(losses).float().cpu().tolist())
     return stats
+
+
+def summarise_losses(losses: Sequence[float]) -> tuple[float | None, list[float]]:
+    """A task's final loss (mean of the last 10 steps) and its curve (at most 100 evenly spaced points)."""
+    if not losses:
+        return None, []
+    final = float(torch.tensor(losses[-min(len(losses), 10):], dtype=torch.float32).mean())
+    stride = max(1, math.ceil(len(losses) / MAX_LOSS_POINTS))
+    return final, [round(float(v), 6) for v in losses[::stride]]
 
 
 def _check_finite(losses: list[torch.Tensor], start: int, experience: Experience, total: int) -> None:

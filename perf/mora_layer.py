@@ -28,7 +28,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from clbench.nn import LoRALinear, MoRALinear, MoRASettings
+from clbench.nn import LoRALinear
+from clbench.strategies.mora.layer import MoRALinear, MoRASettings
 
 
 def _sync(device: torch.device) -> None:

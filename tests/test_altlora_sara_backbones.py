@@ -16,7 +16,7 @@ from clbench.runner import RunOptions, run
 from clbench.training import train_task
 from test_coso_clip import BENCHMARK as IMAGE_BENCHMARK
 from test_llm_backbones import save_tiny_llama
-from test_olora_llm import BENCHMARK as TEXT_BENCHMARK
+from test_lora_family_llm import BENCHMARK as TEXT_BENCHMARK
 from test_vision_fixtures import save_tiny_clip, write_mnist_like
 
 STRATEGIES = ("altlora", "sara")

@@ -51,7 +51,7 @@ def test_bare_avalanche_and_unsupported_settings_fail_before_training(small_digi
 
 
 def test_task_incremental_wrapper_masks_other_tasks() -> None:
-    from clbench.strategies.avalanche import MASKED_LOGIT, _task_masked
+    from clbench.strategies.avalanche.strategy import MASKED_LOGIT, _task_masked
 
     inner = torch.nn.Linear(3, 4)
     masks = torch.tensor([[True, True, False, False], [False, False, True, True]])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from clbench.nn.codyra import CoDyRALinear, apply_codyra, merge_codyra, official_threshold_, soft_threshold_
+from clbench.strategies.codyra.layer import CoDyRALinear, apply_codyra, merge_codyra, official_threshold_, soft_threshold_
 from clbench.strategies.codyra import CoDyRAConfig, KappaSchedule
 from clbench.strategies.codyra.telemetry import DriftTracker, module_group_and_layer, rank_grid
 

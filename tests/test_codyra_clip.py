@@ -15,7 +15,7 @@ from clbench.api import RunContext
 from clbench.api.benchmark import TrainSettings
 from clbench.backbones.clip import build_clip
 from clbench.data import build_stream
-from clbench.nn.codyra import CoDyRALinear
+from clbench.strategies.codyra.layer import CoDyRALinear
 from clbench.registry import load_benchmark
 from clbench.runner import RunOptions, run
 from clbench.strategies.codyra import CoDyRA, CoDyRAConfig

@@ -14,7 +14,7 @@ from torch import nn
 from clbench import registry
 from clbench.api import RunContext
 from clbench.data import build_stream
-from clbench.nn.codyra import CoDyRALinear
+from clbench.strategies.codyra.layer import CoDyRALinear
 from clbench.runner import RunOptions, run
 from clbench.strategies.codyra import CoDyRA, CoDyRAConfig
 from clbench.training import train_task

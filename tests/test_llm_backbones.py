@@ -12,25 +12,13 @@ from torch.nn import functional as F
 from clbench import registry
 from clbench.api import Experience, ExampleListDataset
 from clbench.errors import MissingAssetError, UsageError
+from clbench.testing import byte_tokenizer
 
 EXAMPLES = [
     {"prompt": "Topic of: the match ended 2-1", "answer": "sports", "task_id": 0, "max_new_tokens": 8},
     {"prompt": "Topic of: shares fell sharply today", "answer": "business", "task_id": 0, "max_new_tokens": 8},
     {"prompt": "Rewrite: the big dog barked", "answer": "a dog barked", "task_id": 0, "max_new_tokens": 8},
 ]
-
-
-def byte_tokenizer():
-    """A byte-level tokenizer with no merges: every UTF-8 byte is a token (round-trips any text)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "</s>", "<unk>"]
-    vocab = {t: i for i, t in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
 def save_tiny_llama(folder: Path, layers: int = 2, max_positions: int = 256) -> Path:

@@ -386,3 +386,19 @@ def test_matches_avalanche_stream_forgetting_and_bwt():
         assert exp_f == pytest.approx(R[i + 1, i] - R[T, i], abs=1e-12)
     acc_stream = res["Top1_Acc_Stream/eval_phase/test_stream"]
     assert acc_stream == pytest.approx(micro_accuracy_after_step(R, T, sizes), abs=1e-12)
+
+
+def test_metric_metadata_lives_with_the_metric():
+    """Direction, report label and summary column come from one table; every metric has them."""
+    from clbench.cli.summary import summary_lines
+    from clbench.metrics import METRIC_INFO, metric_label, metric_short
+
+    assert set(METRIC_INFO) == set(METRICS)
+    shorts = [info.short for info in METRIC_INFO.values()]
+    assert len(set(shorts)) == len(shorts) and all(" " not in s for s in shorts)
+    assert all(info.label for info in METRIC_INFO.values())
+    assert [n for n, info in METRIC_INFO.items() if info.measures_keeping] == [
+        "forgetting_chaudhry", "forgetting_first_minus_last", "forgetting_max_clipped", "bwt"]
+    assert metric_label("mtil_transfer") == "Transfer" and metric_short("nonexistent") == "nonexistent"
+    header = summary_lines(["forgetting_max_clipped"], [])[0].split()
+    assert "forget-clip" in header and "forget" in header

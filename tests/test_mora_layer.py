@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from clbench.nn import MoRALinear, MoRASettings, apply_mora, unwrap_mora
+from clbench.strategies.mora.layer import MoRALinear, MoRASettings, apply_mora, unwrap_mora
 
 D_IN, D_OUT = 11, 7
 

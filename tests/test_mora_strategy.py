@@ -57,13 +57,18 @@ def test_defaults_follow_the_papers_runners_per_backbone_kind() -> None:
     config = MoRAConfig()
     clip = config.layer_settings("clip")
     assert (clip.rank, clip.topk, clip.temperature, clip.threshold, clip.scaling, clip.dropout) == (16, 16, 0.01, 0.2, 1.0, 0.0)
-    assert config.adapter_targets("clip") == ("q", "k", "v", "o", "fc", "proj")
+    from clbench.backbones.clip import CLIPBackbone
+    from clbench.backbones.hf_causal import CausalLMBackbone
+    from clbench.strategies.mora import MoRA
+
+    assert CLIPBackbone.adapter_placements[MoRA.adapter_placement_by_kind.get("clip", MoRA.adapter_placement)] == ("q", "k", "v", "o", "fc", "proj")
+    assert CausalLMBackbone.adapter_placements[MoRA.adapter_placement_by_kind["llm"]] == ("q", "k", "v", "o")
     train = config.train_overrides("clip")
     assert {k: train[k] for k in ("optimizer", "lr", "betas", "scheduler", "iterations", "batch_size", "weight_decay")} == {
         "optimizer": "adamw", "lr": 5e-4, "betas": (0.9, 0.9999), "scheduler": "cosine", "iterations": 500, "batch_size": 64, "weight_decay": 0.0}
     llm = config.layer_settings("llm")
     assert (llm.rank, llm.alpha, llm.scaling, llm.dropout, llm.topk, llm.temperature, llm.threshold, llm.norm_eps) == (8, 16.0, 2.0, 0.1, 8, 0.03, 0.2, 1e-8)
-    assert config.adapter_targets("llm") == ("q", "k", "v", "o") and not llm.bake_scaling_on_freeze
+    assert not llm.bake_scaling_on_freeze
     assert config.train_overrides("llm")["lr"] == 5e-4 and config.train_overrides("llm")["iterations"] is None
 
 
@@ -71,7 +76,7 @@ def test_overrides_win_and_are_checked() -> None:
     config = build_config(MoRAConfig, {"rank": "4", "temperature": "0.1", "lr": "0.01", "targets": "q,v", "bake_scaling_on_freeze": "true"}, owner="mora")
     clip = config.layer_settings("clip")
     assert (clip.rank, clip.topk, clip.temperature, clip.alpha) == (4, 4, 0.1, 4.0)  # topk follows an overridden rank
-    assert config.train_overrides("clip")["lr"] == 0.01 and config.adapter_targets("clip") == ("q", "v")
+    assert config.train_overrides("clip")["lr"] == 0.01 and config.targets == ("q", "v")
     assert config.layer_settings("llm").scaling == 2.0 and config.layer_settings("llm").bake_scaling_on_freeze
     with pytest.raises(UsageError, match="temperature"):
         build_config(MoRAConfig, {"temperature": "0"}, owner="strategy 'mora'")

@@ -40,6 +40,17 @@ def test_every_builtin_strategy_has_an_entry_point_and_an_independence_rule() ->
     assert set(independence["modules"]) == {f"clbench.strategies.{f}" for f in folders}
 
 
+def test_every_strategy_folder_has_the_same_shape() -> None:
+    """``__init__.py`` re-exports, ``config.py`` holds the settings, ``strategy.py`` the hooks; no hooks in ``__init__``."""
+    import ast
+
+    for folder in sorted(p for p in (REPO / "strategies").iterdir() if (p / "__init__.py").exists()):
+        assert (folder / "config.py").exists() and (folder / "strategy.py").exists(), folder.name
+        tree = ast.parse((folder / "__init__.py").read_text())
+        defined = [n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))]
+        assert not defined, f"{folder.name}/__init__.py defines {defined}; it only re-exports"
+
+
 def test_mapped_folders_are_not_top_level_import_names() -> None:
     code = "import importlib.util as u; print([n for n in ('strategies','kernels','benchmarks') if u.find_spec(n)])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True).stdout

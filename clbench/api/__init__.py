@@ -10,9 +10,10 @@ from importlib import import_module
 from typing import Any
 
 _HOME = {
-    "Backbone": "backbone", "Batch": "backbone",
+    "Backbone": "backbone", "Batch": "backbone", "TaskHeads": "backbone", "inject_adapters": "adapters", "adapters": "",
     "PROTOCOLS": "benchmark", "BenchmarkSpec": "benchmark", "TaskSpec": "benchmark", "TrainSettings": "benchmark",
-    "RunContext": "strategy", "Strategy": "strategy", "StrategyConfig": "strategy",
+    "HOOKS": "strategy", "FullModelConfig": "strategy", "RunContext": "strategy", "Strategy": "strategy", "StrategyConfig": "strategy",
+    "TaskLoop": "strategy", "TaskStats": "strategy",
     "ExampleListDataset": "stream", "Experience": "stream", "Stream": "stream", "TensorTaskDataset": "stream", "concat_datasets": "stream",
 }
 
@@ -22,7 +23,8 @@ __all__ = sorted(_HOME)
 def __getattr__(name: str) -> Any:
     if name not in _HOME:
         raise AttributeError(f"module 'clbench.api' has no attribute {name!r}")
-    value = getattr(import_module(f"clbench.api.{_HOME[name]}"), name)
+    module = import_module(f"clbench.api.{_HOME[name] or name}")  # "": the name is a submodule
+    value = getattr(module, name) if _HOME[name] else module
     globals()[name] = value
     return value
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -39,6 +39,13 @@ class Backbone(ABC):
 
     kind: ClassVar[str] = ""
     target_patterns: ClassVar[dict[str, tuple[str, ...]]] = {}
+    adapter_placements: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """What each adapter placement (:mod:`clbench.api.adapters`: ``attention-qv``, ``all-linear``,
+    ...) means on this backbone, in generic target names; a backbone without the table adapts every
+    target but ``head`` for any placement."""
+    heads_untrained: ClassVar[bool] = False
+    """Its ``head`` layers start random (classic, ViT, encoder classifiers), so adapter strategies
+    train them fully (their ``train_head``); pretrained heads (CLIP's text towers, LM heads) stay frozen."""
     fallback_targets: tuple[str, ...] = ()
     """Targets adapter strategies use when none of their per-kind default targets exists on this
     backbone (a frozen sentence encoder keeps only its ``head``); empty: such a default fails."""
@@ -150,6 +157,16 @@ class Backbone(ABC):
         raise UsageError(f"{strategy} adapts {', '.join(preferred)} layers, which backbone {self.spec!r} does not have; "
                          f"pass -S targets=... with one of: {', '.join(sorted(self.target_patterns)) or 'none'}")
 
+    def placement_targets(self, placement: str) -> tuple[str, ...]:
+        """The generic targets an adapter ``placement`` means here (see :attr:`adapter_placements`)."""
+        if placement in self.adapter_placements:
+            return self.adapter_placements[placement]
+        return tuple(t for t in self.target_patterns if t != "head")
+
+    def heads_to_train(self, adapted: Collection[str] = ()) -> dict[str, nn.Linear]:
+        """Heads an adapter strategy trains fully: the untrained ones (:attr:`heads_untrained`) no adapter wraps."""
+        return self.head_layers(adapted) if self.heads_untrained else {}
+
     def head_layers(self, adapted: Collection[str] = ()) -> dict[str, nn.Linear]:
         """The classifier heads (target ``head``) that ``train_head`` trains fully, skipping ``adapted`` layers.
 
@@ -165,3 +182,24 @@ class Backbone(ABC):
         total = sum(p.numel() for p in self.model.parameters())
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         return {"spec": self.spec, "kind": self.kind, "parameters": total, "trainable_parameters": trainable}
+
+
+@runtime_checkable
+class TaskHeads(Protocol):
+    """A backbone with one classifier head per task (the ViT backbone), checked with ``isinstance``.
+
+    Strategies whose papers train only the current task's head (InfLoRA, CoSO) use it; for every
+    other strategy such a backbone is an ordinary classifier over the global label space.
+    """
+
+    def set_visible_tasks(self, count: int | None) -> None:
+        """Predict with the heads of the first ``count`` tasks only (``None``: every head)."""
+
+    def head_parameters(self, task_index: int) -> list[nn.Parameter]:
+        """The parameters of task ``task_index``'s head."""
+
+    def local_labels(self, labels: torch.Tensor, task_index: int) -> torch.Tensor:
+        """Global labels as positions in task ``task_index``'s head (-1: not in it)."""
+
+    def head_logits(self, batch: Batch, task_index: int) -> torch.Tensor:
+        """Logits of task ``task_index``'s head alone."""

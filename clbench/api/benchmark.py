@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from clbench.errors import UsageError
+from clbench.textmetrics import GENERATION_METRICS
 
 PROTOCOLS = ("task-incremental", "class-incremental", "domain-incremental", "task-agnostic")
-# Task scores (per example, in [0, 1]); the text metrics are defined in clbench.textmetrics.
-TASK_METRICS = ("accuracy", "exact_match", "choice_accuracy", "rouge_l", "edit_similarity", "sari")
+# Task scores (per example, in [0, 1]): the metrics clbench.textmetrics defines; ``accuracy`` also names
+# a classifier's argmax accuracy.
+TASK_METRICS: tuple[str, ...] = GENERATION_METRICS
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("constant", "cosine")
 AMP_MODES = ("none", "bf16", "fp16")

@@ -9,19 +9,25 @@ checkpoints, and calls the hooks in this order::
     for each task:
         before_task(experience)
         training_data(experience, seen)  the examples to train on (joint/replay change it)
-        make_optimizer(params, settings) optional: None lets the runner build the default
-        loss(batch, experience)          every micro-batch
-        after_step(step, experience)     after every optimizer step
+        fit_task(data, experience, loop) trains on the task; the default runs the runner's loop:
+            make_optimizer(params, settings) optional: None lets the runner build the default
+            loss(batch, experience)          every micro-batch
+            after_step(step, experience)     after every optimizer step
         after_task(experience)           freeze, merge, grow, consolidate
         eval_task_start/eval_task_end    around the evaluation of each task (every row, row 0 too)
         telemetry()                      numbers the report can plot
     state_dict() / load_state_dict()     checkpoint and resume (after setup)
+
+A public method of a subclass whose name looks like a hook but is none (``after_tasks``,
+``eval_start``) is rejected when the class is defined, so a misspelled hook can never be
+silently skipped; helpers that merely start like a hook take a leading underscore.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from clbench.api.adapters import ALL_LINEAR, placement_targets
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.benchmark import TrainSettings
 from clbench.api.stream import Experience, Stream
@@ -71,13 +78,22 @@ class StrategyConfig:
     nonfinite_loss: str | None = None
 
     def train_overrides(self, backbone_kind: str) -> dict[str, Any]:
-        """The training-setting fields of this config (``None`` = keep the benchmark's).
-
-        Subclasses override this to give defaults that depend on the backbone kind (e.g. a
-        smaller learning rate for full fine-tuning of an LLM).
-        """
+        """The training-setting fields of this config (``None`` = keep the benchmark's), with the
+        strategy's per-kind defaults (:meth:`kind_train_defaults`) where the user set none."""
         base = {f.name for f in fields(StrategyConfig)}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in base}
+        overrides = {f.name: getattr(self, f.name) for f in fields(self) if f.name in base}
+        for key, value in self.kind_train_defaults(backbone_kind).items():
+            if overrides.get(key) is None:
+                overrides[key] = value
+        return overrides
+
+    def kind_train_defaults(self, backbone_kind: str) -> dict[str, Any]:
+        """Training settings this strategy's paper uses on ``backbone_kind`` (none by default).
+
+        The one place a strategy declares per-kind training defaults (e.g. the official runner's
+        optimizer on CLIP); a value the user gives with ``-S`` always wins.
+        """
+        return {}
 
     def for_kind(self, backbone_kind: str) -> dict[str, Any]:
         """Every setting as it applies on ``backbone_kind``: :meth:`to_dict` with the per-kind
@@ -95,6 +111,22 @@ class StrategyConfig:
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class FullModelConfig(StrategyConfig):
+    """Config base of strategies that train the backbone's own weights, not adapters (finetune,
+    joint, ewc, lwf, replay).
+
+    Attributes:
+        llm_lr: learning rate on LLM backbones when ``lr`` is not given: full fine-tuning at the
+            adapter rates destroys a pretrained LM in a few steps.
+    """
+
+    llm_lr: float = 2e-5
+
+    def kind_train_defaults(self, backbone_kind: str) -> dict[str, Any]:
+        return {"lr": self.llm_lr} if backbone_kind == "llm" else {}
 
 
 @dataclass
@@ -118,6 +150,56 @@ class RunContext:
     benchmark: str = ""
 
 
+@dataclass
+class TaskStats:
+    """What training one task measured (recorded per task in results).
+
+    Attributes:
+        steps: optimizer steps taken.
+        examples: training examples the task offered (one pass holds this many).
+        train_seconds: wall-clock seconds spent training.
+        final_loss: mean training loss of the last steps (``None`` without steps).
+        loss_curve: training loss at up to 100 evenly spaced steps.
+        skipped_steps: batches skipped for a non-finite loss (``nonfinite_loss=skip``).
+    """
+
+    steps: int = 0
+    examples: int = 0
+    train_seconds: float = 0.0
+    final_loss: float | None = None
+    loss_curve: list[float] = field(default_factory=list)
+    skipped_steps: int = 0
+
+
+TaskLoop = Callable[[Dataset[Any]], TaskStats]
+"""The runner's training loop for one task, bound to its settings: ``loop(data) -> TaskStats``."""
+
+HOOKS = frozenset({"setup", "before_task", "training_data", "fit_task", "trainable_parameters", "make_optimizer", "loss", "after_step",
+                   "after_task", "eval_task_start", "eval_task_end", "telemetry", "state_dict", "load_state_dict"})
+"""The hook names the runner calls (see the module docstring)."""
+
+_HOOK_PREFIXES = ("before_", "after_", "eval_", "fit_", "on_")
+
+
+def check_hook_names(cls: type) -> None:
+    """Reject a public method of ``cls`` that looks like a hook but is not one.
+
+    Looks like a hook: starts like one (``before_``, ``after_``, ``eval_``, ``fit_``, ``on_``) or
+    is a near-miss spelling of one (``after_tasks``, ``setpu``).
+
+    Raises:
+        TypeError: naming the method and the hook it probably meant.
+    """
+    for name, value in vars(cls).items():
+        if name.startswith("_") or name in HOOKS or not callable(value):
+            continue
+        close = difflib.get_close_matches(name, sorted(HOOKS), n=1, cutoff=0.8)
+        if close or name.startswith(_HOOK_PREFIXES):
+            hint = f"did you mean {close[0]!r}?" if close else f"hooks: {', '.join(sorted(HOOKS))}"
+            raise TypeError(f"strategy {cls.__module__}.{cls.__qualname__} defines {name!r}, which is not a hook the runner calls "
+                            f"({hint}); rename a helper with a leading underscore")
+
+
 class Strategy:
     """Base class with neutral hooks; a strategy overrides only what its method changes.
 
@@ -138,6 +220,15 @@ class Strategy:
     trains: ClassVar[bool] = True
     distributed: ClassVar[bool] = True
     evaluates_as_loaded: ClassVar[bool] = False
+    adapter_placement: ClassVar[str] = ALL_LINEAR
+    """Adapter strategies: the layers their paper adapts (:mod:`clbench.api.adapters`); each
+    backbone says what the placement means on it."""
+    adapter_placement_by_kind: ClassVar[Mapping[str, str]] = {}
+    """Backbone kinds whose paper default differs from :attr:`adapter_placement`."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_hook_names(cls)
 
     def __init__(self, config: StrategyConfig, ctx: RunContext) -> None:
         self.config = config
@@ -158,12 +249,29 @@ class Strategy:
         """Prepare the backbone: wrap layers with adapters, freeze what the method freezes."""
         self._backbone = backbone
 
+    def resolve_targets(self, configured: Sequence[str] = (), name: str = "") -> tuple[str, ...]:
+        """The targets to adapt on the bound backbone: ``configured`` (``-S targets=``, which must
+        exist), else this strategy's placement for the backbone's kind as the backbone maps it."""
+        backbone = self.backbone
+        placement = self.adapter_placement_by_kind.get(backbone.kind, self.adapter_placement)
+        return placement_targets(backbone, configured, placement, name or type(self).__name__)
+
     def before_task(self, experience: Experience) -> None:
         """Called before training on ``experience``."""
 
     def training_data(self, experience: Experience, seen: Sequence[Experience]) -> Dataset[Any]:
         """The examples to train on for ``experience``; ``seen`` includes it as the last item."""
         return experience.train
+
+    def fit_task(self, data: Dataset[Any], experience: Experience, loop: TaskLoop) -> TaskStats:
+        """Train on ``data`` for ``experience`` and say what it cost.
+
+        The default runs the runner's shared loop (``loop(data)``), which calls
+        :meth:`make_optimizer`, :meth:`loss` and :meth:`after_step`. Override it only for a
+        method with its own training loop (avalanche's strategies) or none (zero-shot); the
+        returned :class:`TaskStats` become the task's step and timing record either way.
+        """
+        return loop(data)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer updates (by default every parameter requiring grad)."""

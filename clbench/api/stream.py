@@ -74,6 +74,19 @@ class Stream:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def label_masks(self) -> torch.Tensor:
+        """``[experiences, classes]`` booleans: the classes each experience's predictions may take.
+
+        Under the task-incremental protocol an example is scored among its own task's classes
+        only; under every other protocol among all classes (every row all ``True``).
+        """
+        masks = torch.ones(len(self.experiences), self.num_classes, dtype=torch.bool)
+        if self.protocol == "task-incremental":
+            masks.zero_()
+            for exp in self.experiences:
+                masks[exp.index, list(exp.class_ids)] = True
+        return masks
+
     def __iter__(self) -> Iterator[Experience]:
         return iter(self.tasks)
 

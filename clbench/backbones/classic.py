@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from clbench.api.adapters import HIDDEN_LAYER_PLACEMENTS
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience, Stream
 from clbench.errors import UsageError
@@ -47,6 +48,8 @@ class ClassicBackbone(Backbone):
 
     kind = "classic"
     target_patterns = {"fc": ("fc*",), "head": ("head",)}
+    adapter_placements = HIDDEN_LAYER_PLACEMENTS
+    heads_untrained = True
 
     def __init__(self, spec: str, hidden: tuple[int, ...]) -> None:
         super().__init__(spec, nn.Module())
@@ -59,12 +62,7 @@ class ClassicBackbone(Backbone):
             raise UsageError(f"backbone {self.spec!r} needs a classification stream over tensors")
         self.model = MLP(math.prod(stream.input_shape), self.hidden)
         self.model.head = nn.Linear(self.hidden[-1], stream.num_classes)
-        masks = torch.ones(len(stream.experiences), stream.num_classes, dtype=torch.bool)
-        if stream.protocol == "task-incremental":
-            masks.zero_()
-            for exp in stream.experiences:
-                masks[exp.index, list(exp.class_ids)] = True
-        self.label_masks = masks
+        self.label_masks = stream.label_masks()
         self.model.to(self.device)
 
     def to(self, device: torch.device) -> ClassicBackbone:

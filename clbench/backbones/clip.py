@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from clbench.api.adapters import TRANSFORMER_PLACEMENTS
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience, Stream
 from clbench.backbones.clip_attention import split_attention_modules
@@ -108,6 +109,7 @@ class CLIPBackbone(Backbone):
 
     kind = "clip"
     target_patterns = clip_target_patterns()
+    adapter_placements = TRANSFORMER_PLACEMENTS
 
     def __init__(self, spec: str, model: nn.Module, train_transform: Any, eval_transform: Any, tokenizer: Any, weights_source: str = "") -> None:
         split_attention_modules(model)

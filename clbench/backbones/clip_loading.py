@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, downloads_allowed
 from clbench.errors import MissingAssetError, UsageError
 
-ALLOW_DOWNLOAD_ENV = "CLBENCH_ALLOW_DOWNLOAD"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
@@ -53,13 +53,6 @@ class ResolvedWeights:
     pretrained: str | None
     options: dict[str, Any] = field(default_factory=dict)
     source: str = "random init"
-
-
-def downloads_allowed() -> bool:
-    """Downloads need ``$CLBENCH_ALLOW_DOWNLOAD=1`` and no ``$HF_HUB_OFFLINE``."""
-    allow = os.environ.get(ALLOW_DOWNLOAD_ENV, "").lower() in {"1", "true", "yes"}
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
-    return allow and not offline
 
 
 def parse_spec(spec: str) -> CLIPSpec:

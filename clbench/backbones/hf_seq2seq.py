@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from clbench.api.adapters import TRANSFORMER_PLACEMENTS
 from clbench.api.backbone import Backbone, Batch
 from clbench.backbones.hf_causal import (
     GenerationScoring,
@@ -47,6 +48,7 @@ class Seq2SeqLMBackbone(GenerationScoring, Backbone):
         "q": ("*.q", "*q_proj"), "k": ("*.k", "*k_proj"), "v": ("*.v", "*v_proj"), "o": ("*.o", "*out_proj"),
         "fc": ("*.wi", "*.wi_0", "*.wi_1", "*fc1"), "proj": ("*.wo", "*fc2"),
     }
+    adapter_placements = TRANSFORMER_PLACEMENTS
 
     def __init__(self, spec: str, model: nn.Module, tokenizer: Any, *, max_source_length: int = 512, max_target_length: int = 50) -> None:
         super().__init__(spec, model)

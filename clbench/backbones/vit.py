@@ -32,7 +32,6 @@ into one layer, so ``q``, ``k`` and ``v`` cannot be adapted separately), ``fc`` 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,11 +41,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import default_collate
 
+from clbench.api.adapters import ALL_LINEAR, ATTENTION, ATTENTION_OUT, KV, QV
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience, Stream
+from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, downloads_allowed
 from clbench.errors import MissingAssetError, UsageError
 
-ALLOW_DOWNLOAD_ENV = "CLBENCH_ALLOW_DOWNLOAD"
 TINY = {"embed_dim": 64, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0}
 NORMS = ("none", "model")
 
@@ -76,6 +76,9 @@ class ViTBackbone(Backbone):
         "proj": ("encoder.blocks.*.mlp.fc2",),
         "head": ("heads.*",),
     }
+    # timm fuses q, k and v into one qkv linear, so every attention placement adapts it.
+    adapter_placements = {QV: ("qkv",), KV: ("qkv",), ATTENTION: ("qkv", "o"), ATTENTION_OUT: ("o",), ALL_LINEAR: ("qkv", "o", "fc", "proj")}
+    heads_untrained = True
 
     def __init__(self, spec: str, encoder: nn.Module | None, *, image_size: int | None = None, norm: str = "none",
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
@@ -242,10 +245,6 @@ def _image_shape(shape: tuple[int, ...], spec: str) -> tuple[int, int, int]:
     raise UsageError(f"backbone {spec!r} needs image-shaped inputs (C x H x W, H x W or a flat square), got shape {shape}")
 
 
-def _downloads_allowed() -> bool:
-    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").lower() in {"1", "true", "yes"}
-
-
 def _cached_hub_weights(hub_id: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
@@ -288,7 +287,7 @@ def build_vit(spec: str) -> ViTBackbone:
         # timm would silently fall back to random weights: never substitute a fake backbone.
         raise MissingAssetError(f"timm knows no pretrained weights for {name!r}; name a tagged model (e.g. vit_base_patch16_224.augreg_in21k) "
                                 f"or pass a checkpoint as vit:{name}@/path/to/checkpoint")
-    elif not _downloads_allowed() and not (cfg.hf_hub_id and _cached_hub_weights(cfg.hf_hub_id)):
+    elif not downloads_allowed() and not (cfg.hf_hub_id and _cached_hub_weights(cfg.hf_hub_id)):
         raise MissingAssetError(f"weights of timm model {name!r} are not in the Hugging Face cache ({cfg.hf_hub_id or cfg.url}); set "
                                 f"{ALLOW_DOWNLOAD_ENV}=1 to download them or use vit:{name}@/path/to/checkpoint")
     try:

@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-SHORT = {"last_accuracy": "last", "average_incremental_accuracy": "avg-inc", "learning_accuracy": "learn", "plasticity_gain": "gain",
-         "forgetting_chaudhry": "forget", "bwt": "bwt", "fwt": "fwt", "mtil_transfer": "transfer", "mtil_avg": "mtil-avg",
-         "mtil_last": "mtil-last"}
+from clbench.metrics import metric_short
+
 ALWAYS = ("last_accuracy", "average_incremental_accuracy", "learning_accuracy", "plasticity_gain", "forgetting_chaudhry", "bwt")
 """Columns every summary has, whatever the benchmark's headline metrics."""
 
@@ -43,7 +42,7 @@ def learned_cell(plasticity: dict[str, Any] | None) -> str:
 def summary_lines(headline: Sequence[str], runs: Sequence[tuple[str, int, dict[str, Any], float]]) -> list[str]:
     """Aligned lines: a header, one line per (strategy, seed, results, seconds), then a legend."""
     names = summary_columns(headline)
-    header = ["strategy", "seed", *(SHORT.get(m, m) for m in names), "learned", "probes Δ", "time", "results"]
+    header = ["strategy", "seed", *(metric_short(m) for m in names), "learned", "probes Δ", "time", "results"]
     table = [header]
     for name, seed, results, seconds in runs:
         metrics = results.get("metrics", {})

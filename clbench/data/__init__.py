@@ -12,7 +12,6 @@ domains' "background" classes apart, as the official code's per-domain offsets d
 
 from __future__ import annotations
 
-import os
 from importlib import import_module
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,10 +23,9 @@ from torch.utils.data import Dataset
 
 from clbench.api.benchmark import BenchmarkSpec
 from clbench.api.stream import ExampleListDataset, Experience, Stream, TensorTaskDataset
+from clbench.asset_policy import default_data_root, downloads_allowed
 from clbench.errors import DataError, UsageError
 
-DATA_ROOT_ENV = "CLBENCH_DATA_ROOT"
-ALLOW_DOWNLOAD_ENV = "CLBENCH_ALLOW_DOWNLOAD"
 
 
 @dataclass(frozen=True)
@@ -102,17 +100,6 @@ BUILTIN_LOADERS = {
 def _builtin_loader(name: str) -> Loader:
     module, _, attr = BUILTIN_LOADERS[name].partition(":")
     return getattr(import_module(module), attr)  # type: ignore[no-any-return]
-
-
-def default_data_root() -> Path | None:
-    """The data root from ``$CLBENCH_DATA_ROOT``, if set."""
-    value = os.environ.get(DATA_ROOT_ENV)
-    return Path(value).expanduser() if value else None
-
-
-def downloads_allowed() -> bool:
-    """Whether ``$CLBENCH_ALLOW_DOWNLOAD`` permits downloading missing data."""
-    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").lower() in {"1", "true", "yes"}
 
 
 def build_stream(

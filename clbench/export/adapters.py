@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from clbench.errors import UsageError
-from clbench.nn.codyra import CoDyRALinear
 from clbench.nn.lora import LoRALinear, replace_submodule
 from clbench.nn.multi_lora import TaskLoRALinear
+from clbench.strategies.codyra.layer import CoDyRALinear
 
 ADAPTERS_FILE = "adapters.safetensors"
 ADAPTERS_META = "adapters.json"

@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from clbench.api.adapters import replace_submodule, wrap_layers
+
 
 class LoRALinear(nn.Module):
     """A linear layer with a low-rank adapter.
@@ -66,21 +68,9 @@ class LoRALinear(nn.Module):
         return self.base(x) + self.scaling * update
 
 
-def replace_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    """Put ``module`` at the dotted path ``name`` inside ``root`` (how adapters wrap and unwrap layers)."""
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)
-
-
 def apply_lora(root: nn.Module, layers: dict[str, nn.Linear], rank: int, alpha: float, dropout: float = 0.0) -> dict[str, LoRALinear]:
     """Wrap each named linear layer of ``root`` in a :class:`LoRALinear`, in place."""
-    wrapped = {}
-    for name, layer in layers.items():
-        lora = LoRALinear(layer, rank, alpha, dropout)
-        replace_submodule(root, name, lora)
-        wrapped[name] = lora
-    return wrapped
+    return wrap_layers(root, layers, lambda _, layer: LoRALinear(layer, rank, alpha, dropout))
 
 
 def unwrap_lora(root: nn.Module) -> int:

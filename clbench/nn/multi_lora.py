@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from clbench.nn.lora import replace_submodule
+from clbench.api.adapters import wrap_layers
 
 
 class TaskLoRALinear(nn.Module):
@@ -139,9 +139,4 @@ def apply_task_lora(root: nn.Module, layers: dict[str, nn.Linear], rank: int, al
 
     ``outputs`` optionally maps a layer name to the output slice its adapters act on.
     """
-    wrapped = {}
-    for name, layer in layers.items():
-        adapter = TaskLoRALinear(layer, rank, alpha, dropout, (outputs or {}).get(name))
-        replace_submodule(root, name, adapter)
-        wrapped[name] = adapter
-    return wrapped
+    return wrap_layers(root, layers, lambda name, layer: TaskLoRALinear(layer, rank, alpha, dropout, (outputs or {}).get(name)))

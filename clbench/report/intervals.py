@@ -141,8 +141,6 @@ def reference_label(group: BenchmarkGroup, name: str) -> str | None:
 
 def comparison_table(group: BenchmarkGroup, reference: str, found: dict[str, StrategyUncertainty]) -> Table:
     """Each other strategy minus ``reference`` per metric, with the paired-bootstrap interval and a mark when significant."""
-    from clbench.report.tables import SHORT
-
     base = found[reference]
     base_runs = group.strategies[reference]
     rows = []
@@ -168,4 +166,4 @@ def comparison_table(group: BenchmarkGroup, reference: str, found: dict[str, Str
                "interval (the same resampled test examples for both, seeds paired when both ran the same seeds) and the bootstrap p-value; "
                "* = significant (the interval excludes 0). Higher is better except for Forgetting. Not corrected for multiple comparisons; "
                "n/a = no per-example scores.")
-    return Table(("strategy", *(f"Δ {SHORT.get(m, m)}" for m in COMPARED)), tuple(rows), caption)
+    return Table(("strategy", *(f"Δ {formulas.metric_label(m)}" for m in COMPARED)), tuple(rows), caption)

@@ -22,14 +22,7 @@ from clbench.report.intervals import StrategyUncertainty, learned_cell, metric_c
 from clbench.results import trained_matrix
 
 HEADLINE = ("last_accuracy", "average_incremental_accuracy", "learning_accuracy", "plasticity_gain", "forgetting_chaudhry", "bwt", "fwt")
-SHORT = {
-    "last_accuracy": "Last", "average_incremental_accuracy": "Avg. incr.", "forgetting_chaudhry": "Forgetting",
-    "forgetting_first_minus_last": "Forgetting (first−last)", "forgetting_max_clipped": "Forgetting (clipped)",
-    "bwt": "BWT", "fwt": "FWT", "mtil_transfer": "Transfer", "mtil_avg": "Avg.", "mtil_last": "Last",
-    "transfer_row_mean_mammoth": "Transfer (Mammoth)", "learning_accuracy": "Learning acc.", "plasticity_gain": "Gain over row 0",
-}
 NOT_LEARNED_MARK = " †"
-FORGETTING_LIKE = frozenset({"forgetting_chaudhry", "forgetting_first_minus_last", "forgetting_max_clipped", "bwt"})
 MTIL_METRICS = ("mtil_transfer", "mtil_avg", "mtil_last")
 
 
@@ -48,14 +41,14 @@ def metrics_table(group: BenchmarkGroup, found: dict[str, StrategyUncertainty]) 
     names = list(HEADLINE) + [m for m in first["benchmark"].get("metrics", []) if m not in HEADLINE and m in formulas.METRICS]
     probes = first["benchmark"].get("probes", [])
     at = names.index("forgetting_chaudhry")
-    header = ("strategy", "seeds", *(SHORT.get(m, m) for m in names[:at]), "learned", *(SHORT.get(m, m) for m in names[at:]),
+    header = ("strategy", "seeds", *(formulas.metric_label(m) for m in names[:at]), "learned", *(formulas.metric_label(m) for m in names[at:]),
               *(f"{p} Δ" for p in probes))
     rows = []
     for label, strategy in group.strategies.items():
         info = found[label]
         cells = [metric_cell(strategy.metric_values(m), info.intervals.get(m)) for m in names]
         if not info.verdict["learned"]:  # forgetting of a strategy that did not learn means nothing
-            cells = [c + NOT_LEARNED_MARK if m in FORGETTING_LIKE else c for c, m in zip(cells, names, strict=True)]
+            cells = [c + NOT_LEARNED_MARK if formulas.METRIC_INFO[m].measures_keeping else c for c, m in zip(cells, names, strict=True)]
         deltas = [mean_std([r["probes"].get(p, {}).get("delta") for r in strategy.runs]) for p in probes]
         rows.append((label, str(len(strategy.runs)), *cells[:at], learned_cell(info.verdict), *cells[at:], *deltas))
     caption = ("Scores in %: mean over seeds [95% bootstrap interval, test examples and seeds resampled] (mean ± sample std over seeds where "

@@ -14,12 +14,6 @@ from typing import Any
 from clbench.api import StrategyConfig
 from clbench.strategies.altlora.optimizer import ALTERNATIONS, VARIANTS
 
-DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("q", "v"), "clip": ("q", "k", "v", "o", "fc", "proj"), "vit": ("qkv",)}
-"""Adapted layers per backbone kind when ``targets`` is empty: the ``lora`` strategy's table."""
-
-HEAD_TRAINED_KINDS = frozenset({"classic", "vit"})
-"""Backbone kinds whose heads have no pretrained weights, so ``train_head`` trains them (AdamW)."""
-
 BOUNDARIES = ("continue", "merge_reinit")
 
 
@@ -99,11 +93,3 @@ class AltLoRAConfig(StrategyConfig):
             raise ValueError(f"reg and eps must be >= 0, got {self.reg} and {self.eps}")
         if self.carry_old_factors and self.boundary != "continue":
             raise ValueError("carry_old_factors applies to boundary=continue only")
-
-    def for_kind(self, backbone_kind: str) -> dict[str, Any]:
-        """Settings on ``backbone_kind`` with the kind's default targets filled in."""
-        return {**super().for_kind(backbone_kind), "targets": list(self.adapter_targets(backbone_kind))}
-
-    def adapter_targets(self, backbone_kind: str) -> tuple[str, ...]:
-        """The configured targets, or ``lora``'s default for the kind (classic's for unknown kinds)."""
-        return self.targets or DEFAULT_TARGETS.get(backbone_kind, DEFAULT_TARGETS["classic"])

@@ -16,9 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from clbench.api import Backbone, Experience, Strategy, TrainSettings
-from clbench.nn import LoRALinear, apply_lora
-from clbench.strategies.altlora.config import HEAD_TRAINED_KINDS, AltLoRAConfig
+from clbench.api import Backbone, Experience, Strategy, TrainSettings, inject_adapters
+from clbench.api.adapters import ALL_LINEAR, QV
+from clbench.nn import LoRALinear
+from clbench.strategies.altlora.config import AltLoRAConfig
 from clbench.strategies.altlora.optimizer import AltLoRAOptimizer
 
 
@@ -67,17 +68,16 @@ class AltLoRA(Strategy):
 
     Config = AltLoRAConfig
     config: AltLoRAConfig
+    # The ``lora`` strategy's placement: q and v, every CLIP weight.
+    adapter_placement = QV
+    adapter_placement_by_kind = {"clip": ALL_LINEAR}
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
-        for p in backbone.model.parameters():
-            p.requires_grad_(False)
-        targets = self.config.targets or backbone.default_targets(self.config.adapter_targets(backbone.kind), "altlora")
-        layers = backbone.adapter_targets(targets)
-        self.adapters: dict[str, LoRALinear] = apply_lora(backbone.model, layers, self.config.rank, self.config.alpha, self.config.dropout)
-        if self.config.train_head and backbone.kind in HEAD_TRAINED_KINDS:
-            for head in backbone.head_layers(layers).values():
-                head.requires_grad_(True)
+        cfg = self.config
+        self.adapters: dict[str, LoRALinear] = inject_adapters(
+            backbone, self.resolve_targets(cfg.targets, "altlora"),
+            lambda _, layer: LoRALinear(layer, cfg.rank, cfg.alpha, cfg.dropout), heads=cfg.train_head)
         self.optimizer: AltLoRAOptimizer | None = None
         self.carried: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
         self.fallbacks = 0
@@ -122,9 +122,6 @@ class AltLoRA(Strategy):
         ``inverse_fallbacks``: Gram matrices that could not be inverted (identity used), so far.
         """
         return {"altlora": self.last_report} if self.last_report else {}
-
-    def adapter_layers(self) -> dict[str, LoRALinear]:
-        return self.adapters
 
     def state_dict(self) -> dict[str, Any]:
         carried = {str(k): [b, a] for k, (b, a) in self.carried.items()}

@@ -7,16 +7,6 @@ from typing import Any
 
 from clbench.api import StrategyConfig
 
-DEFAULT_TARGETS = {"clip": ("q", "k", "v", "o", "fc", "proj"), "llm": ("q", "k", "v", "o"), "classic": ("fc",),
-                   "vit": ("qkv", "o", "fc", "proj")}
-"""Adapted layers per backbone kind: every CLIP weight of both encoders (``qkvoinout``, the
-official runner), the attention projections of an LLM (the TRACE harness default), the hidden
-layers of a classic model and every block weight of a ViT (classic and ViT heads, which have no
-pretrained weights, are trained fully)."""
-
-HEAD_TRAINED_KINDS = frozenset({"classic", "vit"})
-"""Backbone kinds whose task heads start untrained, so ``train_head`` trains them fully."""
-
 CLIP_TRAINING = {"iterations": 500, "batch_size": 64, "lr": 5e-4, "optimizer": "adamw", "betas": (0.9, 0.9999),
                  "weight_decay": 0.0, "scheduler": "cosine"}
 """``runner_codyra.sh`` and ``main.py``: AdamW (0.9, 0.9999), wd 0, cosine without warm-up, 500
@@ -77,13 +67,9 @@ class CoDyRAConfig(StrategyConfig):
         if self.prox not in ("soft", "official"):
             raise ValueError(f"prox must be 'soft' or 'official', got {self.prox!r}")
 
-    def train_overrides(self, backbone_kind: str) -> dict[str, Any]:
-        overrides = super().train_overrides(backbone_kind)
-        if backbone_kind == "clip":
-            for key, value in CLIP_TRAINING.items():
-                if overrides.get(key) is None:
-                    overrides[key] = value
-        return overrides
+    def kind_train_defaults(self, backbone_kind: str) -> dict[str, Any]:
+        """The official runner's training settings on CLIP; the benchmark's elsewhere."""
+        return dict(CLIP_TRAINING) if backbone_kind == "clip" else {}
 
     def reference_steps(self, backbone_kind: str) -> int:
         """Steps whose total shrinkage a task's κ schedule is rescaled to (0 = no rescaling)."""

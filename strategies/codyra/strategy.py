@@ -2,7 +2,7 @@
 
 Per task (arXiv 2412.01004; ``Artificer-AI-Lab/CoDyRA``):
 
-* ``before_task``: wrap every target layer in a fresh :class:`~clbench.nn.codyra.CoDyRALinear`
+* ``before_task``: wrap every target layer in a fresh :class:`~clbench.strategies.codyra.layer.CoDyRALinear`
   (Kaiming A, zero B, N(0, 1) gate; drawn after the runner re-seeds the task, so a resumed run
   draws the same adapters) and build the task's κ schedule from its step count;
 * ``after_step``: soft-threshold every gate with κ_t once the dense phase is over (no L1 term in
@@ -21,9 +21,10 @@ from __future__ import annotations
 from typing import Any
 
 from clbench.api import Backbone, Experience, Strategy
-from clbench.nn.codyra import CoDyRALinear, apply_codyra, merge_codyra
+from clbench.api.adapters import ALL_LINEAR, ATTENTION, freeze, train_heads
+from clbench.strategies.codyra.layer import CoDyRALinear, apply_codyra, merge_codyra
 from clbench.training import steps_per_task
-from clbench.strategies.codyra.config import DEFAULT_TARGETS, HEAD_TRAINED_KINDS, CoDyRAConfig
+from clbench.strategies.codyra.config import CoDyRAConfig
 from clbench.strategies.codyra.schedule import KappaSchedule
 from clbench.strategies.codyra.telemetry import DriftTracker, task_report
 
@@ -33,16 +34,19 @@ class CoDyRA(Strategy):
 
     Config = CoDyRAConfig
     config: CoDyRAConfig
+    # Every CLIP weight of both encoders (``qkvoinout``, the official runner), every block weight of
+    # a ViT, the hidden layers of a classic model; on LLMs the attention projections (the TRACE
+    # harness default).
+    adapter_placement = ALL_LINEAR
+    adapter_placement_by_kind = {"llm": ATTENTION}
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
-        for p in backbone.model.parameters():
-            p.requires_grad_(False)
-        targets = self.config.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("fc",)), "codyra")
-        self.target_names = tuple(backbone.adapter_targets(targets))  # checks the targets now, before any training
-        if self.config.train_head and backbone.kind in HEAD_TRAINED_KINDS and "head" in backbone.target_patterns:
-            for head in backbone.head_layers(self.target_names).values():
-                head.requires_grad_(True)
+        freeze(backbone.model)
+        # Adapters are wrapped per task (before_task); the targets are checked now, before any training.
+        self.target_names = tuple(backbone.adapter_targets(self.resolve_targets(self.config.targets, "codyra")))
+        if self.config.train_head:
+            train_heads(backbone, self.target_names)
         self.adapters: dict[str, CoDyRALinear] = {}
         self.schedule = KappaSchedule(0, self.config.kappa_max, self.config.dense_fraction, self.config.kappa_levels)
         self.prox_steps = 0

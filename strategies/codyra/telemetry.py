@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from clbench.nn.codyra import MergedUpdate
+from clbench.strategies.codyra.layer import MergedUpdate
 
 _LAYER_COMPONENT = re.compile(r"^\d+$")
 _TRAILING_INDEX = re.compile(r"^(.*?)(\d+)$")

@@ -35,11 +35,6 @@ PRESETS: dict[str, Preset] = {
 # Benchmark-name prefixes that select a preset under ``preset=auto``.
 AUTO_PRESETS = (("cifar100", "cifar100"), ("imagenet-r", "imagenet-r"), ("domainnet", "domainnet"))
 
-# Layers CoSO adapts per backbone kind when ``targets`` is empty: the attention output
-# projection, as in the official code (``attn.proj``); classic MLPs have no attention.
-DEFAULT_TARGETS = {"vit": ("o",), "clip": ("o",), "llm": ("o",), "classic": ("fc",)}
-
-
 def preset_for_benchmark(benchmark: str) -> str:
     """The preset ``auto`` picks for a benchmark name (``generic`` when none matches)."""
     name = benchmark.lower()
@@ -136,15 +131,13 @@ class CoSOConfig(StrategyConfig):
         if self.svd_sketch_dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"svd_sketch_dtype must be auto, float32 or bfloat16, got {self.svd_sketch_dtype!r}")
 
-    def train_overrides(self, backbone_kind: str) -> dict[str, Any]:
+    def kind_train_defaults(self, backbone_kind: str) -> dict[str, Any]:
         """An explicit preset also gives the official epochs, batch size and CoSO learning rate."""
-        overrides = super().train_overrides(backbone_kind)
-        if self.preset in PRESETS:
-            preset = PRESETS[self.preset]
-            for key, value in (("epochs", preset.epochs), ("batch_size", preset.batch_size), ("lr", preset.lr)):
-                if overrides.get(key) is None and value is not None:
-                    overrides[key] = value
-        return overrides
+        if self.preset not in PRESETS:
+            return {}
+        preset = PRESETS[self.preset]
+        values = {"epochs": preset.epochs, "batch_size": preset.batch_size, "lr": preset.lr}
+        return {key: value for key, value in values.items() if value is not None}
 
     def resolved(self, benchmark: str) -> ResolvedSettings:
         """The optimizer settings for a run on ``benchmark`` (preset values filled in)."""

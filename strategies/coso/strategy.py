@@ -25,18 +25,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from clbench.api import Backbone, Batch, Experience, Strategy, TrainSettings
+from clbench.api import Backbone, Batch, Experience, Strategy, TaskHeads, TrainSettings
+from clbench.api.adapters import ATTENTION_OUT, freeze
 from clbench.errors import UsageError
-from clbench.strategies.coso.config import DEFAULT_TARGETS, CoSOConfig, ResolvedSettings
+from clbench.strategies.coso.config import CoSOConfig, ResolvedSettings
 from clbench.strategies.coso.optimizer import CoSOAdamW
 from clbench.strategies.coso.projector import append_basis, captured_energy, energy_rank
 
 log = logging.getLogger(__name__)
-
-
-def has_task_heads(backbone: Backbone) -> bool:
-    """Whether the backbone has per-task heads (the ``vit`` backbone's optional interface)."""
-    return all(callable(getattr(backbone, name, None)) for name in ("head_logits", "local_labels", "head_parameters", "set_visible_tasks"))
 
 
 class CoSO(Strategy):
@@ -45,19 +41,19 @@ class CoSO(Strategy):
     Config = CoSOConfig
     config: CoSOConfig
     backbone_kinds = frozenset({"vit", "clip", "llm", "classic"})
+    adapter_placement = ATTENTION_OUT  # the attention output projection, as the official code (``attn.proj``)
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
         self.settings: ResolvedSettings = self.config.resolved(self.ctx.benchmark)
-        for p in backbone.model.parameters():
-            p.requires_grad_(False)
-        targets = self.config.targets or backbone.default_targets(DEFAULT_TARGETS.get(backbone.kind, ("o",)), "coso")
+        freeze(backbone.model)
+        targets = self.resolve_targets(self.config.targets, "coso")
         self.layers: dict[str, nn.Linear] = backbone.adapter_targets(targets)
         head_is_target = not self.config.targets and targets == backbone.fallback_targets  # a frozen encoder: CoSO trains its head
-        if has_task_heads(backbone) or head_is_target:
+        if isinstance(backbone, TaskHeads) or head_is_target:
             head_names = set()
         else:
-            head_names = set(backbone.head_layers()) if backbone.kind == "classic" else set()
+            head_names = set(backbone.heads_to_train())
         self.layers = {n: m for n, m in self.layers.items() if n not in head_names}
         if not self.layers:
             raise UsageError(f"coso targets {', '.join(targets)} leave no layer to train on {backbone.spec!r}")
@@ -69,8 +65,8 @@ class CoSO(Strategy):
         self.task_log: list[dict[str, Any]] = []  # per finished task: appended dims and captured energy per layer
         self.optimizer: CoSOAdamW | None = None
         self.current_task = 0
-        if has_task_heads(backbone):
-            backbone.set_visible_tasks(1)  # type: ignore[attr-defined]
+        if isinstance(backbone, TaskHeads):
+            backbone.set_visible_tasks(1)
         log.info("coso: preset %s, %d layers (targets %s), r=%d, l=%d, T_gap=%d", self.settings.preset, len(self.layers),
                  ",".join(targets), self.settings.proj_rank, self.settings.sketch_rank, self.settings.update_gap)
 
@@ -78,19 +74,19 @@ class CoSO(Strategy):
     def _head_parameters(self, task_index: int) -> list[nn.Parameter]:
         if not self.config.train_head:
             return []
-        if has_task_heads(self.backbone):
-            return list(self.backbone.head_parameters(task_index))  # type: ignore[attr-defined]
-        if self.backbone.kind == "classic":
-            return [p for head in self.backbone.head_layers(self.layers).values() for p in head.parameters()]
-        return []
+        backbone = self.backbone
+        if isinstance(backbone, TaskHeads):
+            return list(backbone.head_parameters(task_index))
+        return [p for head in self.backbone.heads_to_train(self.layers).values() for p in head.parameters()]
 
     def before_task(self, experience: Experience) -> None:
         self.current_task = experience.index
-        if has_task_heads(self.backbone):
+        backbone = self.backbone
+        if isinstance(backbone, TaskHeads):
             for index in range(len(self.ctx.stream.experiences)):
-                for p in self.backbone.head_parameters(index):  # type: ignore[attr-defined]
+                for p in backbone.head_parameters(index):
                     p.requires_grad_(False)
-            self.backbone.set_visible_tasks(experience.index + 1)  # type: ignore[attr-defined]
+            backbone.set_visible_tasks(experience.index + 1)
         for p in self._head_parameters(experience.index):
             p.requires_grad_(True)
 
@@ -120,10 +116,11 @@ class CoSO(Strategy):
 
     def loss(self, batch: Batch, experience: Experience) -> torch.Tensor:
         """Current head's logits / temperature against task-local targets (task-head backbones)."""
-        if not has_task_heads(self.backbone):
-            return self.backbone.loss(batch)
-        local = self.backbone.local_labels(batch["y"], experience.index)  # type: ignore[attr-defined]
-        logits = self.backbone.head_logits(batch, experience.index) / self.config.temperature  # type: ignore[attr-defined]
+        backbone = self.backbone
+        if not isinstance(backbone, TaskHeads):
+            return backbone.loss(batch)
+        local = backbone.local_labels(batch["y"], experience.index)
+        logits = backbone.head_logits(batch, experience.index) / self.config.temperature
         keep = local >= 0
         if bool(keep.all()):
             return F.cross_entropy(logits, local)
@@ -184,5 +181,6 @@ class CoSO(Strategy):
         for name, m in saved.items():
             self.history[name] = m.to(device=self.layers[name].weight.device, dtype=torch.float32)
         self.task_log = list(state.get("task_log", []))
-        if has_task_heads(self.backbone):
-            self.backbone.set_visible_tasks(max(1, len(self.task_log)))  # type: ignore[attr-defined]
+        backbone = self.backbone
+        if isinstance(backbone, TaskHeads):
+            backbone.set_visible_tasks(max(1, len(self.task_log)))

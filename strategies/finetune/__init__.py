@@ -1,39 +1,9 @@
-"""``finetune``: sequential full fine-tuning, the lower reference every CL method must beat."""
+"""``finetune``: sequential full fine-tuning, the lower reference every CL method must beat.
 
-from __future__ import annotations
+The method is in :mod:`.strategy`, its settings in :mod:`.config`.
+"""
 
-from dataclasses import dataclass
-from typing import Any
+from clbench.strategies.finetune.config import FineTuneConfig
+from clbench.strategies.finetune.strategy import FineTune
 
-from clbench.api import Backbone, Strategy, StrategyConfig
-
-
-@dataclass(frozen=True, kw_only=True)
-class FineTuneConfig(StrategyConfig):
-    """Sequential fine-tuning trains every parameter with the benchmark's settings.
-
-    LLM backbones default to a small learning rate (2e-5): full fine-tuning at the LoRA rates
-    destroys a pretrained model in a few steps.
-
-    Attributes:
-        llm_lr: learning rate used on LLM backbones when ``lr`` is not given.
-    """
-
-    llm_lr: float = 2e-5
-
-    def train_overrides(self, backbone_kind: str) -> dict[str, Any]:
-        overrides = super().train_overrides(backbone_kind)
-        if backbone_kind == "llm" and overrides["lr"] is None:
-            overrides["lr"] = self.llm_lr
-        return overrides
-
-
-class FineTune(Strategy):
-    """Train all parameters on each task in turn, with no mechanism against forgetting."""
-
-    Config = FineTuneConfig
-
-    def setup(self, backbone: Backbone) -> None:
-        super().setup(backbone)
-        for p in backbone.model.parameters():
-            p.requires_grad_(True)
+__all__ = ["FineTune", "FineTuneConfig"]

@@ -101,7 +101,3 @@ class FlyLoRALinear(nn.Module):
             self.routing_bias.add_(self.bias_lr * torch.sign(counts.mean() - counts).to(self.routing_bias.dtype))
         self.usage.zero_()
         return counts
-
-    def delta_weight_dense(self) -> torch.Tensor:
-        """``(α/r) B A``: the update if every rank were active (not FlyLoRA's function; telemetry)."""
-        return self.scaling * (self.B @ self.A)

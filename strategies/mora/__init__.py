@@ -4,7 +4,7 @@ Each adapted linear layer keeps a growing bank of rank-1 atoms: ``r`` trainable 
 frozen at the next task boundary but still taking part in routing. A token's gate over the atoms
 comes from the atoms' own normalised responses (signed top-k, softmax at temperature τ, and an
 inference-only threshold δ); there is no router and no auxiliary loss. The layer lives in
-:mod:`clbench.nn.mora` and runs on :func:`clbench.kernels.rank_gated_lora`.
+:mod:`clbench.strategies.mora.layer` and runs on :func:`clbench.kernels.rank_gated_lora`.
 """
 
 from clbench.strategies.mora.config import ADAPTER_DEFAULTS, TRAIN_DEFAULTS, MoRAConfig

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clbench.api import StrategyConfig
-from clbench.nn import MoRASettings
+from clbench.strategies.mora.layer import MoRASettings
 
 # Per backbone kind, from the official runners (Artificer-AI-Lab/MoRAM):
 #   clip: XTAIL/runner_moram.sh (both encoders, q/k/v/out/c_fc/c_proj; r=16, topk=16, temp 0.01,
@@ -23,15 +23,15 @@ from clbench.nn import MoRASettings
 #   classic: not in the paper; chosen for the digits MLP (see docs/strategies/mora.md): the
 #         first hidden layer(s), r=8, topk=8, τ=0.05, δ=0.2, scale 1, and the head trained fully.
 ADAPTER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "clip": {"targets": ("q", "k", "v", "o", "fc", "proj"), "rank": 16, "topk": 16, "temperature": 0.01, "threshold": 0.2,
+    "clip": {"rank": 16, "topk": 16, "temperature": 0.01, "threshold": 0.2,
              "scale": 1.0, "dropout": 0.0, "norm_eps": 1e-12},
-    "llm": {"targets": ("q", "k", "v", "o"), "rank": 8, "topk": 8, "temperature": 0.03, "threshold": 0.2,
+    "llm": {"rank": 8, "topk": 8, "temperature": 0.03, "threshold": 0.2,
             "scale": 2.0, "dropout": 0.1, "norm_eps": 1e-8},
-    "classic": {"targets": ("fc",), "rank": 8, "topk": 8, "temperature": 0.05, "threshold": 0.2,
+    "classic": {"rank": 8, "topk": 8, "temperature": 0.05, "threshold": 0.2,
                 "scale": 1.0, "dropout": 0.0, "norm_eps": 1e-12},
     # timm ViT (class-incremental image benchmarks): not in the paper; the CLIP values on every
     # block weight (q/k/v are one fused qkv linear in timm, so they share one atom bank).
-    "vit": {"targets": ("qkv", "o", "fc", "proj"), "rank": 16, "topk": 16, "temperature": 0.01, "threshold": 0.2,
+    "vit": {"rank": 16, "topk": 16, "temperature": 0.01, "threshold": 0.2,
             "scale": 1.0, "dropout": 0.0, "norm_eps": 1e-12},
 }
 
@@ -99,25 +99,16 @@ class MoRAConfig(StrategyConfig):
         if self.norm_eps is not None and not self.norm_eps > 0:
             raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
 
-    def train_overrides(self, backbone_kind: str) -> dict[str, Any]:
-        """The user's training overrides, with MoRA's per-kind defaults where none was given."""
-        overrides = super().train_overrides(backbone_kind)
-        for key, value in TRAIN_DEFAULTS.get(backbone_kind, {}).items():
-            if overrides.get(key) is None:
-                overrides[key] = value
-        return overrides
+    def kind_train_defaults(self, backbone_kind: str) -> dict[str, Any]:
+        """The paper runner's training settings for the kind (:data:`TRAIN_DEFAULTS`)."""
+        return dict(TRAIN_DEFAULTS.get(backbone_kind, {}))
 
     def for_kind(self, backbone_kind: str) -> dict[str, Any]:
         """Settings on ``backbone_kind`` with the per-kind adapter defaults filled in."""
         values = super().for_kind(backbone_kind)
         layer = self.layer_settings(backbone_kind)
         values.update({k: getattr(layer, k) for k in values if hasattr(layer, k)})
-        values["targets"] = list(self.adapter_targets(backbone_kind))
         return values
-
-    def adapter_targets(self, backbone_kind: str) -> tuple[str, ...]:
-        """The layers to adapt: the configured targets or the kind's default."""
-        return self.targets or ADAPTER_DEFAULTS[_kind(backbone_kind)]["targets"]
 
     def layer_settings(self, backbone_kind: str) -> MoRASettings:
         """The resolved per-layer hyperparameters for ``backbone_kind``."""

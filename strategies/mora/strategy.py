@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
-from clbench.api import Backbone, Experience, Strategy
-from clbench.nn import MoRALinear, apply_mora
+from clbench.api import Backbone, Experience, Strategy, inject_adapters
+from clbench.api.adapters import ALL_LINEAR, ATTENTION
+from clbench.strategies.mora.layer import MoRALinear
 from clbench.strategies.mora.config import MoRAConfig
 
 UNTRAINED = "(untrained)"
@@ -34,27 +35,24 @@ class MoRA(Strategy):
 
     Config = MoRAConfig
     config: MoRAConfig
+    # The official runners: every CLIP weight of both encoders (XTAIL), q/k/v/o of an LLM (TRACE);
+    # not in the paper: every block weight of a ViT, the hidden layers of a classic model.
+    adapter_placement = ALL_LINEAR
+    adapter_placement_by_kind = {"llm": ATTENTION}
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
-        for p in backbone.model.parameters():
-            p.requires_grad_(False)
-        self.settings = self.config.layer_settings(backbone.kind)
-        # Wrap target by target so the telemetry can break the bank down by generic target name.
+        settings = self.settings = self.config.layer_settings(backbone.kind)
+        targets = self.resolve_targets(self.config.targets, "mora")
+        # The generic target of every adapted layer, so the telemetry can break the bank down by it.
         self.target_of: dict[str, str] = {}
-        layers = {}
-        for target in self.config.targets or backbone.default_targets(self.config.adapter_targets(backbone.kind), "mora"):
-            for name, layer in backbone.adapter_targets([target]).items():
-                if name not in layers:
-                    layers[name] = layer
-                    self.target_of[name] = target
-        self.layers: dict[str, MoRALinear] = apply_mora(backbone.model, dict(sorted(layers.items())), self.settings)
+        for target in targets:
+            for name in backbone.adapter_targets([target]):
+                self.target_of.setdefault(name, target)
+        self.layers: dict[str, MoRALinear] = inject_adapters(backbone, targets, lambda _, layer: MoRALinear(layer, settings),
+                                                             heads=self.config.train_head)
         # The resolved per-kind values (the config records None for "the kind's default").
         log.info("mora: %d adapted layers, settings %s", len(self.layers), dataclasses.asdict(self.settings))
-        if self.config.train_head and backbone.kind in ("classic", "vit"):  # heads without pretrained weights
-            for head in backbone.head_layers(layers).values():
-                for p in head.parameters():
-                    p.requires_grad_(True)
         self.frozen_tasks: list[str] = []  # owner of each r-atom block of the bank, in order
         self.current_task: str | None = None  # owner of the trainable atoms
         self._routing: dict[str, tuple[list[float], int]] = {}  # evaluated task -> (activations per owner, tokens)

@@ -7,14 +7,6 @@ from typing import Any
 
 from clbench.api import StrategyConfig
 
-DEFAULT_TARGETS = {"classic": ("fc",), "llm": ("q", "k", "v", "o", "fc", "proj"), "clip": ("q", "k", "v", "o", "fc", "proj"),
-                   "vit": ("qkv", "o", "fc", "proj")}
-"""Linear layers whose weights SaRA may select from, per backbone kind (``scope=targets``): every
-adapter-capable linear layer of the kind (the official code covers every UNet tensor)."""
-
-HEAD_TRAINED_KINDS = frozenset({"classic", "vit"})
-"""Backbone kinds whose heads have no pretrained weights, so ``train_head`` trains them densely."""
-
 SCOPES = ("targets", "all_params")
 BOUNDARIES = ("reselect", "fixed_mask")
 RANK_TARGETS = ("values", "delta")
@@ -95,11 +87,3 @@ class SaRAConfig(StrategyConfig):
             raise ValueError("lambda_rank, rank_min_dim and eps must be >= 0")
         if self.scope == "all_params" and self.targets:
             raise ValueError("targets apply to scope=targets only")
-
-    def for_kind(self, backbone_kind: str) -> dict[str, Any]:
-        """Settings on ``backbone_kind`` with the kind's default targets filled in."""
-        return {**super().for_kind(backbone_kind), "targets": list(self.selection_targets(backbone_kind))}
-
-    def selection_targets(self, backbone_kind: str) -> tuple[str, ...]:
-        """The configured targets or every linear layer of the kind (classic's for unknown kinds)."""
-        return self.targets or DEFAULT_TARGETS.get(backbone_kind, DEFAULT_TARGETS["classic"])

@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from clbench.api import Backbone, Experience, Strategy, TrainSettings
+from clbench.api.adapters import ALL_LINEAR, freeze, placement_targets, train_heads
 from clbench.errors import UsageError
-from clbench.strategies.sara.config import HEAD_TRAINED_KINDS, SaRAConfig
+from clbench.strategies.sara.config import SaRAConfig
 from clbench.strategies.sara.optimizer import SaRAAdamW
 from clbench.strategies.sara.sparse import SparseSlot, attach, detach_slot, nuclear_gradient, official_lr, selection_threshold
 from clbench.training import steps_per_task
@@ -36,8 +37,7 @@ Tensors = list[tuple[str, nn.Module, str]]
 
 def selection_layers(backbone: Backbone, config: SaRAConfig) -> dict[str, nn.Linear]:
     """The linear layers ``scope=targets`` selects from (a frozen encoder falls back to its head)."""
-    targets = config.targets or backbone.default_targets(config.selection_targets(backbone.kind), "sara")
-    return backbone.adapter_targets(targets)
+    return backbone.adapter_targets(placement_targets(backbone, config.targets, SaRA.adapter_placement, "sara"))
 
 
 def eligible_tensors(backbone: Backbone, config: SaRAConfig, heads: set[str]) -> Tensors:
@@ -70,18 +70,17 @@ class SaRA(Strategy):
 
     Config = SaRAConfig
     config: SaRAConfig
+    # ``scope=targets`` selects from every adapter-capable linear layer (the official code covers every UNet tensor).
+    adapter_placement = ALL_LINEAR
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
-        for p in backbone.model.parameters():
-            p.requires_grad_(False)
+        freeze(backbone.model)
         self.heads: dict[str, nn.Module] = {}
-        if self.config.train_head and backbone.kind in HEAD_TRAINED_KINDS:
+        if self.config.train_head:
             # A head that is itself a selection target (a frozen encoder's fallback) trains sparsely, not fully.
             selected = selection_layers(backbone, self.config) if self.config.scope == "targets" else {}
-            self.heads = dict(backbone.head_layers(selected))
-            for head in self.heads.values():
-                head.requires_grad_(True)
+            self.heads = dict(train_heads(backbone, selected))
         self.tensors = eligible_tensors(backbone, self.config, set(self.heads))
         if not self.tensors:
             raise UsageError(f"sara finds no tensor to select from on {backbone.spec!r} (scope {self.config.scope})")

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from clbench.api import Backbone, Batch, Experience, Strategy, StrategyConfig
+from clbench.api.adapters import unfreeze
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,8 +39,7 @@ class L2Anchor(Strategy):
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
-        for p in backbone.model.parameters():
-            p.requires_grad_(True)
+        unfreeze(backbone.model)  # an adapter method would call clbench.api.inject_adapters here instead
         self.anchor: dict[str, torch.Tensor] = {}
 
     def before_task(self, experience: Experience) -> None:

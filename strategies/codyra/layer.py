@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from clbench.kernels import StaticGate, rank_gated_lora
-from clbench.nn.lora import replace_submodule
+from clbench.api.adapters import replace_submodule, wrap_layers
 
 PROX_RULES = ("soft", "official")
 
@@ -193,12 +193,7 @@ def apply_codyra(root: nn.Module, layers: dict[str, nn.Linear], rank: int) -> di
 
     Adapters draw their initial values from torch's global generator, in the order of ``layers``.
     """
-    wrapped = {}
-    for name, layer in layers.items():
-        adapter = CoDyRALinear(layer, rank)
-        replace_submodule(root, name, adapter)
-        wrapped[name] = adapter
-    return wrapped
+    return wrap_layers(root, layers, lambda _, layer: CoDyRALinear(layer, rank))
 
 
 def merge_codyra(root: nn.Module, adapters: dict[str, CoDyRALinear]) -> dict[str, MergedUpdate]:

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from clbench.kernels import TopKSoftmaxGate, rank_gated_lora
-from clbench.nn.lora import replace_submodule
+from clbench.api.adapters import replace_submodule, wrap_layers
 
 
 @dataclass(frozen=True)
@@ -204,12 +204,7 @@ class MoRALinear(nn.Module):
 
 def apply_mora(root: nn.Module, layers: dict[str, nn.Linear], settings: MoRASettings) -> dict[str, MoRALinear]:
     """Wrap each named linear layer of ``root`` in a :class:`MoRALinear`, in place."""
-    wrapped = {}
-    for name, layer in layers.items():
-        mora = MoRALinear(layer, settings)
-        replace_submodule(root, name, mora)
-        wrapped[name] = mora
-    return wrapped
+    return wrap_layers(root, layers, lambda _, layer: MoRALinear(layer, settings))
 
 
 def unwrap_mora(root: nn.Module) -> int:
