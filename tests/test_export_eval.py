@@ -12,7 +12,7 @@ from battery_support import seed_folder
 import torch
 
 from test_llm_backbones import save_tiny_llama
-from test_olora_llm import BENCHMARK as LLM_BENCH  # two generated skills on a tiny Llama
+from test_lora_family_llm import BENCHMARK as LLM_BENCH  # two generated skills on a tiny Llama
 from test_vision_fixtures import write_two_domain_mtil
 
 

@@ -25,7 +25,6 @@ from torch import nn
 from clbench.errors import UsageError
 from clbench.nn.lora import LoRALinear, replace_submodule
 from clbench.nn.multi_lora import TaskLoRALinear
-from clbench.strategies.codyra.layer import CoDyRALinear
 
 ADAPTERS_FILE = "adapters.safetensors"
 ADAPTERS_META = "adapters.json"
@@ -36,7 +35,7 @@ def fold_adapters(model: nn.Module) -> int:
     """Merge every fixed-update adapter into its base layer and unwrap it; returns how many."""
     folded = 0
     for name, module in list(model.named_modules()):
-        if isinstance(module, LoRALinear | CoDyRALinear):
+        if isinstance(module, LoRALinear) or _folds_itself(module):
             module.merge_()
         elif isinstance(module, TaskLoRALinear):
             module.base.weight.add_(module.delta_weight().to(module.base.weight.dtype))
@@ -45,6 +44,12 @@ def fold_adapters(model: nn.Module) -> int:
         replace_submodule(model, name, module.base)
         folded += 1
     return folded
+
+
+def _folds_itself(module: nn.Module) -> bool:
+    """A strategy's wrapper whose update is a fixed weight delta says so with ``merge_()`` (CoDyRA's
+    gated LoRA): found by that method, since the export, like the runner, never imports a strategy."""
+    return isinstance(getattr(module, "base", None), nn.Linear) and callable(getattr(module, "merge_", None))
 
 
 def wrapped_layers(model: nn.Module) -> dict[str, nn.Module]:
