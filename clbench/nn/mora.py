@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from clbench.kernels import TopKSoftmaxGate, rank_gated_lora
+from clbench.kernels.reference import gate_values
 from clbench.nn.lora import replace_submodule
 
 
@@ -117,6 +118,9 @@ class MoRALinear(nn.Module):
         # Routing statistics (evaluation telemetry), off unless start_usage() was called.
         self._usage: torch.Tensor | None = None
         self._tokens = 0
+        # Training telemetry, off unless start_fresh_routing() was called: [tokens whose top-k
+        # holds a current-task atom, tokens seen].
+        self._fresh: list[int] | None = None
         self.reset_current()
 
     @property
@@ -182,6 +186,30 @@ class MoRALinear(nn.Module):
         self._usage, self._tokens = None, 0
         return usage, tokens
 
+    def start_fresh_routing(self) -> None:
+        """Start counting training tokens whose top-k selects at least one current-task atom.
+
+        Those are the only tokens that give the current atoms a gradient: a task whose count stays
+        0 cannot learn (its fresh atoms never enter any token's top-k).
+        """
+        self._fresh = [0, 0]
+
+    def stop_fresh_routing(self) -> tuple[int, int]:
+        """Stop counting; returns (tokens routed to a current-task atom, training tokens seen)."""
+        counts = self._fresh or [0, 0]
+        self._fresh = None
+        return counts[0], counts[1]
+
+    @torch.no_grad()
+    def _count_fresh(self, x: torch.Tensor) -> None:
+        """Add this batch's tokens to the fresh-routing counts (the training gate: top-k, no δ)."""
+        assert self._fresh is not None
+        x2 = x.reshape(-1, x.shape[-1])
+        a_all = torch.cat([self.bank_A, self.lora_A.detach()], dim=0).to(x2.dtype)
+        gate = gate_values(x2 @ a_all.t(), self.gate())
+        self._fresh[0] += int((gate[:, self.frozen_atoms:] != 0).any(dim=1).sum())
+        self._fresh[1] += x2.shape[0]
+
     # ---- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         usage = self._usage
@@ -193,6 +221,8 @@ class MoRALinear(nn.Module):
         frozen_b = self.bank_B if self.frozen_atoms else None
         dropping = self.training and self.settings.dropout > 0
         adapter_input = self.dropout(x) if dropping else x
+        if self.training and self._fresh is not None:
+            self._count_fresh(adapter_input)
         out = rank_gated_lora(adapter_input, self.base.weight, self.base.bias, frozen_a, frozen_b, self.lora_A, self.lora_B, self.gate(),
                               train_scale=self.settings.scaling, usage=usage)
         if dropping:
