@@ -79,6 +79,17 @@ class StrategyConfig:
         base = {f.name for f in fields(StrategyConfig)}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name in base}
 
+    DEPARTURES: ClassVar[dict[str, str]] = {}
+    """Settings whose default is ours, not the paper's or the official code's, with the reason and
+    the measurement behind it (or "not measured"); ``clbench show`` labels them "ours"."""
+
+    def kind_settings(self, backbone_kind: str) -> dict[str, Any]:
+        """The method settings whose default depends on the backbone kind, resolved for it.
+
+        ``clbench show`` prints them per kind; ``{}`` (the default) when none depends on the kind.
+        """
+        return {}
+
     def to_dict(self) -> dict[str, Any]:
         """Every field and its value, JSON-ready (tuples become lists)."""
         out: dict[str, Any] = {}

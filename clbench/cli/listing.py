@@ -121,11 +121,40 @@ def show_strategy(name: str) -> None:
         print("\n" + inspect.cleandoc(module_doc))
     print(f"\nbackbones: {', '.join(sorted(cls.backbone_kinds))}")
     print(_training_defaults(cls))
-    print("\nsettings (-S key=value; training settings left as None use the benchmark's):")
+    print(_kind_settings(cls))
+    print("\nsettings (-S key=value; training settings left as None use the benchmark's; [ours] = not the paper's default):")
     docs = _field_docs(cls.Config)
+    departures = getattr(cls.Config, "DEPARTURES", {})
     for field in dataclasses.fields(cls.Config):
         default = field.default if field.default is not dataclasses.MISSING else "(required)"
-        print(f"  {field.name} = {default!r}: {docs.get(field.name, '')}")
+        mark = " [ours]" if field.name in departures else ""
+        print(f"  {field.name} = {default!r}{mark}: {docs.get(field.name, '')}")
+    if departures:
+        print("\ndefaults that are ours, not the paper's or the official code's (see docs/strategies/, \"Differs from the paper\"):")
+        for name, why in departures.items():
+            print(f"  {name} (ours): {why}")
+
+
+def _kind_settings(cls: Any) -> str:
+    """The method settings whose default depends on the backbone kind, as they resolve per kind."""
+    try:
+        config = cls.Config()
+    except (TypeError, ValueError, UsageError):  # a config with required settings
+        return ""
+    rows = {kind: config.kind_settings(kind) for kind in sorted(cls.backbone_kinds)}
+    if not any(rows.values()):
+        return ""
+    lines = ["\nmethod settings by backbone kind (the value that applies when the setting is left unset):"]
+    for kind, values in rows.items():
+        lines.append(f"  {kind}: " + (", ".join(f"{k}={_plain(v)}" for k, v in values.items()) if values else "the settings' defaults"))
+    return "\n".join(lines)
+
+
+def _plain(value: object) -> str:
+    """Tuples of names as ``q,k,v``; anything else as is."""
+    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    return str(value)
 
 
 def _training_defaults(cls: Any) -> str:

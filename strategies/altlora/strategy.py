@@ -74,7 +74,8 @@ class AltLoRA(Strategy):
             p.requires_grad_(False)
         targets = self.config.targets or backbone.default_targets(self.config.adapter_targets(backbone.kind), "altlora")
         layers = backbone.adapter_targets(targets)
-        self.adapters: dict[str, LoRALinear] = apply_lora(backbone.model, layers, self.config.rank, self.config.alpha, self.config.dropout)
+        lora = self.config.kind_settings(backbone.kind)
+        self.adapters: dict[str, LoRALinear] = apply_lora(backbone.model, layers, lora["rank"], lora["alpha"], lora["dropout"])
         if self.config.train_head and backbone.kind in HEAD_TRAINED_KINDS:
             for head in backbone.head_layers(layers).values():
                 head.requires_grad_(True)

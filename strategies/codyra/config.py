@@ -27,6 +27,8 @@ DEPARTURES = {
                              "kappa_max so a short task's total shrinkage equals that of this many steps; not measured as a default",
     "targets": "LLM q,k,v,o: the official code has no LLM runner; the attention projections of the TRACE-harness "
                "LoRA baselines; classic fc and ViT qkv,o,fc,proj: no paper setting; not measured",
+    "kappa_levels": "with fewer sparse steps than levels, one level per sparse step so short tasks still reach "
+                    "kappa_max (the official loop then stays at κ = 0 and prunes nothing); not measured",
     "train_head": "classic and ViT heads have no pretrained weights, so they are trained fully (the paper uses CLIP's text head)",
 }
 """Settings whose default is ours, not the paper's or the official code's, and why (``clbench show``)."""
@@ -83,6 +85,13 @@ class CoDyRAConfig(StrategyConfig):
             raise ValueError(f"kappa_reference_steps must be 0 (off) or a step count, got {self.kappa_reference_steps}")
         if self.prox not in ("soft", "official"):
             raise ValueError(f"prox must be 'soft' or 'official', got {self.prox!r}")
+
+    DEPARTURES = DEPARTURES
+
+    def kind_settings(self, backbone_kind: str) -> dict[str, Any]:
+        """The targets and the κ rule that apply on ``backbone_kind`` (the κ rule is the same on every kind)."""
+        return {"targets": self.targets or DEFAULT_TARGETS.get(backbone_kind, ("fc",)), "kappa_max": self.kappa_max,
+                "prox": self.prox, "kappa_reference_steps": self.kappa_reference_steps}
 
     def train_overrides(self, backbone_kind: str) -> dict[str, Any]:
         overrides = super().train_overrides(backbone_kind)

@@ -45,7 +45,11 @@ class LwFConfig(StrategyConfig):
     temperature: float = 2.0
     distill_first_task: bool = False
     train_params: tuple[str, ...] = ()
-    llm_lr: float = 2e-5
+    llm_lr: float = 1e-5
+
+    DEPARTURES = {
+        "train_params": "every parameter (LwF trains shared and new-task parameters); on LLMs distillation runs on the generated-token distributions, a setting the paper has no recipe for; not measured",
+    }
 
     def __post_init__(self) -> None:
         if self.lwf_lambda < 0:

@@ -8,6 +8,7 @@ strategy nor its per-kind defaults set one. ``-S key=value`` overrides any of th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,18 @@ class MoRAConfig(StrategyConfig):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.norm_eps is not None and not self.norm_eps > 0:
             raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
+
+    DEPARTURES = {
+        "rank": "classic and ViT kinds: not in the paper (classic: chosen for the digits MLP; ViT: CLIP's values); not measured",
+        "temperature": "classic: τ=0.05 chosen for the digits MLP (not in the paper); ViT: CLIP's 0.01; not measured",
+        "targets": "classic (hidden fc layers) and ViT (qkv,o,fc,proj): no paper setting; not measured",
+        "lr": "classic: AdamW 5e-3 chosen for the digits MLP; ViT: the benchmark's; not measured",
+    }
+
+    def kind_settings(self, backbone_kind: str) -> dict[str, Any]:
+        """The adapter settings and targets that apply on ``backbone_kind``."""
+        settings = dataclasses.asdict(self.layer_settings(backbone_kind))
+        return {"targets": self.adapter_targets(backbone_kind), **settings}
 
     def train_overrides(self, backbone_kind: str) -> dict[str, Any]:
         """The user's training overrides, with MoRA's per-kind defaults where none was given."""

@@ -37,7 +37,11 @@ class ReplayConfig(StrategyConfig):
 
     buffer_size: int = 200
     replay_batch_size: int = 0
-    llm_lr: float = 2e-5
+    llm_lr: float = 1e-5
+
+    DEPARTURES = {
+        "replay_batch_size": "as many memory examples as the batch size once the memory is full enough (ours); not measured",
+    }
 
     def __post_init__(self) -> None:
         if self.buffer_size < 0 or self.replay_batch_size < 0:
