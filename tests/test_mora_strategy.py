@@ -63,16 +63,16 @@ def test_defaults_follow_the_papers_runners_per_backbone_kind() -> None:
         "optimizer": "adamw", "lr": 5e-4, "betas": (0.9, 0.9999), "scheduler": "cosine", "iterations": 500, "batch_size": 64, "weight_decay": 0.0}
     llm = config.layer_settings("llm")
     assert (llm.rank, llm.alpha, llm.scaling, llm.dropout, llm.topk, llm.temperature, llm.threshold, llm.norm_eps) == (8, 16.0, 2.0, 0.1, 8, 0.03, 0.2, 1e-8)
-    assert config.adapter_targets("llm") == ("q", "k", "v", "o") and not llm.bake_scaling_on_freeze
+    assert config.adapter_targets("llm") == ("q", "k", "v", "o") and llm.bake_scaling_on_freeze  # ours: the fix of the LLM code's freeze
     assert config.train_overrides("llm")["lr"] == 5e-4 and config.train_overrides("llm")["iterations"] is None
 
 
 def test_overrides_win_and_are_checked() -> None:
-    config = build_config(MoRAConfig, {"rank": "4", "temperature": "0.1", "lr": "0.01", "targets": "q,v", "bake_scaling_on_freeze": "true"}, owner="mora")
+    config = build_config(MoRAConfig, {"rank": "4", "temperature": "0.1", "lr": "0.01", "targets": "q,v", "bake_scaling_on_freeze": "false"}, owner="mora")
     clip = config.layer_settings("clip")
     assert (clip.rank, clip.topk, clip.temperature, clip.alpha) == (4, 4, 0.1, 4.0)  # topk follows an overridden rank
     assert config.train_overrides("clip")["lr"] == 0.01 and config.adapter_targets("clip") == ("q", "v")
-    assert config.layer_settings("llm").scaling == 2.0 and config.layer_settings("llm").bake_scaling_on_freeze
+    assert config.layer_settings("llm").scaling == 2.0 and not config.layer_settings("llm").bake_scaling_on_freeze
     with pytest.raises(UsageError, match="temperature"):
         build_config(MoRAConfig, {"temperature": "0"}, owner="strategy 'mora'")
     with pytest.raises(UsageError, match="no setting"):

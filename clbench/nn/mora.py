@@ -18,9 +18,12 @@ experts depend on the input.
 
 **LLM scaling quirk** (``Artificer-AI-Lab/MoRAM`` ``TRACE/utils/my_peft/tuners/moram.py``). The official LLM code scales the trainable values by
 ``s = lora_alpha / r`` during training but copies ``B_new`` into the bank *without* ``s``, so a
-task's atoms lose part of their magnitude once frozen. ``bake_scaling_on_freeze=False`` (the
-default) reproduces that; ``True`` stores ``s · B_new`` in the bank, so the function the task was
-trained with is kept exactly (the fixed variant, for ablations). With ``s = 1`` (CLIP) both agree.
+task's atoms lose part of their magnitude once frozen (with the LLM runner's s = 2, half). That is
+a bug of the released code, not the method (a frozen expert is meant to keep what it learned), and
+it costs both retention and the next task's learning (``docs/strategies/mora.md``, isolation study).
+``bake_scaling_on_freeze=True`` (the default) stores ``s · B_new`` in the bank, so the function the
+task was trained with is kept exactly; ``False`` reproduces the released code. With ``s = 1``
+(CLIP) both agree.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class MoRASettings:
         dropout: dropout on the adapter input (the base layer sees the clean input).
         norm_eps: floor on ``‖z‖₂`` (CLIP code 1e-12 via ``F.normalize``, LLM code 1e-8).
         bake_scaling_on_freeze: store ``(alpha / rank) · B_new`` in the bank at a task boundary
-            (fixed variant) instead of ``B_new`` (faithful to the official LLM code).
+            (default: the trained function is kept) instead of ``B_new`` (the released LLM code).
     """
 
     rank: int
@@ -61,7 +64,7 @@ class MoRASettings:
     alpha: float
     dropout: float = 0.0
     norm_eps: float = 1e-12
-    bake_scaling_on_freeze: bool = False
+    bake_scaling_on_freeze: bool = True
 
     def __post_init__(self) -> None:
         if self.rank < 1:
