@@ -104,8 +104,8 @@ class MoRAConfig(StrategyConfig):
     DEPARTURES = {
         "bake_scaling_on_freeze": "true fixes a bug of the official LLM code (TRACE/utils/my_peft/tuners/moram.py copies B_new into "
                                   "the bank without alpha / r): on SmolLM2 (3 generated skills, 32 steps each) the released "
-                                  "behaviour learns 37.5 / 5.0 / 0 % and ends at Last 6.7 %, the fix learns 37.5 / 32.5 % on "
-                                  "tasks 1-2 and keeps task 1 (docs/strategies/mora.md, isolation study)",
+                                  "behaviour learns 37.5 / 5.0 / 0 % and ends at Last 6.7 %, forgetting 11.2; the fix learns "
+                                  "37.5 / 32.5 / 0 % and ends at Last 26.7 %, forgetting -5.0 (docs/strategies/mora.md, isolation study)",
         "rank": "classic and ViT kinds: not in the paper (classic: chosen for the digits MLP; ViT: CLIP's values); not measured",
         "temperature": "classic: τ=0.05 chosen for the digits MLP (not in the paper); ViT: CLIP's 0.01; not measured",
         "targets": "classic (hidden fc layers) and ViT (qkv,o,fc,proj): no paper setting; not measured",
