@@ -54,3 +54,18 @@ def test_unwrap_restores_plain_linears_with_the_same_function() -> None:
     assert unwrap_lora(model) == 2
     assert all(type(m) in (nn.Linear, nn.ReLU, nn.Sequential) for m in model.modules())
     torch.testing.assert_close(model(x), before)
+
+
+def test_per_kind_defaults_resolve_in_one_table_and_settings_win() -> None:
+    from clbench.strategies.altlora import AltLoRAConfig
+    from clbench.strategies.lora import LoRAConfig
+    from clbench.strategies.lora.defaults import resolve_lora
+
+    # TRACE's peft LoraConfig on LLMs; CoDyRA's naive LoRA r=16, scale 1 on CLIP
+    assert resolve_lora(LoRAConfig(), "llm") == {"rank": 8, "alpha": 32.0, "dropout": 0.1, "targets": ("q", "v")}
+    assert resolve_lora(LoRAConfig(), "clip") == {"rank": 16, "alpha": 16.0, "dropout": 0.0, "targets": ("q", "k", "v", "o", "fc", "proj")}
+    assert resolve_lora(LoRAConfig(), "some-plugin-kind") == resolve_lora(LoRAConfig(), "classic")
+    # a set value wins; alpha does not follow an overridden rank (peft's convention)
+    assert resolve_lora(LoRAConfig(rank=4, dropout=0.0, targets=("o",)), "llm") == {"rank": 4, "alpha": 32.0, "dropout": 0.0, "targets": ("o",)}
+    for kind in ("llm", "clip", "classic", "vit"):  # altlora follows lora's table
+        assert AltLoRAConfig().kind_settings(kind) == LoRAConfig().kind_settings(kind)
