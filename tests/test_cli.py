@@ -34,7 +34,7 @@ def test_show_prints_the_value_per_backbone_kind_and_labels_our_defaults(cli) ->
     status, out, _ = cli("show", "altlora")
     assert status == 0 and "  llm: rank=8, alpha=32.0, dropout=0.1, targets=q,v\n" in out  # lora's table
     status, out, _ = cli("show", "codyra")
-    assert status == 0 and "prox = 'official'" in out and "kappa_reference_steps = 0 [ours]" in out
+    assert status == 0 and "prox = 'official'" in out and "kappa_reference_steps = 0: 0 (default, the paper and the official code)" in out
     assert "  llm: targets=q,k,v,o, kappa_max=0.005, prox=official, kappa_reference_steps=0\n" in out
     status, out, _ = cli("show", "mora")
     assert status == 0 and "  llm: targets=q,k,v,o, rank=8, topk=8, temperature=0.03, threshold=0.2, alpha=16.0, dropout=0.1" in out

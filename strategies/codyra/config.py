@@ -23,8 +23,6 @@ CLIP_TRAINING = {"iterations": 500, "batch_size": 64, "lr": 5e-4, "optimizer": "
 iterations of batch 64 per task, lr 5e-4."""
 
 DEPARTURES = {
-    "kappa_reference_steps": "opt-in ablation, not in the paper or the official code (default 0 = off): rescales "
-                             "kappa_max so a short task's total shrinkage equals that of this many steps; not measured as a default",
     "targets": "LLM q,k,v,o: the official code has no LLM runner; the attention projections of the TRACE-harness "
                "LoRA baselines; classic fc and ViT qkv,o,fc,proj: no paper setting; not measured",
     "kappa_levels": "with fewer sparse steps than levels, one level per sparse step so short tasks still reach "
