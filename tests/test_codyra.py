@@ -86,12 +86,28 @@ def test_official_threshold_also_zeroes_the_band_between_kappa_and_two_kappa() -
     torch.testing.assert_close(w, torch.tensor([0.995, -0.295, 0.0, 0.0, 0.0, 0.006], dtype=torch.float64))
 
 
+def test_official_three_masks_by_hand_at_kappa_one() -> None:
+    """κ = 1, mask by mask (the official loop's order):
+    w          = [ 3.0, -2.5,  1.5, -1.2,  0.5, -0.9,  1.0, 0.0]
+    w > 1: −1  → [ 2.0, -2.5,  0.5, -1.2,  0.5, -0.9,  1.0, 0.0]
+    w < −1: +1 → [ 2.0, -1.5,  0.5, -0.2,  0.5, -0.9,  1.0, 0.0]
+    |w| < 1: 0 → [ 2.0, -1.5,  0.0,  0.0,  0.0,  0.0,  1.0, 0.0]
+    The soft threshold keeps 1.5 → 0.5 and -1.2 → -0.2 instead, and maps 1.0 to 0."""
+    w = torch.tensor([3.0, -2.5, 1.5, -1.2, 0.5, -0.9, 1.0, 0.0], dtype=torch.float64)
+    layer = _layer(rank=8)
+    layer.gate.data.copy_(w)
+    layer.prox_(1.0)  # the default rule is the official one
+    torch.testing.assert_close(layer.gate.detach(), torch.tensor([2.0, -1.5, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64))
+    soft = soft_threshold_(w.clone(), 1.0)
+    torch.testing.assert_close(soft, torch.tensor([2.0, -1.5, 0.5, -0.2, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64))
+
+
 def test_prox_leaves_gradients_alone_and_rejects_unknown_rules() -> None:
     layer = _layer()
     layer(torch.randn(2, 13, dtype=torch.float64)).sum().backward()
     grad = layer.gate.grad.clone()
     before = layer.gate.detach().clone()
-    layer.prox_(0.1)
+    layer.prox_(0.1, "soft")
     torch.testing.assert_close(layer.gate.detach(), torch.sign(before) * (before.abs() - 0.1).clamp_min(0))
     torch.testing.assert_close(layer.gate.grad, grad)
     with pytest.raises(ValueError, match="prox rule"):
@@ -148,14 +164,16 @@ def test_short_tasks_ramp_one_level_per_step_and_rescale_to_the_paper_shrinkage(
 
 def test_config_defaults_follow_the_official_runner() -> None:
     config = CoDyRAConfig()
-    assert (config.rank, config.kappa_max, config.dense_fraction, config.kappa_levels, config.prox) == (16, 0.005, 0.5, 50, "soft")
+    assert (config.rank, config.kappa_max, config.dense_fraction, config.kappa_levels, config.prox) == (16, 0.005, 0.5, 50, "official")
+    assert config.kappa_reference_steps == 0  # the official κ_max as is, on every backbone kind
     clip = config.train_overrides("clip")
     assert clip | {"epochs": None, "grad_accum": None, "max_grad_norm": None, "amp": None} == {
         "iterations": 500, "batch_size": 64, "lr": 5e-4, "optimizer": "adamw", "betas": (0.9, 0.9999), "weight_decay": 0.0,
         "scheduler": "cosine", "epochs": None, "grad_accum": None, "max_grad_norm": None, "amp": None, "nonfinite_loss": None}
     assert CoDyRAConfig(lr=1e-3).train_overrides("clip")["lr"] == 1e-3  # -S wins
     assert all(v is None for v in config.train_overrides("llm").values())  # the benchmark's settings
-    assert (config.reference_steps("clip"), config.reference_steps("llm"), CoDyRAConfig(kappa_reference_steps=0).reference_steps("llm")) == (0, 500, 0)
+    with pytest.raises(ValueError, match="kappa_reference_steps"):
+        CoDyRAConfig(kappa_reference_steps=-1)
     with pytest.raises(ValueError, match="prox"):
         CoDyRAConfig(prox="hard")
 

@@ -23,5 +23,5 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
         grid = report["effective_rank_grid"]
         assert sorted(r.rsplit(".", 1)[-1] for r in grid["rows"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
         assert grid["columns"] == list(range(len(grid["columns"]))) and len(report["effective_rank"]) == 4 * len(grid["columns"])
-        assert 0 < report["effective_rank_mean"] < 16  # rescaled κ prunes some ranks, not all
-        assert report["kappa_max"] > 0.005 and report["delta_w_fro_total"] > 0
+        assert 0 < report["effective_rank_mean"] <= 16  # the official κ prunes few ranks on short tasks, never all
+        assert report["kappa_max"] == 0.005 and report["delta_w_fro_total"] > 0  # the official κ_max, not rescaled

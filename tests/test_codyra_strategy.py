@@ -37,12 +37,13 @@ def test_runs_on_digits_with_rank_and_drift_telemetry(small_digits: Path, tmp_pa
         assert set(report["effective_rank"]) == {"fc1"} and 0 <= report["effective_rank"]["fc1"] <= 16
         assert report["effective_rank_grid"] == {"rows": ["fc*"], "columns": [1], "matrix": [[report["effective_rank"]["fc1"]]]}
         assert report["delta_w_fro_total"] == pytest.approx(report["delta_w_fro"]["fc1"]) and report["delta_w_fro_total"] > 0
-        assert report["prox_steps"] > 0 and report["kappa_max"] > 0.005  # rescaled to the paper's total shrinkage
+        assert report["prox_steps"] > 0 and report["kappa_max"] == 0.005  # the official κ_max, not rescaled
         cumulative.append(report["cumulative_drift_fro"])
     assert cumulative[0] == pytest.approx(reports[0]["delta_w_fro_total"])
     # the triangle inequality bounds the drift by the sum of the per-task updates
     assert cumulative[-1] <= sum(r["delta_w_fro_total"] for r in reports) + 1e-9
-    assert min(r["effective_rank"]["fc1"] for r in reports) < 16  # some ranks were pruned
+    # pruning itself is covered by the huge-threshold test below: the official κ_max barely moves
+    # a N(0, 1) gate within these short tasks
 
 
 def test_a_huge_threshold_prunes_every_rank_so_nothing_is_merged(small_digits: Path, tmp_path: Path) -> None:
@@ -91,7 +92,7 @@ def test_model_saved_after_a_task_loads_into_a_fresh_plain_backbone(small_digits
 
 
 def test_killed_run_resumes_to_identical_numbers_and_telemetry(small_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = {"epochs": "1", "prox": "official", "rank": "4"}  # the official code's prox variant, on the way
+    settings = {"epochs": "1", "prox": "soft", "rank": "4"}  # the paper's soft-threshold variant, on the way
     reference = _run(small_digits, tmp_path / "reference", **settings)
     merge = CoDyRA.after_task
     calls = []

@@ -90,7 +90,7 @@ def test_lwf_distills_answer_token_distributions(llm_bench: Path) -> None:
 def test_runs_end_to_end_on_a_causal_lm(strategy: str, overrides: dict[str, str], llm_bench: Path, tmp_path: Path) -> None:
     result = run(RunOptions(benchmark=str(llm_bench), strategy=strategy, out=tmp_path, progress=False, overrides=overrides))
     assert result["status"] == "complete"
-    assert result["train"]["lr"] == 2e-5  # full fine-tuning of an LLM defaults to llm_lr, as finetune does
+    assert result["train"]["lr"] == 1e-5  # full fine-tuning of an LLM defaults to llm_lr, as finetune does
     last = result["telemetry"][-1]
     if strategy == "ewc":
         assert last["ewc_tasks"] == 2 and last["fisher_mass"] > 0

@@ -54,3 +54,23 @@ def test_unwrap_restores_plain_linears_with_the_same_function() -> None:
     assert unwrap_lora(model) == 2
     assert all(type(m) in (nn.Linear, nn.ReLU, nn.Sequential) for m in model.modules())
     torch.testing.assert_close(model(x), before)
+
+
+def test_per_kind_defaults_resolve_in_one_table_and_settings_win() -> None:
+    from clbench.nn.lora_defaults import resolve_lora
+    from clbench.strategies.altlora import AltLoRAConfig
+    from clbench.strategies.lora import LoRAConfig
+
+    # TRACE's peft LoraConfig on LLMs; CoDyRA's naive LoRA r=16, scale 1 on CLIP
+    assert resolve_lora(LoRAConfig(), "llm") == {"rank": 8, "alpha": 32.0, "dropout": 0.1}
+    assert resolve_lora(LoRAConfig(), "clip") == {"rank": 16, "alpha": 16.0, "dropout": 0.0}
+    assert resolve_lora(LoRAConfig(), "some-plugin-kind") == resolve_lora(LoRAConfig(), "classic")
+    # a set value wins; alpha does not follow an overridden rank (peft's convention)
+    assert resolve_lora(LoRAConfig(rank=4, dropout=0.0), "llm") == {"rank": 4, "alpha": 32.0, "dropout": 0.0}
+    # placements (which layers) are the strategy's: q,v on LLMs, every linear layer on CLIP
+    from clbench.api.adapters import ALL_LINEAR, QV
+    from clbench.strategies.lora import SequentialLoRA
+
+    assert SequentialLoRA.adapter_placement == QV and SequentialLoRA.adapter_placement_by_kind == {"clip": ALL_LINEAR}
+    for kind in ("llm", "clip", "classic", "vit"):  # altlora follows lora's table
+        assert AltLoRAConfig().kind_settings(kind) == LoRAConfig().kind_settings(kind)

@@ -250,6 +250,34 @@ def test_llm_scaling_quirk_flag(bake: bool) -> None:
     torch.testing.assert_close(layer(x), reference_of(layer, x)[0])
 
 
+@pytest.mark.parametrize("bake", [True, False])
+def test_freezing_keeps_the_trained_function_only_when_the_scale_is_baked(bake: bool) -> None:
+    """The bug the default fixes. A task trained with scale s = alpha / r = 2 on atoms keyed on
+    e_0, e_1 (k = 2). Fresh atoms get zero keys: their scores are 0, they do not change ‖z‖ and
+    never enter the top-2 for inputs with positive first coordinates, so the gate is the same before
+    and after the freeze. The output is then unchanged iff the bank stores s · B (bake); the official
+    LLM code's freeze (no bake) halves the task's update."""
+    torch.manual_seed(0)
+    layer = MoRALinear(nn.Linear(D_IN, D_OUT).double(), MoRASettings(rank=2, topk=2, temperature=0.3, threshold=0.0, alpha=4.0,
+                                                                     dropout=0.0, bake_scaling_on_freeze=bake))
+    assert MoRASettings(rank=2, topk=2, temperature=0.3, threshold=0.0, alpha=4.0, dropout=0.0).bake_scaling_on_freeze  # the default
+    with torch.no_grad():
+        layer.lora_A.copy_(torch.eye(D_IN, dtype=torch.float64)[:2])
+        layer.lora_B.normal_()
+    layer.eval()
+    x = torch.rand(6, D_IN, dtype=torch.float64) + 0.1
+    before = layer(x)
+    layer.freeze_current_()
+    with torch.no_grad():
+        layer.lora_A.zero_()
+    after = layer(x)
+    update_before = before - layer.base(x)
+    if bake:
+        torch.testing.assert_close(after, before)
+    else:
+        torch.testing.assert_close(after - layer.base(x), update_before / 2)
+
+
 def test_dropout_reaches_only_the_adapter_input() -> None:
     layer = make_layer(dropout=0.5, tau=0.3)
     x = torch.randn(9, D_IN, dtype=torch.float64)

@@ -68,16 +68,16 @@ def test_defaults_follow_the_papers_runners_per_backbone_kind() -> None:
         "optimizer": "adamw", "lr": 5e-4, "betas": (0.9, 0.9999), "scheduler": "cosine", "iterations": 500, "batch_size": 64, "weight_decay": 0.0}
     llm = config.layer_settings("llm")
     assert (llm.rank, llm.alpha, llm.scaling, llm.dropout, llm.topk, llm.temperature, llm.threshold, llm.norm_eps) == (8, 16.0, 2.0, 0.1, 8, 0.03, 0.2, 1e-8)
-    assert not llm.bake_scaling_on_freeze
+    assert llm.bake_scaling_on_freeze  # ours: the fix of the LLM code's freeze
     assert config.train_overrides("llm")["lr"] == 5e-4 and config.train_overrides("llm")["iterations"] is None
 
 
 def test_overrides_win_and_are_checked() -> None:
-    config = build_config(MoRAConfig, {"rank": "4", "temperature": "0.1", "lr": "0.01", "targets": "q,v", "bake_scaling_on_freeze": "true"}, owner="mora")
+    config = build_config(MoRAConfig, {"rank": "4", "temperature": "0.1", "lr": "0.01", "targets": "q,v", "bake_scaling_on_freeze": "false"}, owner="mora")
     clip = config.layer_settings("clip")
     assert (clip.rank, clip.topk, clip.temperature, clip.alpha) == (4, 4, 0.1, 4.0)  # topk follows an overridden rank
     assert config.train_overrides("clip")["lr"] == 0.01 and config.targets == ("q", "v")
-    assert config.layer_settings("llm").scaling == 2.0 and config.layer_settings("llm").bake_scaling_on_freeze
+    assert config.layer_settings("llm").scaling == 2.0 and not config.layer_settings("llm").bake_scaling_on_freeze
     with pytest.raises(UsageError, match="temperature"):
         build_config(MoRAConfig, {"temperature": "0"}, owner="strategy 'mora'")
     with pytest.raises(UsageError, match="no setting"):
@@ -130,6 +130,45 @@ def test_routing_matrix_counts_activations_per_owning_task() -> None:
     # so the owner's 4 atoms all stay active; the other task's scores are 0 < δ
     assert mora["active_experts_per_token_by_task"] == [4.0, 4.0] and mora["active_experts_per_token"] == 4.0
     assert (mora["bank_atoms_per_module"], mora["frozen_atoms_per_module"], mora["bank_parameters"]) == (8, 4, 8 * (8 + 3))
+
+
+def test_training_telemetry_counts_tokens_routed_to_the_fresh_atoms(caplog: pytest.LogCaptureFixture) -> None:
+    """Task 1 owns every atom (share 1). Task 2's fresh keys are zero (score 0) while the bank's
+    keys match the inputs (scores > 0), so top-4 of 8 never picks a fresh atom: share 0 and a
+    warning. With fresh keys on the inputs' subspace and the bank's orthogonal to it, share 1."""
+    torch.manual_seed(0)
+    backbone = _OneLayer("one-layer", torch.nn.Sequential(torch.nn.Linear(8, 3)))
+    empty = ExampleListDataset([])
+    tasks = [Experience(index=i, name=name, train=empty, test=empty) for i, name in enumerate(("a", "b", "c"))]
+    ctx = RunContext(stream=Stream(protocol="task-incremental", experiences=tuple(tasks)), train=TrainSettings(), device=torch.device("cpu"), seed=0)
+    strategy = MoRA(MoRAConfig(rank=4, topk=4, train_head=False), ctx)
+    strategy.setup(backbone)
+    layer = strategy.layers["0"]
+    eye, low = torch.eye(8), torch.tensor([1.0] * 4 + [0.0] * 4)
+    backbone.model.train()
+    strategy.before_task(tasks[0])
+    with torch.no_grad():
+        layer.lora_A.copy_(eye[:4])
+    backbone.model(torch.rand(5, 8) + 0.5)
+    strategy.after_task(tasks[0])
+    assert strategy.telemetry()["mora"]["train_fresh_routing_share"] == 1.0
+    strategy.before_task(tasks[1])
+    with torch.no_grad():
+        layer.lora_A.zero_()
+    with caplog.at_level("WARNING", logger="clbench"):
+        backbone.model((torch.rand(3, 2, 8) + 0.5) * low)  # 6 tokens, all in the bank's subspace
+        strategy.after_task(tasks[1])
+    assert strategy.telemetry()["mora"]["train_fresh_routing_share"] == 0.0
+    assert "task 2 (b) cannot learn: no training token routes to its atoms" in caplog.text
+    strategy.before_task(tasks[2])
+    with torch.no_grad():
+        layer.lora_A.copy_(eye[4:])
+    backbone.model((torch.rand(4, 8) + 0.5) * (1 - low))  # scores: bank 0, fresh > 0
+    strategy.after_task(tasks[2])
+    mora = strategy.telemetry()["mora"]
+    assert mora["train_fresh_routing_share"] == 1.0 and mora["train_fresh_routing_share_by_task"] == {"a": 1.0, "b": 0.0, "c": 1.0}
+    assert "task 3" not in caplog.text
+    assert strategy.state_dict()["train_routing"] == {"a": 1.0, "b": 0.0, "c": 1.0}
 
 
 def test_banks_grow_per_task_and_telemetry_describes_routing(reference: dict) -> None:

@@ -102,7 +102,19 @@ class StrategyConfig:
         depend on the kind extend it."""
         values = self.to_dict()
         values.update({k: v for k, v in self.train_overrides(backbone_kind).items() if v is not None})
+        values.update({k: list(v) if isinstance(v, tuple) else v for k, v in self.kind_settings(backbone_kind).items()})
         return values
+
+    DEPARTURES: ClassVar[dict[str, str]] = {}
+    """Settings whose default is ours, not the paper's or the official code's, with the reason and
+    the measurement behind it (or "not measured"); ``clbench show`` labels them "ours"."""
+
+    def kind_settings(self, backbone_kind: str) -> dict[str, Any]:
+        """The method settings whose default depends on the backbone kind, resolved for it.
+
+        ``clbench show`` prints them per kind; ``{}`` (the default) when none depends on the kind.
+        """
+        return {}
 
     def to_dict(self) -> dict[str, Any]:
         """Every field and its value, JSON-ready (tuples become lists)."""
@@ -119,11 +131,11 @@ class FullModelConfig(StrategyConfig):
     joint, ewc, lwf, replay).
 
     Attributes:
-        llm_lr: learning rate on LLM backbones when ``lr`` is not given: full fine-tuning at the
-            adapter rates destroys a pretrained LM in a few steps.
+        llm_lr: learning rate on LLM backbones when ``lr`` is not given (TRACE's full-parameter
+            1e-5): full fine-tuning at the adapter rates destroys a pretrained LM in a few steps.
     """
 
-    llm_lr: float = 2e-5
+    llm_lr: float = 1e-5  # TRACE's full-parameter lr (BeyonderXX/TRACE scripts/train_seq_naive.sh)
 
     def kind_train_defaults(self, backbone_kind: str) -> dict[str, Any]:
         return {"lr": self.llm_lr} if backbone_kind == "llm" else {}

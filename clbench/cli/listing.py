@@ -118,15 +118,22 @@ def show_strategy(name: str) -> None:
         print("\n" + wrap_doc(module_doc))
     print(f"\nbackbones: {', '.join(sorted(cls.backbone_kinds))}")
     print(_training_defaults(cls))
-    print("\nsettings (-S key=value), with the value that applies on each backbone kind; None = the benchmark's value:")
+    print("\nsettings (-S key=value), with the value that applies on each backbone kind; None = the benchmark's value;\n"
+          "[ours] = not the paper's or the official code's default:")
     docs = _field_docs(cls.Config)
     per_kind = _values_per_kind(cls)
+    departures = getattr(cls.Config, "DEPARTURES", {})
     for field in dataclasses.fields(cls.Config):
         if per_kind is not None:
             shown = _kind_values(per_kind, field.name)
         else:
             shown = repr(field.default) if field.default is not dataclasses.MISSING else "(required)"
-        print(wrap(f"{field.name} = {shown}: {plain(docs.get(field.name, ''))}", indent=6, first=2))
+        mark = " [ours]" if field.name in departures else ""
+        print(wrap(f"{field.name} = {shown}{mark}: {plain(docs.get(field.name, ''))}", indent=6, first=2))
+    if departures:
+        print("\ndefaults that are ours, not the paper's or the official code's (docs/strategies/NAME.md, \"Differs from the paper\"):")
+        for name, why in departures.items():
+            print(wrap(f"{name} (ours): {plain(why)}", indent=6, first=2))
 
 
 def _values_per_kind(cls: Any) -> dict[str, dict[str, Any]] | None:

@@ -75,9 +75,10 @@ class AltLoRA(Strategy):
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
         cfg = self.config
+        lora = cfg.kind_settings(backbone.kind)  # rank, alpha, dropout: lora's per-kind table unless set
         self.adapters: dict[str, LoRALinear] = inject_adapters(
             backbone, self.resolve_targets(cfg.targets, "altlora"),
-            lambda _, layer: LoRALinear(layer, cfg.rank, cfg.alpha, cfg.dropout), heads=cfg.train_head)
+            lambda _, layer: LoRALinear(layer, lora["rank"], lora["alpha"], lora["dropout"]), heads=cfg.train_head)
         self.optimizer: AltLoRAOptimizer | None = None
         self.carried: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
         self.fallbacks = 0

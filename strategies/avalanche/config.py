@@ -53,6 +53,11 @@ class AvalancheConfig(StrategyConfig):
 
     reset_optimizer: bool = True
 
+    DEPARTURES = {
+        "reset_optimizer": "a fresh optimizer per task, as clbench's own strategies (avalanche 0.6 keeps the state "
+                           "across experiences); not measured",
+    }
+
 
 def _plain(annotation: Any) -> Any | None:
     """``annotation`` if it is a plain type or an optional of one, else ``None``."""

@@ -7,7 +7,9 @@ The forward pass goes through the shared rank-gated op with a static gate
 (:class:`clbench.kernels.StaticGate`), which also returns the gradient of ``w``.
 
 Rank minimisation is not a loss term: after optimizer steps the strategy calls
-:meth:`CoDyRALinear.prox_`, which soft-thresholds ``w`` (§2.2). At a task boundary ranks whose
+:meth:`CoDyRALinear.prox_`, which shrinks ``w`` towards 0: by default with the official code's
+three in-place masks (:func:`official_threshold_`), or with the paper's written soft threshold
+(:func:`soft_threshold_`, §2.2). At a task boundary ranks whose
 gate is exactly zero are dropped, ``B diag(w) A`` is added into the frozen weight and the plain
 ``nn.Linear`` is put back (:func:`merge_codyra`), so the deployed model is the original
 architecture with no inference overhead (§2.3).
@@ -46,12 +48,13 @@ def soft_threshold_(weights: torch.Tensor, kappa: float) -> torch.Tensor:
 
 
 def official_threshold_(weights: torch.Tensor, kappa: float) -> torch.Tensor:
-    """The official code's three sequential in-place masks (kept as an ablation).
+    """The official code's three sequential in-place masks (the default prox).
 
     The official loop subtracts κ from entries above κ, adds κ to entries below −κ, and *then*
     zeroes every entry whose new magnitude is below κ. The last mask sees the already-shrunk
     values, so entries with ``κ < |w| < 2κ`` end at zero instead of ``|w| − κ``: a soft threshold
-    with a ``2κ`` dead zone. The paper's proximal step is :func:`soft_threshold_`.
+    with a ``2κ`` dead zone. Entries with ``|w| = κ`` exactly are left unchanged (every mask is
+    strict). The paper's written proximal step is :func:`soft_threshold_`.
 
     Returns:
         ``weights``.
@@ -151,8 +154,8 @@ class CoDyRALinear(nn.Module):
         """The update ``B diag(w) A`` (d_out × d_in)."""
         return (self.lora_B * self.gate) @ self.lora_A
 
-    def prox_(self, kappa: float, rule: str = "soft") -> None:
-        """Shrink the gate after an optimizer step (``soft``: the paper's; ``official``: the code's masks)."""
+    def prox_(self, kappa: float, rule: str = "official") -> None:
+        """Shrink the gate after an optimizer step (``official``: the code's masks; ``soft``: the paper's formula)."""
         if rule == "soft":
             soft_threshold_(self.gate.data, kappa)
         elif rule == "official":

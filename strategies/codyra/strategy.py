@@ -5,8 +5,8 @@ Per task (arXiv 2412.01004; ``Artificer-AI-Lab/CoDyRA``):
 * ``before_task``: wrap every target layer in a fresh :class:`~clbench.strategies.codyra.layer.CoDyRALinear`
   (Kaiming A, zero B, N(0, 1) gate; drawn after the runner re-seeds the task, so a resumed run
   draws the same adapters) and build the task's κ schedule from its step count;
-* ``after_step``: soft-threshold every gate with κ_t once the dense phase is over (no L1 term in
-  the loss: the official code applies it as this proximal step);
+* ``after_step``: threshold every gate with κ_t once the dense phase is over (no L1 term in the
+  loss: the official code applies it as a proximal step, by default with its three masks);
 * ``after_task``: drop zero-gate ranks, merge ``B diag(w) A`` into the frozen weights and put the
   plain ``nn.Linear`` layers back, so every evaluation (and the saved model) is the original
   architecture with no adapter left.
@@ -58,7 +58,7 @@ class CoDyRA(Strategy):
         self.adapters = apply_codyra(self.model, layers, self.config.rank)
         total = steps_per_task(len(experience.train), self.ctx.train)  # type: ignore[arg-type]
         schedule = KappaSchedule(total, self.config.kappa_max, self.config.dense_fraction, self.config.kappa_levels)
-        reference = self.config.reference_steps(self.backbone.kind)
+        reference = self.config.kappa_reference_steps  # 0: the official κ_max as is
         self.schedule = schedule.rescaled(reference) if reference else schedule
         self.prox_steps = 0
 

@@ -113,6 +113,12 @@ class CoSOConfig(StrategyConfig):
     scheduler: str | None = "cosine"
     weight_decay: float | None = 0.0
 
+    DEPARTURES = {
+        "preset": "generic (benchmarks without an official preset): ours; not measured",
+        "targets": "LLM and CLIP o: the paper trains ViT attention output projections only; not measured off ViT",
+        "svd_warm_start": "randomized-SVD options are ours (the official code has only the full SVD, the default svd=full); measured in docs/strategies/coso.md",
+    }
+
     def __post_init__(self) -> None:
         if self.preset != "auto" and self.preset not in PRESETS:
             raise ValueError(f"preset must be auto or one of {', '.join(PRESETS)}, got {self.preset!r}")

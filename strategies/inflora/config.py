@@ -39,6 +39,11 @@ class InfLoRAConfig(StrategyConfig):
     lr: float | None = 5e-4
     scheduler: str | None = "cosine"
 
+    DEPARTURES = {
+        "targets": "LLM and CLIP k,v and classic fc: the paper adapts K and V of ViT blocks only; not measured",
+        "lr": "Adam 5e-4 cosine (the official ViT setting) applied on every kind; not measured off ViT",
+    }
+
     def __post_init__(self) -> None:
         if self.rank < 1:
             raise ValueError(f"rank must be >= 1, got {self.rank}")

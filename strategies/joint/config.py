@@ -18,3 +18,7 @@ class JointConfig(FullModelConfig):
     """
 
     restart: bool = True
+
+    DEPARTURES = {
+        "lr": "the benchmark's on classic, CLIP and ViT (an upper reference with no paper of its own); LLM 1e-5 as TRACE's full fine-tuning; not measured",
+    }

@@ -29,8 +29,9 @@ class SequentialLoRA(Strategy):
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
         cfg = self.config
+        kind = cfg.kind_settings(backbone.kind)  # rank, alpha, dropout: the paper's for the kind unless set
         self.adapters = inject_adapters(backbone, self.resolve_targets(cfg.targets, "lora"),
-                                        lambda _, layer: LoRALinear(layer, cfg.rank, cfg.alpha, cfg.dropout), heads=cfg.train_head)
+                                        lambda _, layer: LoRALinear(layer, kind["rank"], kind["alpha"], kind["dropout"]), heads=cfg.train_head)
 
     def after_task(self, experience: Experience) -> None:
         if self.config.merge_after_task:

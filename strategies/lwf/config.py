@@ -24,6 +24,10 @@ class LwFConfig(FullModelConfig):
     distill_first_task: bool = False
     train_params: tuple[str, ...] = ()
 
+    DEPARTURES = {
+        "train_params": "every parameter (LwF trains shared and new-task parameters); on LLMs distillation runs on the generated-token distributions, a setting the paper has no recipe for; not measured",
+    }
+
     def __post_init__(self) -> None:
         if self.lwf_lambda < 0:
             raise ValueError(f"lwf_lambda must be >= 0, got {self.lwf_lambda}")

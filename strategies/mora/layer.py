@@ -18,9 +18,12 @@ experts depend on the input.
 
 **LLM scaling quirk** (``Artificer-AI-Lab/MoRAM`` ``TRACE/utils/my_peft/tuners/moram.py``). The official LLM code scales the trainable values by
 ``s = lora_alpha / r`` during training but copies ``B_new`` into the bank *without* ``s``, so a
-task's atoms lose part of their magnitude once frozen. ``bake_scaling_on_freeze=False`` (the
-default) reproduces that; ``True`` stores ``s · B_new`` in the bank, so the function the task was
-trained with is kept exactly (the fixed variant, for ablations). With ``s = 1`` (CLIP) both agree.
+task's atoms lose part of their magnitude once frozen (with the LLM runner's s = 2, half). That is
+a bug of the released code, not the method (a frozen expert is meant to keep what it learned), and
+it costs both retention and the next task's learning (``docs/strategies/mora.md``, isolation study).
+``bake_scaling_on_freeze=True`` (the default) stores ``s · B_new`` in the bank, so the function the
+task was trained with is kept exactly; ``False`` reproduces the released code. With ``s = 1``
+(CLIP) both agree.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from clbench.kernels import TopKSoftmaxGate, rank_gated_lora
 from clbench.api.adapters import replace_submodule, wrap_layers
+from clbench.kernels import TopKSoftmaxGate, rank_gated_lora
+from clbench.kernels.reference import gate_values
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class MoRASettings:
         dropout: dropout on the adapter input (the base layer sees the clean input).
         norm_eps: floor on ``‖z‖₂`` (CLIP code 1e-12 via ``F.normalize``, LLM code 1e-8).
         bake_scaling_on_freeze: store ``(alpha / rank) · B_new`` in the bank at a task boundary
-            (fixed variant) instead of ``B_new`` (faithful to the official LLM code).
+            (default: the trained function is kept) instead of ``B_new`` (the released LLM code).
     """
 
     rank: int
@@ -60,7 +64,7 @@ class MoRASettings:
     alpha: float
     dropout: float = 0.0
     norm_eps: float = 1e-12
-    bake_scaling_on_freeze: bool = False
+    bake_scaling_on_freeze: bool = True
 
     def __post_init__(self) -> None:
         if self.rank < 1:
@@ -117,6 +121,9 @@ class MoRALinear(nn.Module):
         # Routing statistics (evaluation telemetry), off unless start_usage() was called.
         self._usage: torch.Tensor | None = None
         self._tokens = 0
+        # Training telemetry, off unless start_fresh_routing() was called: [tokens whose top-k
+        # holds a current-task atom, tokens seen].
+        self._fresh: list[int] | None = None
         self.reset_current()
 
     @property
@@ -182,6 +189,30 @@ class MoRALinear(nn.Module):
         self._usage, self._tokens = None, 0
         return usage, tokens
 
+    def start_fresh_routing(self) -> None:
+        """Start counting training tokens whose top-k selects at least one current-task atom.
+
+        Those are the only tokens that give the current atoms a gradient: a task whose count stays
+        0 cannot learn (its fresh atoms never enter any token's top-k).
+        """
+        self._fresh = [0, 0]
+
+    def stop_fresh_routing(self) -> tuple[int, int]:
+        """Stop counting; returns (tokens routed to a current-task atom, training tokens seen)."""
+        counts = self._fresh or [0, 0]
+        self._fresh = None
+        return counts[0], counts[1]
+
+    @torch.no_grad()
+    def _count_fresh(self, x: torch.Tensor) -> None:
+        """Add this batch's tokens to the fresh-routing counts (the training gate: top-k, no δ)."""
+        assert self._fresh is not None
+        x2 = x.reshape(-1, x.shape[-1])
+        a_all = torch.cat([self.bank_A, self.lora_A.detach()], dim=0).to(x2.dtype)
+        gate = gate_values(x2 @ a_all.t(), self.gate())
+        self._fresh[0] += int((gate[:, self.frozen_atoms:] != 0).any(dim=1).sum())
+        self._fresh[1] += x2.shape[0]
+
     # ---- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         usage = self._usage
@@ -193,6 +224,8 @@ class MoRALinear(nn.Module):
         frozen_b = self.bank_B if self.frozen_atoms else None
         dropping = self.training and self.settings.dropout > 0
         adapter_input = self.dropout(x) if dropping else x
+        if self.training and self._fresh is not None:
+            self._count_fresh(adapter_input)
         out = rank_gated_lora(adapter_input, self.base.weight, self.base.bias, frozen_a, frozen_b, self.lora_A, self.lora_B, self.gate(),
                               train_scale=self.settings.scaling, usage=usage)
         if dropping:

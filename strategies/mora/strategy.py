@@ -57,6 +57,7 @@ class MoRA(Strategy):
         self.current_task: str | None = None  # owner of the trainable atoms
         self._routing: dict[str, tuple[list[float], int]] = {}  # evaluated task -> (activations per owner, tokens)
         self._routing_order: list[str] = []
+        self.train_routing: dict[str, float] = {}  # task -> share of its training tokens routed to its atoms
 
     # ---- task boundary -------------------------------------------------------------------------
     def before_task(self, experience: Experience) -> None:
@@ -66,6 +67,22 @@ class MoRA(Strategy):
                 layer.freeze_current_()
             self.frozen_tasks.append(self.current_task)
         self.current_task = experience.name
+        for layer in self.layers.values():
+            layer.start_fresh_routing()
+
+    def after_task(self, experience: Experience) -> None:
+        """Record the share of training tokens that reached the task's atoms; warn when it is 0."""
+        routed = seen = 0
+        for layer in self.layers.values():
+            fresh, tokens = layer.stop_fresh_routing()
+            routed, seen = routed + fresh, seen + tokens
+        if not seen:  # nothing was trained (e.g. a zero-step budget)
+            return
+        share = routed / seen
+        self.train_routing[experience.name] = round(share, 6)
+        if routed == 0:
+            log.warning("mora: task %d (%s) cannot learn: no training token routes to its atoms",
+                        len(self.frozen_tasks) + 1, experience.name)
 
     # ---- routing statistics --------------------------------------------------------------------
     def eval_task_start(self, experience: Experience) -> None:
@@ -96,6 +113,10 @@ class MoRA(Strategy):
         evaluating task ``routing_rows[i]``, the share of (token, atom) activations (nonzero gate
         after top-k, softmax and δ) that fall on atoms trained on task ``routing_columns[j]``.
         ``active_experts_per_token[_by_task]``: activations per (token, layer) pair.
+        ``train_fresh_routing_share[_by_task]``: over every adapted layer and every token position
+        processed in training (prompt, answer and padding), the share of (token, layer) pairs whose
+        top-k holds at least one atom of the task being trained: the only pairs that give those
+        atoms a gradient (0 = the task cannot learn).
         """
         by_target: dict[str, int] = {}
         for name, layer in self.layers.items():
@@ -122,16 +143,19 @@ class MoRA(Strategy):
             "routing_columns": self.routing_columns(),
             "routing_matrix": matrix,
             "routing_tokens": tokens_by_row,
+            "train_fresh_routing_share": self.train_routing.get(self.current_task or ""),
+            "train_fresh_routing_share_by_task": dict(self.train_routing),
         }}
 
     # ---- checkpoint and resume -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Owners of the bank blocks and of the current atoms (the atoms themselves are model tensors)."""
-        return {"frozen_tasks": list(self.frozen_tasks), "current_task": self.current_task}
+        return {"frozen_tasks": list(self.frozen_tasks), "current_task": self.current_task, "train_routing": dict(self.train_routing)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Regrow every bank to its saved size so the runner can load the saved atoms into it."""
         self.frozen_tasks = list(state["frozen_tasks"])
         self.current_task = state["current_task"]
+        self.train_routing = dict(state.get("train_routing", {}))
         for layer in self.layers.values():
             layer.resize_bank_(self.settings.rank * len(self.frozen_tasks))

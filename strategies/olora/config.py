@@ -36,6 +36,11 @@ class OLoRAConfig(StrategyConfig):
     lr: float | None = 1e-3
     scheduler: str | None = "constant"
 
+    DEPARTURES = {
+        "lr": "1e-3 on every task; the official LLaMA scripts use 1e-3 on the first task and 1e-4 on later ones; not measured",
+        "targets": "CLIP q,v of both encoders, classic fc and ViT qkv: no official run on these kinds; not measured",
+    }
+
     def __post_init__(self) -> None:
         if self.rank < 1:
             raise ValueError(f"rank must be >= 1, got {self.rank}")

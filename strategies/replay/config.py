@@ -20,6 +20,10 @@ class ReplayConfig(FullModelConfig):
     buffer_size: int = 200
     replay_batch_size: int = 0
 
+    DEPARTURES = {
+        "replay_batch_size": "as many memory examples as the batch size once the memory is full enough (ours); not measured",
+    }
+
     def __post_init__(self) -> None:
         if self.buffer_size < 0 or self.replay_batch_size < 0:
             raise ValueError("buffer_size and replay_batch_size must be >= 0")

@@ -72,6 +72,15 @@ class SaRAConfig(StrategyConfig):
     betas: tuple[float, float] | None = (0.9, 0.999)
     weight_decay: float | None = 1e-2
 
+    DEPARTURES = {
+        "budget": "0.05 of the eligible entries (paper budgets 0.6-5.8%); not measured",
+        "scope": "targets (linear layers of the targets) instead of the code's every parameter tensor; not measured",
+        "targets": "every linear layer of the kind (ours); not measured",
+        "boundary": "reselect at every task (the paper has no continual-learning protocol); not measured",
+        "lr_rule": "benchmark: the benchmark's lr (same budget as the other strategies) instead of the code's 1e-3·exp(−350θ); not measured",
+        "inplace": "out-of-place values instead of the code's in-place write; the same function (tested)",
+    }
+
     def __post_init__(self) -> None:
         if not self.budget > 0:
             raise ValueError(f"budget must be > 0 (a fraction below 1 or a count), got {self.budget}")

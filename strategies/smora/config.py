@@ -35,6 +35,11 @@ class SMoRAConfig(StrategyConfig):
     targets: tuple[str, ...] = ()
     train_head: bool = True
 
+    DEPARTURES = {
+        "targets": "CLIP q,v, classic fc and ViT qkv: no official run on these kinds; not measured",
+        "lr": "the benchmark's: the paper's LLaMA-Factory recipes are multi-task SFT, not continual; not measured",
+    }
+
     def __post_init__(self) -> None:
         if self.rank < 1 or not 1 <= self.k <= self.rank:
             raise ValueError(f"need rank >= 1 and 1 <= k <= rank, got rank={self.rank}, k={self.k}")
