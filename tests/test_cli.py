@@ -22,22 +22,21 @@ def test_list_and_show(cli) -> None:
     status, out, _ = cli("show", "finetune")
     assert status == 0 and "training budget by backbone kind" in out and "  llm: lr=1e-05\n" in out and "  classic: the benchmark's\n" in out
     status, out, _ = cli("show", "lora")
-    assert status == 0 and "rank = None [ours]: adapter rank r (default: per kind" in out and "merge_after_task = False" in out and "lr = None [ours]: peak learning rate." in out
+    assert status == 0 and "rank = 8 (classic, llm, vit) / 16 (clip) [ours]: adapter rank r (default: per kind" in out and "merge_after_task = False" in out and "lr = None [ours]: peak learning rate." in out
 
 
 def test_show_prints_the_value_per_backbone_kind_and_labels_our_defaults(cli) -> None:
     status, out, _ = cli("show", "lora")
-    assert status == 0 and "method settings by backbone kind" in out
-    assert "  llm: rank=8, alpha=32.0, dropout=0.1, targets=q,v\n" in out  # TRACE's peft LoraConfig
-    assert "  clip: rank=16, alpha=16.0, dropout=0.0, targets=q,k,v,o,fc,proj\n" in out  # CoDyRA's naive LoRA r=16
+    assert status == 0 and "alpha = 16.0 (classic, clip, vit) / 32.0 (llm) [ours]" in out  # TRACE's peft LoraConfig on LLMs
+    assert "dropout = 0.0 (classic, clip, vit) / 0.1 (llm):" in out
+    assert "targets = 'attention-qv' (classic, llm, vit) / 'all-linear' (clip) [ours]" in out  # CoDyRA's naive LoRA: every CLIP weight
     assert "defaults that are ours" in out and "  rank (ours): classic and ViT" in out
-    status, out, _ = cli("show", "altlora")
-    assert status == 0 and "  llm: rank=8, alpha=32.0, dropout=0.1, targets=q,v\n" in out  # lora's table
+    status, out2, _ = cli("show", "altlora")
+    assert status == 0 and "alpha = 16.0 (classic, clip, vit) / 32.0 (llm)" in out2  # lora's table
     status, out, _ = cli("show", "codyra")
     assert status == 0 and "prox = 'official'" in out and "kappa_reference_steps = 0: 0 (default, the paper and the official code)" in out
-    assert "  llm: targets=q,k,v,o, kappa_max=0.005, prox=official, kappa_reference_steps=0\n" in out
     status, out, _ = cli("show", "mora")
-    assert status == 0 and "  llm: targets=q,k,v,o, rank=8, topk=8, temperature=0.03, threshold=0.2, alpha=16.0, dropout=0.1" in out
+    assert status == 0 and "temperature = 0.05 (classic) / 0.01 (clip, vit) / 0.03 (llm) [ours]" in out
 
 
 @pytest.mark.parametrize(("args", "message"), [

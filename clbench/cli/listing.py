@@ -143,7 +143,11 @@ def _values_per_kind(cls: Any) -> dict[str, dict[str, Any]] | None:
         config = cls.Config()
     except (TypeError, ValueError, UsageError):
         return None
-    return {kind: config.for_kind(kind) for kind in sorted(cls.backbone_kinds)}
+    per_kind = {kind: config.for_kind(kind) for kind in sorted(cls.backbone_kinds)}
+    for kind, values in per_kind.items():  # unset targets: the strategy's placement, which each backbone maps to its layers
+        if "targets" in values and not values["targets"]:
+            values["targets"] = getattr(cls, "adapter_placement_by_kind", {}).get(kind, getattr(cls, "adapter_placement", "()"))
+    return per_kind
 
 
 def _kind_values(per_kind: dict[str, dict[str, Any]], key: str) -> str:
