@@ -39,7 +39,7 @@ def test_summaries_are_whole_sentences_without_markup() -> None:
 def test_show_strategy_prints_the_value_for_each_backbone_kind(cli) -> None:
     status, out, _ = cli("show", "mora")
     assert status == 0
-    assert "  rank = 8 (classic, llm) / 16 (clip, vit): " in out and "None (vit)" in out
+    assert "  rank = 8 (classic, llm) / 16 (clip, vit) [ours]: " in out and "None (vit)" in out
     assert "``" not in out and ":class:`" not in out
 
 

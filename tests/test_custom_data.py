@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from battery_support import seed_folder
 from test_llm_backbones import save_tiny_llama
 from test_vision_fixtures import save_image, save_tiny_clip
 
@@ -61,7 +62,7 @@ def test_image_folder_benchmark_runs_from_toml_and_checks_complete(cli, tmp_path
     assert status == 0 and "all present (3 asset(s))" in stdout, stdout + stderr
     status, stdout, stderr = cli("run", bench, "-s", "lora", "--data-root", data, "--out", tmp_path / "runs", "--no-progress", "-S", "rank=2")
     assert status == 0, stderr
-    results = json.loads((tmp_path / "runs" / "my-images" / "lora" / "seed-0" / "results.json").read_text())
+    results = json.loads((seed_folder(tmp_path / "runs" / "my-images" / "lora", 0) / "results.json").read_text())
     assert results["matrix"]["columns"] == ["shapes", "animals"] and results["status"] == "complete"
 
 
