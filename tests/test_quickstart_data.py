@@ -29,7 +29,8 @@ def test_quickstart_spec_states_a_budget_worth_measuring(quickstart) -> None:
     assert {"lora", "finetune", "codyra", "mora"} <= set(spec.strategies)
     assert spec.train.iterations is not None and 10 <= spec.train.iterations <= 99, "tens of steps per task"
     assert spec.train.amp == "bf16"
-    assert spec.train_for("mora") == {"lr": 5e-4} and spec.train_for("finetune") == {"lr": 1e-5} and spec.train_for("lora") == {}
+    # mora at the shared 1e-3 (stated in the file, ours: the paper's 5e-4 learns 1 skill of 4 in 16 steps); finetune at TRACE's 1e-5
+    assert spec.train_for("mora") == {"lr": 1e-3} and spec.train_for("finetune") == {"lr": 1e-5} and spec.train_for("lora") == {}
 
 
 def test_quickstart_data_sizes_disjoint_splits_and_determinism(quickstart) -> None:
