@@ -29,6 +29,17 @@ def test_quick_commands_import_no_heavy_library(args: list[str]) -> None:
     assert result.stderr.strip().splitlines()[-1] == "HEAVY:", result.stderr[-500:]
 
 
+def test_every_builtin_strategy_config_imports_without_torch() -> None:
+    """``clbench show STRATEGY`` imports the strategy's ``config.py``: it must not pull torch in."""
+    code = ("import sys; from clbench import registry; from importlib import import_module\n"
+            "own = [p for p in registry.plugins('strategies') if registry.normalize(p.dist) == registry.OWN_DISTRIBUTION]\n"
+            "[import_module(p.value.partition(':')[0] + '.config') for p in own]\n"
+            "print(len(own), [m for m in ('torch', 'transformers', 'open_clip', 'timm', 'avalanche') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    count, heavy = result.stdout.split(" ", 1)
+    assert int(count) >= 17 and heavy.strip() == "[]", result.stdout + result.stderr[-500:]
+
+
 def test_show_reads_every_builtin_strategy_from_source_as_the_class_says() -> None:
     """``clbench show`` reads a built-in strategy's class attributes from source (no torch); they
     must be what the imported class holds, for every built-in strategy."""
