@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-COMMANDS = (["--help"], ["list"], ["show", "mora"], ["show", "digits-split"], ["run", "--help"])
+COMMANDS = (["--help"], ["list"], ["show", "mora"], ["show", "lora"], ["show", "codyra"], ["show", "digits-split"], ["run", "--help"])
 LAUNCH = "import sys; from clbench.cli import main; raise SystemExit(main(sys.argv[1:]))"
 # For "before": forget the editable install's finder (it maps clbench to the working tree), import the extracted copy.
 LAUNCH_FROM = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, '__module__', '').startswith('__editable__')]; "

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from clbench.cli.text import plain, static_docstring, summary, wrap
+from clbench.cli.static import static_docstring
+from clbench.cli.text import plain, summary, wrap
 
 PROBE = """import sys
 from clbench.cli import main
@@ -21,10 +22,36 @@ print("HEAVY:" + ",".join(heavy), file=sys.stderr)
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["list"], ["show", "digits-split"], ["show", "mtil"], ["run", "--help"], ["report", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["show", "digits-split"], ["show", "mtil"], ["show", "lora"], ["show", "mora"], ["show", "codyra"],
+                                  ["run", "--help"], ["report", "--help"]])
 def test_quick_commands_import_no_heavy_library(args: list[str]) -> None:
     result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert result.stderr.strip().splitlines()[-1] == "HEAVY:", result.stderr[-500:]
+
+
+def test_every_builtin_strategy_config_imports_without_torch() -> None:
+    """``clbench show STRATEGY`` imports the strategy's ``config.py``: it must not pull torch in."""
+    code = ("import sys; from clbench import registry; from importlib import import_module\n"
+            "own = [p for p in registry.plugins('strategies') if registry.normalize(p.dist) == registry.OWN_DISTRIBUTION]\n"
+            "[import_module(p.value.partition(':')[0] + '.config') for p in own]\n"
+            "print(len(own), [m for m in ('torch', 'transformers', 'open_clip', 'timm', 'avalanche') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    count, heavy = result.stdout.split(" ", 1)
+    assert int(count) >= 17 and heavy.strip() == "[]", result.stdout + result.stderr[-500:]
+
+
+def test_show_reads_every_builtin_strategy_from_source_as_the_class_says() -> None:
+    """``clbench show`` reads a built-in strategy's class attributes from source (no torch); they
+    must be what the imported class holds, for every built-in strategy."""
+    from clbench import registry
+    from clbench.cli.listing import StrategyFacts
+
+    own = [p for p in registry.plugins("strategies") if registry.normalize(p.dist) == registry.OWN_DISTRIBUTION]
+    assert len(own) >= 17
+    for plugin in own:
+        read = StrategyFacts.from_source(plugin.value)
+        assert read is not None, plugin.name
+        assert read == StrategyFacts.of_class(plugin.load()), plugin.name
 
 
 def test_summaries_are_whole_sentences_without_markup() -> None:

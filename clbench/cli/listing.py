@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import importlib
 import inspect
 import re
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 from clbench import registry
-from clbench.cli.text import plain, static_docstring, summary, wrap, wrap_doc
+from clbench.cli import static
+from clbench.cli.text import plain, summary, wrap, wrap_doc
 from clbench.errors import UsageError
 
 
@@ -32,7 +37,7 @@ def _plugin_summary(plugin: registry.Plugin) -> str:
     clbench's own components are read from source (importing them would import torch); a
     third-party plugin is imported, so that one that fails to load is listed with its error.
     """
-    doc = static_docstring(plugin.value) if registry.normalize(plugin.dist) == registry.OWN_DISTRIBUTION else None
+    doc = static.static_docstring(plugin.value) if registry.normalize(plugin.dist) == registry.OWN_DISTRIBUTION else None
     if doc is None:
         try:
             doc = plugin.load().__doc__
@@ -109,21 +114,73 @@ def _field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def show_strategy(name: str) -> None:
+@dataclasses.dataclass(frozen=True)
+class StrategyFacts:
+    """What ``clbench show`` prints about a strategy class (its :class:`clbench.api.Strategy`
+    class attributes and docstrings)."""
+
+    doc: str | None
+    module_doc: str | None
+    Config: type
+    backbone_kinds: frozenset[str]
+    adapter_placement: str
+    adapter_placement_by_kind: Mapping[str, str]
+
+    @classmethod
+    def of_class(cls, klass: Any) -> StrategyFacts:
+        module = sys.modules.get(klass.__module__)
+        return cls(klass.__doc__, module.__doc__ if module else None, klass.Config, frozenset(klass.backbone_kinds),
+                   klass.adapter_placement, dict(klass.adapter_placement_by_kind))
+
+    @classmethod
+    def from_source(cls, value: str) -> StrategyFacts | None:
+        """The facts of the class ``module:Class`` read from its source, importing only the module
+        that defines its ``Config`` (a built-in strategy's ``config.py``, which does not import
+        torch); ``None`` when the source says something the reader cannot follow."""
+        try:
+            found = static.definition(value)
+            if found is None:
+                return None
+            values = {}
+            for attr in ("backbone_kinds", "adapter_placement", "adapter_placement_by_kind"):
+                values[attr] = static.value_of(*static.class_assignment(value, attr))
+            config, where = static.class_assignment(value, "Config")
+            if not isinstance(config, ast.Name):
+                return None
+            home, _, name = static.reference(where, config.id).partition(":")
+            config_class = getattr(importlib.import_module(home), name)
+        except static.Unknown:
+            return None
+        return cls(ast.get_docstring(found.node, clean=False), static.module_docstring(found.module), config_class,  # type: ignore[arg-type]
+                   frozenset(values["backbone_kinds"]), values["adapter_placement"], dict(values["adapter_placement_by_kind"]))
+
+
+def strategy_facts(name: str) -> tuple[StrategyFacts, registry.Plugin]:
+    """The facts of the strategy registered as ``name``: clbench's own read from source (so
+    ``clbench show`` starts without torch), a third party's or a ``NAME:ARG`` from the class."""
+    plugin = registry.resolve("strategies", name)
+    if registry.normalize(plugin.dist) == registry.OWN_DISTRIBUTION and plugin.argument is None:
+        facts = StrategyFacts.from_source(plugin.value)
+        if facts is not None:
+            return facts, plugin
     cls, plugin = registry.get_strategy(name)
+    return StrategyFacts.of_class(cls), plugin
+
+
+def show_strategy(name: str) -> None:
+    facts, plugin = strategy_facts(name)
     print(f"strategy {plugin.name}  ({plugin.dist} {plugin.version}, {plugin.value})")
-    print(wrap_doc(cls.__doc__))
-    module_doc = inspect.getmodule(cls).__doc__ if inspect.getmodule(cls) else None
-    if module_doc:
-        print("\n" + wrap_doc(module_doc))
-    print(f"\nbackbones: {', '.join(sorted(cls.backbone_kinds))}")
-    print(_training_defaults(cls))
+    print(wrap_doc(facts.doc))
+    if facts.module_doc:
+        print("\n" + wrap_doc(facts.module_doc))
+    print(f"\nbackbones: {', '.join(sorted(facts.backbone_kinds))}")
+    print(_training_defaults(facts))
     print("\nsettings (-S key=value), with the value that applies on each backbone kind; None = the benchmark's value;\n"
           "[ours] = not the paper's or the official code's default:")
-    docs = _field_docs(cls.Config)
-    per_kind = _values_per_kind(cls)
-    departures = getattr(cls.Config, "DEPARTURES", {})
-    for field in dataclasses.fields(cls.Config):
+    docs = _field_docs(facts.Config)
+    per_kind = _values_per_kind(facts)
+    departures = getattr(facts.Config, "DEPARTURES", {})
+    for field in dataclasses.fields(facts.Config):
         if per_kind is not None:
             shown = _kind_values(per_kind, field.name)
         else:
@@ -136,17 +193,17 @@ def show_strategy(name: str) -> None:
             print(wrap(f"{name} (ours): {plain(why)}", indent=6, first=2))
 
 
-def _values_per_kind(cls: Any) -> dict[str, dict[str, Any]] | None:
+def _values_per_kind(facts: StrategyFacts) -> dict[str, dict[str, Any]] | None:
     """``Config().for_kind(kind)`` for each backbone kind the strategy supports (None when the
     config cannot be built without settings)."""
     try:
-        config = cls.Config()
+        config = facts.Config()
     except (TypeError, ValueError, UsageError):
         return None
-    per_kind = {kind: config.for_kind(kind) for kind in sorted(cls.backbone_kinds)}
+    per_kind = {kind: config.for_kind(kind) for kind in sorted(facts.backbone_kinds)}
     for kind, values in per_kind.items():  # unset targets: the strategy's placement, which each backbone maps to its layers
         if "targets" in values and not values["targets"]:
-            values["targets"] = getattr(cls, "adapter_placement_by_kind", {}).get(kind, getattr(cls, "adapter_placement", "()"))
+            values["targets"] = facts.adapter_placement_by_kind.get(kind, facts.adapter_placement)
     return per_kind
 
 
@@ -161,14 +218,14 @@ def _kind_values(per_kind: dict[str, dict[str, Any]], key: str) -> str:
     return " / ".join(f"{value} ({', '.join(kinds)})" for value, kinds in groups.items())
 
 
-def _training_defaults(cls: Any) -> str:
+def _training_defaults(facts: StrategyFacts) -> str:
     """The training settings the strategy sets per backbone kind (over the benchmark's ``[train]``)."""
     lines = ["\ntraining budget by backbone kind (what replaces the benchmark's [train] defaults; -S overrides both):"]
     try:
-        config = cls.Config()
+        config = facts.Config()
     except (TypeError, ValueError, UsageError) as exc:  # a config with required settings
         return lines[0] + f"\n  (needs settings first: {exc})"
-    for kind in sorted(cls.backbone_kinds):
+    for kind in sorted(facts.backbone_kinds):
         changed = {k: v for k, v in config.train_overrides(kind).items() if v is not None}
         lines.append(f"  {kind}: " + (", ".join(f"{k}={v}" for k, v in changed.items()) if changed else "the benchmark's"))
     return "\n".join(lines)

@@ -1,16 +1,13 @@
-"""Text for the terminal: docstrings without reST markup, paragraphs wrapped at word boundaries,
-and built-in components' summaries read from source without importing them (no torch)."""
+"""Text for the terminal: docstrings without reST markup, paragraphs wrapped at word boundaries
+(components' facts read from source are in :mod:`clbench.cli.static`)."""
 
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import inspect
 import re
 import shutil
 import textwrap
-from pathlib import Path
 
 _ROLE = re.compile(r":(?:class|mod|func|meth|attr|data|obj|exc|ref|doc|py:\w+):`~?([^`<]+?)(?:\s*<[^>]+>)?`")
 _LITERAL = re.compile(r"``(.+?)``")
@@ -56,51 +53,6 @@ def wrap_doc(doc: str | None, indent: int = 0) -> str:
         else:
             out.append(wrap(plain(" ".join(block.split())), indent))
     return "\n\n".join(out)
-
-
-def _source_of(module: str) -> tuple[Path, str] | None:
-    """The source file of ``module`` and its package, found without running the module or its
-    packages past the top two levels (``find_spec`` of ``a.b`` imports ``a`` only; deeper
-    packages, which may import torch, are looked up as folders)."""
-    parts = module.split(".")
-    spec = importlib.util.find_spec(".".join(parts[:2]))
-    if spec is None:
-        return None
-    origin = Path(spec.origin) if spec.origin else None
-    for part in parts[2:]:
-        folders = [Path(f) for f in (spec.submodule_search_locations or [])] if origin is None or origin.name == "__init__.py" else []
-        folders = folders or ([origin.parent] if origin is not None and origin.name == "__init__.py" else [])
-        origin = next((c for f in folders for c in (f / part / "__init__.py", f / f"{part}.py") if c.is_file()), None)
-        if origin is None:
-            return None
-        spec = importlib.util.spec_from_file_location(part, origin, submodule_search_locations=[str(origin.parent)] if origin.name == "__init__.py" else None)
-        if spec is None:
-            return None
-    if origin is None or origin.suffix != ".py":
-        return None
-    package = module if origin.name == "__init__.py" else module.rpartition(".")[0]
-    return origin, package
-
-
-def static_docstring(value: str, hops: int = 3) -> str | None:
-    """The docstring of the object ``module:attr`` names, read from its source without importing
-    the module (following ``from X import attr`` re-exports); ``None`` when it cannot be found."""
-    module, _, attr = value.partition(":")
-    found = _source_of(module) if attr else None
-    if found is None:
-        return None
-    path, package = found
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef | ast.FunctionDef) and node.name == attr:
-            return ast.get_docstring(node)
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and hops > 0:
-            for alias in node.names:
-                if (alias.asname or alias.name) == attr:
-                    base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level else node.module
-                    return static_docstring(f"{base}:{alias.name}", hops - 1)
-    return None
 
 
 class HelpFormatter(argparse.HelpFormatter):

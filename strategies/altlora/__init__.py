@@ -11,8 +11,7 @@ Modules: :mod:`.config` (settings), :mod:`.optimizer` (``AltLoRAOptimizer``), :m
 (the strategy hooks and factor telemetry).
 """
 
-from clbench.strategies.altlora.config import AltLoRAConfig
-from clbench.strategies.altlora.optimizer import AltLoRAOptimizer
-from clbench.strategies.altlora.strategy import AltLoRA
+from clbench.lazy import lazy_exports
 
 __all__ = ["AltLoRA", "AltLoRAConfig", "AltLoRAOptimizer"]
+__getattr__, __dir__ = lazy_exports(__name__, {"AltLoRA": "strategy", "AltLoRAConfig": "config", "AltLoRAOptimizer": "optimizer"})

@@ -13,7 +13,9 @@ from typing import Any
 
 from clbench.api import StrategyConfig
 from clbench.nn.lora_defaults import LORA_DEPARTURES, resolve_lora
-from clbench.strategies.altlora.optimizer import ALTERNATIONS, VARIANTS
+
+VARIANTS = ("altlora", "altlora_plus")
+ALTERNATIONS = ("both", "blocks")
 
 BOUNDARIES = ("continue", "merge_reinit")
 

@@ -59,8 +59,8 @@ from typing import Any
 import torch
 from torch.optim.adamw import adamw
 
-VARIANTS = ("altlora", "altlora_plus")
-ALTERNATIONS = ("both", "blocks")
+from clbench.strategies.altlora.config import ALTERNATIONS, VARIANTS
+
 
 ALTLORA_DEFAULTS: dict[str, Any] = {
     "altlora": False,

@@ -7,8 +7,7 @@ ranks are dropped and ``B diag(w) A`` is merged into the frozen weights: the mod
 original architecture, with no inference overhead and a small per-task update.
 """
 
-from clbench.strategies.codyra.config import CoDyRAConfig
-from clbench.strategies.codyra.schedule import KappaSchedule
-from clbench.strategies.codyra.strategy import CoDyRA
+from clbench.lazy import lazy_exports
 
 __all__ = ["CoDyRA", "CoDyRAConfig", "KappaSchedule"]
+__getattr__, __dir__ = lazy_exports(__name__, {"CoDyRA": "strategy", "CoDyRAConfig": "config", "KappaSchedule": "schedule"})

@@ -1,7 +1,7 @@
 """``coso``: Continuous Subspace Optimization (arXiv 2505.11816, NeurIPS 2025).
 
 CoSO fine-tunes full weight matrices (by default the attention output projections) with an
-optimizer that works in a sequence of low-rank subspaces taken from each step's gradient SVD,
+optimizer that works in a sequence of low-rank subspaces taken from each step"s gradient SVD,
 after projecting every gradient off a historical subspace that holds the important gradient
 directions of earlier tasks (found with a Frequent Directions sketch). See
 ``docs/strategies/coso.md``; paper arXiv 2505.11816, official code ``quinn-ch/CoSO``.
@@ -11,9 +11,13 @@ energy selection), :mod:`.frequent_directions` (the sketch), :mod:`.optimizer` (
 :mod:`.strategy` (the strategy hooks).
 """
 
-from clbench.strategies.coso.config import PRESETS, CoSOConfig
-from clbench.strategies.coso.frequent_directions import FrequentDirections
-from clbench.strategies.coso.optimizer import CoSOAdamW
-from clbench.strategies.coso.strategy import CoSO
+from clbench.lazy import lazy_exports
 
 __all__ = ["PRESETS", "CoSO", "CoSOAdamW", "CoSOConfig", "FrequentDirections"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "PRESETS": "config",
+    "CoSO": "strategy",
+    "CoSOAdamW": "optimizer",
+    "CoSOConfig": "config",
+    "FrequentDirections": "frequent_directions",
+})

@@ -3,7 +3,13 @@
 The method is in :mod:`.strategy`, its settings in :mod:`.config`.
 """
 
-from clbench.strategies.ewc.config import EWCConfig
-from clbench.strategies.ewc.strategy import EWC, empirical_fisher, ewc_penalty, select_parameters
+from clbench.lazy import lazy_exports
 
 __all__ = ["EWC", "EWCConfig", "empirical_fisher", "ewc_penalty", "select_parameters"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "EWC": "strategy",
+    "EWCConfig": "config",
+    "empirical_fisher": "strategy",
+    "ewc_penalty": "strategy",
+    "select_parameters": "strategy",
+})

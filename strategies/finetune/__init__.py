@@ -3,7 +3,7 @@
 The method is in :mod:`.strategy`, its settings in :mod:`.config`.
 """
 
-from clbench.strategies.finetune.config import FineTuneConfig
-from clbench.strategies.finetune.strategy import FineTune
+from clbench.lazy import lazy_exports
 
 __all__ = ["FineTune", "FineTuneConfig"]
+__getattr__, __dir__ = lazy_exports(__name__, {"FineTune": "strategy", "FineTuneConfig": "config"})

@@ -3,7 +3,7 @@
 The method is in :mod:`.strategy`, its settings in :mod:`.config`.
 """
 
-from clbench.strategies.flylora.config import FlyLoRAConfig
-from clbench.strategies.flylora.strategy import FlyLoRA
+from clbench.lazy import lazy_exports
 
 __all__ = ["FlyLoRA", "FlyLoRAConfig"]
+__getattr__, __dir__ = lazy_exports(__name__, {"FlyLoRA": "strategy", "FlyLoRAConfig": "config"})

@@ -3,7 +3,12 @@
 The method is in :mod:`.strategy`, its settings in :mod:`.config`.
 """
 
-from clbench.strategies.inflora.config import InfLoRAConfig
-from clbench.strategies.inflora.strategy import InfLoRA, InputMoments, key_value_outputs
+from clbench.lazy import lazy_exports
 
 __all__ = ["InfLoRA", "InfLoRAConfig", "InputMoments", "key_value_outputs"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "InfLoRA": "strategy",
+    "InfLoRAConfig": "config",
+    "InputMoments": "strategy",
+    "key_value_outputs": "strategy",
+})

@@ -3,7 +3,7 @@
 The method is in :mod:`.strategy`, its settings in :mod:`.config`.
 """
 
-from clbench.strategies.joint.config import JointConfig
-from clbench.strategies.joint.strategy import Joint
+from clbench.lazy import lazy_exports
 
 __all__ = ["Joint", "JointConfig"]
+__getattr__, __dir__ = lazy_exports(__name__, {"Joint": "strategy", "JointConfig": "config"})

@@ -3,7 +3,7 @@
 The method is in :mod:`.strategy`, its settings in :mod:`.config`.
 """
 
-from clbench.strategies.lora.config import LoRAConfig
-from clbench.strategies.lora.strategy import SequentialLoRA
+from clbench.lazy import lazy_exports
 
 __all__ = ["LoRAConfig", "SequentialLoRA"]
+__getattr__, __dir__ = lazy_exports(__name__, {"LoRAConfig": "config", "SequentialLoRA": "strategy"})

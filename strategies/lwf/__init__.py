@@ -3,7 +3,7 @@
 The method is in :mod:`.strategy`, its settings in :mod:`.config`.
 """
 
-from clbench.strategies.lwf.config import LwFConfig
-from clbench.strategies.lwf.strategy import LwF, distillation_kl
+from clbench.lazy import lazy_exports
 
 __all__ = ["LwF", "LwFConfig", "distillation_kl"]
+__getattr__, __dir__ = lazy_exports(__name__, {"LwF": "strategy", "LwFConfig": "config", "distillation_kl": "strategy"})

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from clbench.api import StrategyConfig
-from clbench.strategies.mora.layer import MoRASettings
 
 # Per backbone kind, from the official runners (Artificer-AI-Lab/MoRAM):
 #   clip: XTAIL/runner_moram.sh (both encoders, q/k/v/out/c_fc/c_proj; r=16, topk=16, temp 0.01,
@@ -45,6 +44,55 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "llm": {"optimizer": "adamw", "lr": 5e-4, "weight_decay": 0.0, "scheduler": "cosine"},
     "classic": {"optimizer": "adamw", "lr": 5e-3, "weight_decay": 0.0, "scheduler": "cosine"},
 }
+
+
+@dataclass(frozen=True)
+class MoRASettings:
+    """Hyperparameters of one MoRA layer.
+
+    Attributes:
+        rank: atoms added per task (``r``).
+        topk: activation budget; the layer keeps ``max(topk, 2)`` atoms per token (at most R).
+        temperature: softmax temperature τ over the kept scores.
+        threshold: inference-only δ on the normalised scores; ``<= 0`` disables it (as in the
+            official code).
+        alpha: scaling numerator; the trainable atoms' values are scaled by ``alpha / rank``.
+        dropout: dropout on the adapter input (the base layer sees the clean input).
+        norm_eps: floor on ``‖z‖₂`` (CLIP code 1e-12 via ``F.normalize``, LLM code 1e-8).
+        bake_scaling_on_freeze: store ``(alpha / rank) · B_new`` in the bank at a task boundary
+            (default: the trained function is kept) instead of ``B_new`` (the released LLM code).
+    """
+
+    rank: int
+    topk: int
+    temperature: float
+    threshold: float
+    alpha: float
+    dropout: float = 0.0
+    norm_eps: float = 1e-12
+    bake_scaling_on_freeze: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"rank must be >= 1, got {self.rank}")
+        if self.topk < 1:
+            raise ValueError(f"topk must be >= 1, got {self.topk}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.norm_eps > 0:
+            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
+
+    @property
+    def scaling(self) -> float:
+        """The value scale of the trainable atoms, ``alpha / rank``."""
+        return self.alpha / self.rank
+
+    @property
+    def k(self) -> int:
+        """Atoms kept per token before clamping to the bank size: ``max(topk, 2)`` as in the code."""
+        return max(self.topk, 2)
 
 
 @dataclass(frozen=True, kw_only=True)

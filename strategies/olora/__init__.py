@@ -3,7 +3,12 @@
 The method is in :mod:`.strategy`, its settings in :mod:`.config`.
 """
 
-from clbench.strategies.olora.config import OLoRAConfig
-from clbench.strategies.olora.strategy import OLoRA, l2_loss, orthogonality_loss
+from clbench.lazy import lazy_exports
 
 __all__ = ["OLoRA", "OLoRAConfig", "l2_loss", "orthogonality_loss"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "OLoRA": "strategy",
+    "OLoRAConfig": "config",
+    "l2_loss": "strategy",
+    "orthogonality_loss": "strategy",
+})

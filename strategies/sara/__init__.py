@@ -12,9 +12,13 @@ Modules: :mod:`.config` (settings), :mod:`.sparse` (the sparse-update parametriz
 and nuclear gradient), :mod:`.optimizer` (``SaRAAdamW``), :mod:`.strategy` (the strategy hooks).
 """
 
-from clbench.strategies.sara.config import SaRAConfig
-from clbench.strategies.sara.optimizer import SaRAAdamW
-from clbench.strategies.sara.sparse import SparseUpdate, selection_threshold
-from clbench.strategies.sara.strategy import SaRA
+from clbench.lazy import lazy_exports
 
 __all__ = ["SaRA", "SaRAAdamW", "SaRAConfig", "SparseUpdate", "selection_threshold"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "SaRA": "strategy",
+    "SaRAAdamW": "optimizer",
+    "SaRAConfig": "config",
+    "SparseUpdate": "sparse",
+    "selection_threshold": "sparse",
+})

@@ -3,7 +3,7 @@
 The method is in :mod:`.strategy`, its settings in :mod:`.config`.
 """
 
-from clbench.strategies.smora.config import SMoRAConfig
-from clbench.strategies.smora.strategy import SMoRA
+from clbench.lazy import lazy_exports
 
 __all__ = ["SMoRA", "SMoRAConfig"]
+__getattr__, __dir__ = lazy_exports(__name__, {"SMoRA": "strategy", "SMoRAConfig": "config"})

@@ -3,7 +3,7 @@
 The method is in :mod:`.strategy`, its settings in :mod:`.config`.
 """
 
-from clbench.strategies.zeroshot.config import ZeroShotConfig
-from clbench.strategies.zeroshot.strategy import ZeroShot
+from clbench.lazy import lazy_exports
 
 __all__ = ["ZeroShot", "ZeroShotConfig"]
+__getattr__, __dir__ = lazy_exports(__name__, {"ZeroShot": "strategy", "ZeroShotConfig": "config"})
