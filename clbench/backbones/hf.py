@@ -10,7 +10,7 @@ explicitly (:func:`clbench.backbones.hf_seq2seq.build_hf_seq2seq`).
 from __future__ import annotations
 
 from clbench.api.backbone import Backbone
-from clbench.asset_policy import downloads_allowed
+from clbench.asset_policy import resolve_downloads
 from clbench.backbones.hf_causal import build_causal_from
 from clbench.backbones.hf_loading import is_encoder_decoder, resolve_source
 from clbench.backbones.hf_seq2seq import build_seq2seq_from
@@ -19,11 +19,11 @@ from clbench.errors import UsageError
 
 def build_hf(spec: str, *, allow_download: bool | None = None) -> Backbone:
     """Transformers LM from hf:<dir | file.gguf | pypi:package | org/name> (causal, or seq2seq by
-    config). ``allow_download`` defaults to :func:`clbench.asset_policy.downloads_allowed`."""
+    config). ``allow_download``: see :func:`clbench.asset_policy.resolve_downloads`."""
     _, _, target = spec.partition(":")
     if not target:
         raise UsageError(f"bad backbone spec {spec!r}: expected hf:<folder>, hf:<file.gguf>, hf:pypi:<package> or hf:<org/name>")
-    allow = downloads_allowed() if allow_download is None else allow_download
+    allow = resolve_downloads(allow_download)
     kind, source = resolve_source(spec, target)
     if is_encoder_decoder(kind, source, allow_download=allow):
         return build_seq2seq_from(spec, kind, source, allow_download=allow)

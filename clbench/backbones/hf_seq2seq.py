@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from clbench.api.adapters import TRANSFORMER_PLACEMENTS
 from clbench.api.backbone import Backbone, Batch
-from clbench.asset_policy import downloads_allowed
+from clbench.asset_policy import resolve_downloads
 from clbench.backbones.hf_generation import GenerationScoring, greedy_config, text_fields
 from clbench.backbones.hf_loading import is_encoder_decoder, load_folder, load_hub, resolve_source
 from clbench.backbones.llm_eval import EvalPlans
@@ -139,11 +139,11 @@ def build_seq2seq_from(spec: str, kind: str, source: Path | str, *, allow_downlo
 
 def build_hf_seq2seq(spec: str, *, allow_download: bool | None = None) -> Seq2SeqLMBackbone:
     """Encoder-decoder LM (T5, BART) from hf-seq2seq:<save_pretrained folder | org/name>.
-    ``allow_download`` defaults to :func:`clbench.asset_policy.downloads_allowed`."""
+    ``allow_download``: see :func:`clbench.asset_policy.resolve_downloads`."""
     _, _, target = spec.partition(":")
     if not target:
         raise UsageError(f"bad backbone spec {spec!r}: expected hf-seq2seq:<folder> or hf-seq2seq:<org/name>")
-    allow = downloads_allowed() if allow_download is None else allow_download
+    allow = resolve_downloads(allow_download)
     kind, source = resolve_source(spec, target)
     if kind == "dir" and not is_encoder_decoder(kind, source, allow_download=allow):
         raise UsageError(f"model {spec!r}: {source} is not an encoder-decoder model (config.json lacks is_encoder_decoder); use hf:{target}")
