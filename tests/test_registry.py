@@ -16,6 +16,7 @@ import pytest
 from clbench import registry
 from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, resolve_downloads
 from clbench.errors import UsageError
+from clbench.evaluation import resolve_source
 
 STRATEGY_MODULE = '''
 from clbench.api import Strategy, StrategyConfig
@@ -172,6 +173,8 @@ def test_the_run_passes_its_download_decision_to_backbone_factories(tmp_path: Pa
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         registry.build_backbone("spyexplicit:32", allow_download=resolve_downloads(True))
         assert seen[1:] == [("explicit", False), ("spec_only", None), ("explicit", False)]
+        resolve_source("spyexplicit:32", allow_download=False)  # clbench evaluate on a backbone spec
+        assert seen[-1] == ("explicit", False)
     finally:
         sys.modules.pop("fake_spy_mod", None)
         registry.refresh()
