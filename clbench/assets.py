@@ -80,9 +80,9 @@ def check_backbone(spec: str) -> Problem | None:
             resolve_weights(parse_spec(bare), bare)
         elif kind in ("hf", "hf-seq2seq"):
             from clbench.asset_policy import downloads_allowed
-            from clbench.backbones.hf_causal import _resolve
+            from clbench.backbones.hf_loading import resolve_source
 
-            where, source = _resolve(bare, target)
+            where, source = resolve_source(bare, target)
             if where == "hub" and not downloads_allowed():
                 from huggingface_hub import try_to_load_from_cache
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from clbench import registry
+from clbench.asset_policy import resolve_downloads
 from clbench.errors import UsageError
 
 log = logging.getLogger("clbench")
@@ -67,7 +68,7 @@ def _from_run(path: Path, data_root: Path | None, device: str) -> Source:
     return Source(run.backbone, run.strategy, source_label(str(path)), record, run)
 
 
-def _from_export(path: Path, device: str) -> tuple[Source, bool]:
+def _from_export(path: Path, device: str, allow_download: bool | None) -> tuple[Source, bool]:
     """A backbone built from an export folder; the flag says unmerged adapters must be attached
     once the backbone is bound to the benchmark."""
     from clbench.export import STATE_FILE, read_manifest
@@ -77,15 +78,17 @@ def _from_export(path: Path, device: str) -> tuple[Source, bool]:
     spec = manifest.get("load", {}).get("clbench_backbone")
     record = {"type": "export", "path": folder, "format": manifest["format"], "run": manifest.get("run"), "strategy": manifest.get("strategy")}
     if spec:
-        backbone = registry.build_backbone(spec.replace("{folder}", folder))
+        backbone = registry.build_backbone(spec.replace("{folder}", folder), allow_download=allow_download)
     else:  # a safetensors state dict: the recorded backbone, then the weights (after binding, see evaluate_model)
-        backbone = registry.build_backbone(manifest["backbone"])
+        backbone = registry.build_backbone(manifest["backbone"], allow_download=allow_download)
         record["state_file"] = str(path.resolve() / STATE_FILE)
     return Source(backbone, None, source_label(str(path)), record), bool(manifest.get("unmerged_layers"))
 
 
-def resolve_source(source: str, data_root: Path | None = None, device: str = "cpu") -> tuple[Source, bool]:
-    """Build the model ``source`` names (run directory, export folder or backbone spec).
+def resolve_source(source: str, data_root: Path | None = None, device: str = "cpu", allow_download: bool | None = None) -> tuple[Source, bool]:
+    """Build the model ``source`` names (run directory, export folder or backbone spec);
+    ``allow_download`` (the decision of :func:`clbench.asset_policy.resolve_downloads`) goes to the
+    backbone factory of an export or a spec.
 
     Raises:
         UsageError: a path that is neither a run nor an export, or a bad spec.
@@ -98,11 +101,11 @@ def resolve_source(source: str, data_root: Path | None = None, device: str = "cp
         if is_run_directory(path):
             return _from_run(path, data_root, device), False
         if (path / MANIFEST).is_file():
-            return _from_export(path, device)
+            return _from_export(path, device, allow_download)
         raise UsageError(f"{source} is neither a run directory (results.json + config.json) nor a clbench export (export.json)")
     if ":" not in source:
         raise UsageError(f"{source!r} is not a folder nor a backbone spec (KIND:REST, e.g. hf:/path/to/model or clip:ViT-B-16@openai)")
-    backbone = registry.build_backbone(source)
+    backbone = registry.build_backbone(source, allow_download=allow_download)
     return Source(backbone, None, source_label(source), {"type": "backbone", "spec": source}), False
 
 
@@ -156,7 +159,7 @@ def evaluate_model(source: str, benchmark: str, out: Path, *, data_root: Path | 
     folder = run_directory(Path(out), spec.name, f"eval-{label}", 0).parent
     if (folder / RESULTS_FILE).exists() and not overwrite:
         raise UsageError(f"{folder} already holds an evaluation; pass --overwrite to replace it")
-    resolved, needs_adapters = resolve_source(source, data_root, device)
+    resolved, needs_adapters = resolve_source(source, data_root, device, resolve_downloads(allow_download or None))
     backbone, strategy, run = resolved.backbone, resolved.strategy, resolved.run
     train = spec.train
     own = run is not None and run.spec.name == spec.name and run.spec.version == spec.version

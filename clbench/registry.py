@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -188,10 +189,12 @@ def split_backbone_spec(spec: str) -> tuple[str | None, str]:
     return dist, f"{kind}{colon}{rest}"
 
 
-def build_backbone(spec: str) -> Any:
+def build_backbone(spec: str, *, allow_download: bool | None = None) -> Any:
     """Build a backbone from a spec ``[DIST/]KIND:REST`` using the factory registered for ``KIND``.
 
     The factory receives ``KIND:REST``; ``DIST/`` picks one package when two register ``KIND``.
+    ``allow_download`` (the run's decision, :func:`clbench.asset_policy.resolve_downloads`) goes to
+    factories that take an ``allow_download`` keyword; ``None`` leaves them their default.
     """
     from clbench.api.backbone import Backbone
 
@@ -216,10 +219,20 @@ def build_backbone(spec: str) -> Any:
         raise UsageError(f"backbone kind {normalize(prefix)!r} is registered by several packages ({', '.join(owners)}); pick one with "
                          f"--backbone DIST/{bare}, e.g. --backbone {example}/{bare}") from None
     factory = plugin.load()
-    backbone = factory(bare)
+    backbone = factory(bare, allow_download=allow_download) if allow_download is not None and _takes_allow_download(factory) else factory(bare)
     if not isinstance(backbone, Backbone):
         raise UsageError(f"backbone factory {plugin.name!r} ({plugin.value}) returned {type(backbone).__name__}, not a clbench.api.Backbone")
     return backbone
+
+
+def _takes_allow_download(factory: Any) -> bool:
+    """Whether a backbone factory accepts the ``allow_download`` keyword (third-party factories
+    written for ``factory(spec)`` keep working)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return "allow_download" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ import clbench
 from clbench import budget, checkpoint, distributed, registry, runconfig, uncertainty
 from clbench.api.benchmark import BenchmarkSpec, TrainSettings
 from clbench.api.strategy import RunContext, Strategy, StrategyConfig, TaskStats
-from clbench.asset_policy import ALLOW_DOWNLOAD_ENV
+from clbench.asset_policy import resolve_downloads
 from clbench.data import build_stream, check_not_empty
 from clbench.errors import ClbenchError, ResultsError, UsageError
 from clbench.example_scores import EXAMPLES_FILE, ExampleScores, matches_matrix
@@ -123,8 +123,8 @@ class _Run:
         self.stream = build_stream(spec, extra_loaders=checked.loaders, data_root=check_data_root(options.data_root),
                                    allow_download=options.allow_download)
         check_not_empty(spec.name, self.stream)
-        with _model_downloads(options.allow_download):
-            self.backbone = registry.build_backbone(options.backbone or spec.backbone)
+        # decided once here (--allow-download, else the environment) and passed to the factory
+        self.backbone = registry.build_backbone(options.backbone or spec.backbone, allow_download=resolve_downloads(options.allow_download or None))
         if self.backbone.kind not in strategy_cls.backbone_kinds:
             raise UsageError(registry.unsupported_backbone_message(self.plugin.name, strategy_cls.backbone_kinds, self.backbone.kind, self.backbone.spec))
         self._attach_kv_policy()
@@ -424,23 +424,6 @@ class _Run:
             self.write("running")
             self.log_row(t + 1)
         return self.write("complete")
-
-
-@contextlib.contextmanager
-def _model_downloads(allow: bool | None) -> Iterator[None]:
-    """Let backbone factories (which read ``$CLBENCH_ALLOW_DOWNLOAD``) see ``--allow-download``."""
-    if not allow:
-        yield
-        return
-    previous = os.environ.get(ALLOW_DOWNLOAD_ENV)
-    os.environ[ALLOW_DOWNLOAD_ENV] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(ALLOW_DOWNLOAD_ENV, None)
-        else:
-            os.environ[ALLOW_DOWNLOAD_ENV] = previous
 
 
 def _fmt(row: list[float] | None) -> str:

@@ -41,7 +41,8 @@ from torch.utils.data import DataLoader
 
 from clbench import checkpoint, registry
 from clbench.api import Experience, RunContext, TrainSettings
-from clbench.backbones.hf_causal import CausalLMBackbone, greedy_config
+from clbench.backbones.hf_causal import CausalLMBackbone
+from clbench.backbones.hf_generation import greedy_config
 from clbench.backbones.llm_eval import greedy_decode, left_pad, length_sorted_batches
 from clbench.data import build_stream
 from clbench.example_scores import ExampleScores

@@ -7,13 +7,16 @@ Fake distributions are made as ``*.dist-info`` folders on ``sys.path``, which is
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 from clbench import registry
+from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, resolve_downloads
 from clbench.errors import UsageError
+from clbench.evaluation import resolve_source
 
 STRATEGY_MODULE = '''
 from clbench.api import Strategy, StrategyConfig
@@ -133,4 +136,45 @@ def test_a_plugin_exiting_at_import_is_listed_as_broken(tmp_path: Path, monkeypa
         assert "ERROR: backbone 'quits'" in out and "lora" in out and "digits-split" in out
     finally:
         sys.modules.pop("fake_exit_mod", None)
+        registry.refresh()
+
+
+SPY_BACKBONES = '''
+from clbench.backbones.classic import build_mlp
+SEEN = []
+def explicit(spec, *, allow_download=None):
+    SEEN.append(("explicit", allow_download))
+    return build_mlp("mlp:" + spec.partition(":")[2])
+def spec_only(spec):
+    SEEN.append(("spec_only", None))
+    return build_mlp("mlp:" + spec.partition(":")[2])
+'''
+
+
+def test_the_run_passes_its_download_decision_to_backbone_factories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli,
+                                                                    small_digits: Path) -> None:
+    """``--allow-download`` reaches a factory that takes ``allow_download`` as an argument (no
+    environment variable is set for it); a factory written for ``factory(spec)`` still builds;
+    ``$HF_HUB_OFFLINE`` wins over the flag."""
+    _fake_dist(tmp_path / "plugins", "fake_spy", "[clbench.backbones]\nspyexplicit = fake_spy_mod:explicit\nspyonly = fake_spy_mod:spec_only\n",
+               {"fake_spy_mod": SPY_BACKBONES})
+    monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
+    monkeypatch.delenv(ALLOW_DOWNLOAD_ENV, raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    registry.refresh()
+    try:
+        status, _, err = cli("run", small_digits, "-s", "finetune", "--backbone", "spyexplicit:32", "--out", tmp_path / "runs",
+                             "--no-progress", "--allow-download", "-S", "epochs=1")
+        assert status == 0, err
+        seen = sys.modules["fake_spy_mod"].SEEN
+        assert seen == [("explicit", True)] and ALLOW_DOWNLOAD_ENV not in os.environ
+        registry.build_backbone("spyexplicit:32", allow_download=resolve_downloads(None))
+        registry.build_backbone("spyonly:32", allow_download=True)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        registry.build_backbone("spyexplicit:32", allow_download=resolve_downloads(True))
+        assert seen[1:] == [("explicit", False), ("spec_only", None), ("explicit", False)]
+        resolve_source("spyexplicit:32", allow_download=False)  # clbench evaluate on a backbone spec
+        assert seen[-1] == ("explicit", False)
+    finally:
+        sys.modules.pop("fake_spy_mod", None)
         registry.refresh()

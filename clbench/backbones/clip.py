@@ -264,7 +264,8 @@ class CLIPBackbone(Backbone):
         return {**super().describe(), "weights": self.weights_source}
 
 
-def build_clip(spec: str) -> CLIPBackbone:
-    """CLIP on open_clip: clip:<arch>@<pretrained tag or checkpoint file> (e.g. clip:ViT-B-16@openai)."""
-    model, train_tf, eval_tf, tokenizer, weights = load_open_clip(spec)
+def build_clip(spec: str, *, allow_download: bool | None = None) -> CLIPBackbone:
+    """CLIP on open_clip: clip:<arch>@<pretrained tag or checkpoint file> (e.g. clip:ViT-B-16@openai);
+    ``allow_download``: see :func:`clbench.asset_policy.resolve_downloads`."""
+    model, train_tf, eval_tf, tokenizer, weights = load_open_clip(spec, allow_download=allow_download)
     return CLIPBackbone(spec, model, train_tf, eval_tf, tokenizer, weights.source)

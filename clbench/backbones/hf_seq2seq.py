@@ -2,8 +2,9 @@
 
 Spec forms: ``hf-seq2seq:<save_pretrained folder | org/name>`` names a seq2seq model explicitly
 (and fails if its config is not encoder-decoder); ``hf:<folder | org/name>`` picks this backbone
-automatically when the config says ``is_encoder_decoder``. Hub ids load from the local Hugging
-Face cache only, unless ``$CLBENCH_ALLOW_DOWNLOAD=1``.
+automatically when the config says ``is_encoder_decoder`` (:mod:`clbench.backbones.hf`). Hub ids
+load from the local Hugging Face cache only, unless downloads are allowed (``--allow-download`` /
+``$CLBENCH_ALLOW_DOWNLOAD=1``; resolution and loading live in :mod:`clbench.backbones.hf_loading`).
 
 Examples are the same ``{"prompt", "answer", "task_id"}`` dicts the causal backbone takes. The
 prompt is the encoder input as written (O-LoRA feeds its instruction text to T5 with no chat
@@ -26,15 +27,9 @@ from torch.utils.data import Dataset
 
 from clbench.api.adapters import TRANSFORMER_PLACEMENTS
 from clbench.api.backbone import Backbone, Batch
-from clbench.backbones.hf_causal import (
-    GenerationScoring,
-    _load_folder,
-    _load_hub,
-    _resolve,
-    greedy_config,
-    is_encoder_decoder,
-    text_fields,
-)
+from clbench.asset_policy import resolve_downloads
+from clbench.backbones.hf_generation import GenerationScoring, greedy_config, text_fields
+from clbench.backbones.hf_loading import is_encoder_decoder, load_folder, load_hub, resolve_source
 from clbench.backbones.llm_eval import EvalPlans
 from clbench.errors import UsageError
 
@@ -131,23 +126,25 @@ class Seq2SeqLMBackbone(GenerationScoring, Backbone):
         return self.tokenizer.batch_decode(out, skip_special_tokens=True)
 
 
-def build_seq2seq_from(spec: str, kind: str, source: Path | str) -> Seq2SeqLMBackbone:
+def build_seq2seq_from(spec: str, kind: str, source: Path | str, *, allow_download: bool) -> Seq2SeqLMBackbone:
     """Load a resolved folder (``kind="dir"``) or hub id (``kind="hub"``) as a seq2seq backbone."""
     if kind == "hub":
-        model, tokenizer = _load_hub(spec, str(source), seq2seq=True)
+        model, tokenizer = load_hub(spec, str(source), allow_download=allow_download, seq2seq=True)
     elif kind == "dir":
-        model, tokenizer = _load_folder(spec, source, seq2seq=True, local_files_only=True)
+        model, tokenizer = load_folder(spec, source, seq2seq=True, local_files_only=True)
     else:
         raise UsageError(f"model {spec!r}: seq2seq models load from a save_pretrained folder or a hub id, not a {kind} file")
     return Seq2SeqLMBackbone(spec, model, tokenizer)
 
 
-def build_hf_seq2seq(spec: str) -> Seq2SeqLMBackbone:
-    """Encoder-decoder LM (T5, BART) from hf-seq2seq:<save_pretrained folder | org/name>."""
+def build_hf_seq2seq(spec: str, *, allow_download: bool | None = None) -> Seq2SeqLMBackbone:
+    """Encoder-decoder LM (T5, BART) from hf-seq2seq:<save_pretrained folder | org/name>.
+    ``allow_download``: see :func:`clbench.asset_policy.resolve_downloads`."""
     _, _, target = spec.partition(":")
     if not target:
         raise UsageError(f"bad backbone spec {spec!r}: expected hf-seq2seq:<folder> or hf-seq2seq:<org/name>")
-    kind, source = _resolve(spec, target)
-    if kind == "dir" and not is_encoder_decoder(kind, source):
+    allow = resolve_downloads(allow_download)
+    kind, source = resolve_source(spec, target)
+    if kind == "dir" and not is_encoder_decoder(kind, source, allow_download=allow):
         raise UsageError(f"model {spec!r}: {source} is not an encoder-decoder model (config.json lacks is_encoder_decoder); use hf:{target}")
-    return build_seq2seq_from(spec, kind, source)
+    return build_seq2seq_from(spec, kind, source, allow_download=allow)

@@ -44,7 +44,7 @@ from torch.utils.data import default_collate
 from clbench.api.adapters import ALL_LINEAR, ATTENTION, ATTENTION_OUT, KV, QV
 from clbench.api.backbone import Backbone, Batch
 from clbench.api.stream import Experience, Stream
-from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, downloads_allowed
+from clbench.asset_policy import ALLOW_DOWNLOAD_ENV, resolve_downloads
 from clbench.errors import MissingAssetError, UsageError
 
 TINY = {"embed_dim": 64, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0}
@@ -251,8 +251,9 @@ def _cached_hub_weights(hub_id: str) -> bool:
     return any(isinstance(try_to_load_from_cache(hub_id, name), str) for name in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
 
 
-def build_vit(spec: str) -> ViTBackbone:
-    """Build the ViT backbone from ``vit:<timm name>[@<file>][?norm=none|model]`` or ``vit:tiny``."""
+def build_vit(spec: str, *, allow_download: bool | None = None) -> ViTBackbone:
+    """Build the ViT backbone from ``vit:<timm name>[@<file>][?norm=none|model]`` or ``vit:tiny``
+    (``allow_download``: see :func:`clbench.asset_policy.resolve_downloads`)."""
     _, _, rest = spec.partition(":")
     rest, _, query = rest.partition("?")
     norm = "none"
@@ -287,7 +288,7 @@ def build_vit(spec: str) -> ViTBackbone:
         # timm would silently fall back to random weights: never substitute a fake backbone.
         raise MissingAssetError(f"timm knows no pretrained weights for {name!r}; name a tagged model (e.g. vit_base_patch16_224.augreg_in21k) "
                                 f"or pass a checkpoint as vit:{name}@/path/to/checkpoint")
-    elif not downloads_allowed() and not (cfg.hf_hub_id and _cached_hub_weights(cfg.hf_hub_id)):
+    elif not resolve_downloads(allow_download) and not (cfg.hf_hub_id and _cached_hub_weights(cfg.hf_hub_id)):
         raise MissingAssetError(f"weights of timm model {name!r} are not in the Hugging Face cache ({cfg.hf_hub_id or cfg.url}); set "
                                 f"{ALLOW_DOWNLOAD_ENV}=1 to download them or use vit:{name}@/path/to/checkpoint")
     try:
