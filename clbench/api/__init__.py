@@ -7,7 +7,7 @@ does not import torch: ``clbench list`` and ``clbench show BENCHMARK`` start wit
 from clbench.lazy import lazy_exports
 
 _HOME = {
-    "Backbone": "backbone", "Batch": "backbone", "TaskHeads": "backbone", "inject_adapters": "adapters", "adapters": "",
+    "Backbone": "backbone", "Batch": "backbone", "TaskHeads": "backbone", "inject_adapters": "adapters", "AdapterLinear": "adapters", "adapters": "",
     "PROTOCOLS": "benchmark", "BenchmarkSpec": "benchmark", "TaskSpec": "benchmark", "TrainSettings": "benchmark",
     "HOOKS": "strategy", "FullModelConfig": "strategy_config", "RunContext": "strategy", "Strategy": "strategy", "StrategyConfig": "strategy_config",
     "TaskLoop": "strategy", "TaskStats": "strategy",

@@ -87,6 +87,28 @@ def freeze(model: nn.Module) -> None:
         p.requires_grad_(False)
 
 
+class AdapterLinear(nn.Module):
+    """Base of the adapter layers that wrap a frozen linear layer: it holds the layer as ``base``
+    (so state-dict keys read ``base.weight``) with its parameters frozen, and reports its sizes.
+
+    Subclasses check their own arguments first and then call ``super().__init__(base)``, so a
+    rejected construction leaves the wrapped layer as it was.
+    """
+
+    def __init__(self, base: nn.Linear) -> None:
+        super().__init__()
+        self.base = base
+        freeze(base)
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+
 def unfreeze(model: nn.Module) -> None:
     """Let every parameter of ``model`` train (strategies that train the backbone's own weights)."""
     for p in model.parameters():

@@ -13,10 +13,10 @@ import math
 import torch
 from torch import nn
 
-from clbench.api.adapters import replace_submodule, wrap_layers
+from clbench.api.adapters import AdapterLinear, replace_submodule, wrap_layers
 
 
-class LoRALinear(nn.Module):
+class LoRALinear(AdapterLinear):
     """A linear layer with a low-rank adapter.
 
     Args:
@@ -27,26 +27,15 @@ class LoRALinear(nn.Module):
     """
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
-        super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-        self.base = base
+        super().__init__(base)  # holds the frozen layer as ``base``
         self.rank = rank
         self.scaling = alpha / rank
-        for p in base.parameters():
-            p.requires_grad_(False)
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device, dtype=base.weight.dtype))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device, dtype=base.weight.dtype))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.reset_adapter()
-
-    @property
-    def in_features(self) -> int:
-        return self.base.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base.out_features
 
     def reset_adapter(self) -> None:
         """Fresh adapter: Kaiming-uniform A, zero B (so the layer equals its base again)."""

@@ -25,10 +25,10 @@ import math
 import torch
 from torch import nn
 
-from clbench.api.adapters import wrap_layers
+from clbench.api.adapters import AdapterLinear, wrap_layers
 
 
-class TaskLoRALinear(nn.Module):
+class TaskLoRALinear(AdapterLinear):
     """A frozen linear layer with a frozen bank of past-task adapters and one current adapter.
 
     Args:
@@ -50,18 +50,15 @@ class TaskLoRALinear(nn.Module):
     bank_B: torch.Tensor
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0, outputs: tuple[int, int] | None = None) -> None:
-        super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
         start, stop = outputs if outputs is not None else (0, base.out_features)
         if not 0 <= start < stop <= base.out_features:
             raise ValueError(f"outputs must be a non-empty slice of [0, {base.out_features}), got {outputs}")
+        super().__init__(base)  # holds the frozen layer as ``base``
         self.outputs = (int(start), int(stop))
-        self.base = base
         self.rank = rank
         self.scaling = alpha / rank
-        for p in base.parameters():
-            p.requires_grad_(False)
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(stop - start, rank, **factory))
@@ -69,14 +66,6 @@ class TaskLoRALinear(nn.Module):
         self.register_buffer("bank_B", torch.zeros(stop - start, 0, **factory))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.reset_adapter()
-
-    @property
-    def in_features(self) -> int:
-        return self.base.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base.out_features
 
     @property
     def bank_rank(self) -> int:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from clbench.kernels import StaticGate, rank_gated_lora
-from clbench.api.adapters import replace_submodule, wrap_layers
+from clbench.api.adapters import AdapterLinear, replace_submodule, wrap_layers
 
 PROX_RULES = ("soft", "official")
 
@@ -85,7 +85,7 @@ class MergedUpdate:
     delta_fro: float
 
 
-class CoDyRALinear(nn.Module):
+class CoDyRALinear(AdapterLinear):
     """A frozen linear layer plus a rank-gated LoRA update ``B diag(w) A``.
 
     Args:
@@ -94,12 +94,9 @@ class CoDyRALinear(nn.Module):
     """
 
     def __init__(self, base: nn.Linear, rank: int) -> None:
-        super().__init__()
         if rank < 1:
             raise ValueError(f"CoDyRA rank must be >= 1, got {rank}")
-        self.base = base
-        for p in base.parameters():
-            p.requires_grad_(False)
+        super().__init__(base)  # holds the frozen layer as ``base``
         # Half-precision bases keep float32 adapters: a bf16 gate could not resolve the prox step
         # (κ = 0.005 is below bf16's resolution near 1) nor small AdamW updates.
         dtype = torch.float32 if base.weight.dtype in (torch.float16, torch.bfloat16) else base.weight.dtype
@@ -108,14 +105,6 @@ class CoDyRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.empty(base.out_features, rank, device=device, dtype=dtype))
         self.gate = nn.Parameter(torch.empty(rank, device=device, dtype=dtype))
         self.reset_adapter()
-
-    @property
-    def in_features(self) -> int:
-        return self.base.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base.out_features
 
     @property
     def weight(self) -> torch.Tensor:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from clbench.api.adapters import AdapterLinear
 from clbench.kernels import TopKMagnitudeGate, rank_gated_lora
 
 
@@ -41,7 +42,7 @@ def sparse_random_projection(rank: int, in_features: int, density: float, genera
     return a
 
 
-class FlyLoRALinear(nn.Module):
+class FlyLoRALinear(AdapterLinear):
     """A frozen linear layer plus a FlyLoRA adapter.
 
     Args:
@@ -66,18 +67,15 @@ class FlyLoRALinear(nn.Module):
 
     def __init__(self, base: nn.Linear, rank: int, k: int, alpha: float | None, density: float | None, bias_lr: float,
                  generator: torch.Generator) -> None:
-        super().__init__()
         if not 1 <= k <= rank:
             raise ValueError(f"FlyLoRA needs 1 <= k <= rank, got k={k}, rank={rank}")
-        self.base = base
+        super().__init__(base)  # holds the frozen layer as ``base``
         self.rank = rank
         self.k = k
         self.alpha = 2.0 * rank if alpha is None else float(alpha)
         self.scaling = self.alpha / rank
         self.density = k / rank if density is None else float(density)
         self.bias_lr = bias_lr
-        for p in base.parameters():
-            p.requires_grad_(False)
         device, dtype = base.weight.device, base.weight.dtype
         self.register_buffer("A", sparse_random_projection(rank, base.in_features, self.density, generator).to(device, dtype))
         self.B = nn.Parameter(torch.zeros(base.out_features, rank, device=device, dtype=dtype))

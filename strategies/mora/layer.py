@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from clbench.api.adapters import replace_submodule, wrap_layers
+from clbench.api.adapters import AdapterLinear, replace_submodule, wrap_layers
 from clbench.kernels import TopKSoftmaxGate, rank_gated_lora
 from clbench.kernels.reference import gate_values
 from clbench.strategies.mora.config import MoRASettings
@@ -41,7 +41,7 @@ from clbench.strategies.mora.config import MoRASettings
 __all__ = ["MoRALinear", "MoRASettings", "apply_mora", "unwrap_mora"]
 
 
-class MoRALinear(nn.Module):
+class MoRALinear(AdapterLinear):
     """A frozen linear layer with a bank of self-activated rank-1 experts.
 
     Args:
@@ -59,11 +59,8 @@ class MoRALinear(nn.Module):
     bank_B: torch.Tensor
 
     def __init__(self, base: nn.Linear, settings: MoRASettings) -> None:
-        super().__init__()
-        self.base = base
+        super().__init__(base)  # holds the frozen layer as ``base``
         self.settings = settings
-        for p in base.parameters():
-            p.requires_grad_(False)
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.lora_A = nn.Parameter(torch.empty(settings.rank, base.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, settings.rank, **factory))
@@ -77,14 +74,6 @@ class MoRALinear(nn.Module):
         # holds a current-task atom, tokens seen].
         self._fresh: list[int] | None = None
         self.reset_current()
-
-    @property
-    def in_features(self) -> int:
-        return self.base.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base.out_features
 
     @property
     def frozen_atoms(self) -> int:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from clbench.api.adapters import AdapterLinear
 from clbench.kernels import DenseGate, rank_gated_lora
 
 
@@ -41,7 +42,7 @@ def smora_gates(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     return sparse / sparse.sum(dim=-1, keepdim=True) * k, indices
 
 
-class SMoRALinear(nn.Module):
+class SMoRALinear(AdapterLinear):
     """A frozen linear layer plus a single-rank mixture-of-experts LoRA.
 
     Args:
@@ -64,19 +65,16 @@ class SMoRALinear(nn.Module):
 
     def __init__(self, base: nn.Linear, rank: int, k: int, alpha: float, dropout: float = 0.0, partition: int = 1,
                  bias_lr: float = 1e-5) -> None:
-        super().__init__()
         if not 1 <= k <= rank:
             raise ValueError(f"SMoRA needs 1 <= k <= rank, got k={k}, rank={rank}")
         if partition < 1 or rank % partition:
             raise ValueError(f"rank {rank} must be divisible by partition {partition}")
-        self.base = base
+        super().__init__(base)  # holds the frozen layer as ``base``
         self.rank = rank
         self.k = k
         self.scaling = alpha / k
         self.partition = partition
         self.bias_lr = bias_lr
-        for p in base.parameters():
-            p.requires_grad_(False)
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, **factory))
