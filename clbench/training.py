@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from clbench import distributed
+from clbench import distributed, fsdp
 from clbench.api.backbone import Backbone
 from clbench.api.benchmark import TrainSettings
 from clbench.api.strategy import Strategy, TaskStats
@@ -170,30 +170,35 @@ def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: Tr
     """Score every experience's test set: one row of the accuracy matrix (fractions in [0, 1]).
 
     Batches come from :meth:`Backbone.eval_batches` (LLMs: tokenized once per run, longest
-    first) and run under ``torch.inference_mode`` and the run's autocast (``settings.amp``), as
-    training does. When ``strategy`` is given, its ``eval_task_start`` / ``eval_task_end`` hooks
-    bracket each experience (strategies that record routing statistics per evaluated task use
-    them). When ``per_example`` is a list, each experience's per-example scores (float32, in
-    test-set order whatever order the batches ran in) are appended to it, for confidence
-    intervals (:mod:`clbench.example_scores`).
+    first) and run under ``torch.inference_mode`` (``torch.no_grad`` on a model ``--fsdp`` sharded,
+    which every rank evaluates whole) and the run's autocast (``settings.amp``), as training does.
+    When ``strategy`` is given, its ``eval_task_start`` / ``eval_task_end`` hooks bracket each
+    experience (strategies that record routing statistics per evaluated task use them). When
+    ``per_example`` is a list, each experience's per-example scores (float32, in test-set order
+    whatever order the batches ran in) are appended to it, for confidence intervals
+    (:mod:`clbench.example_scores`).
     """
     model = backbone.model
     was_training = model.training
     model.eval()
     backbone.eval_start()
     row = []
-    sharded = distributed.is_distributed()
+    # Under --fsdp every forward is a collective: every rank scores the whole test set, the same
+    # batches in the same order, so generation lengths cannot differ between ranks (clbench.fsdp).
+    whole = fsdp.is_sharded(model)
+    sharded = distributed.is_distributed() and not whole
+    no_grad = torch.no_grad if whole else torch.inference_mode  # FSDP's gathered weights must stay usable by training
     bar = progress_bar(sum(len(e.test) for e in experiences), label, progress and distributed.rank() == 0, "ex")  # type: ignore[arg-type]
     for exp in experiences:
         if strategy is not None:
             strategy.eval_task_start(exp)
-        shard = distributed.shard_for_eval(exp.test)  # under torchrun, this rank's contiguous slice
+        shard = distributed.shard_for_eval(exp.test) if sharded else exp.test  # under torchrun, this rank's contiguous slice
         kept: list[torch.Tensor] = []
         where: list[int] = []
         count = 0
         for indices, batch in backbone.eval_batches(shard, settings.eval_batch_size, (loader or LoaderOptions()).kwargs(shard)):
             batch = backbone.move_batch(batch)
-            with torch.inference_mode(), autocast(backbone.device, settings.amp):
+            with no_grad(), autocast(backbone.device, settings.amp):
                 scores = backbone.score(batch, exp).detach().float().reshape(-1)
             kept.append(scores)
             where.extend(range(count, count + len(scores)) if indices is None else indices)

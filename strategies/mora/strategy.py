@@ -39,6 +39,7 @@ class MoRA(Strategy):
     # not in the paper: every block weight of a ViT, the hidden layers of a classic model.
     adapter_placement = ALL_LINEAR
     adapter_placement_by_kind = {"llm": ATTENTION}
+    fsdp = True  # the bank and the atoms are new tensors beside the frozen weight, never sharded
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
