@@ -97,8 +97,12 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
         with autocast(backbone.device, settings.amp):
             loss = strategy.loss(batch, experience)
         if distributed.is_distributed():  # this rank's share of the global batch: its gradient, the global batch's value
-            mine = loss * share(fetched)
-            loss = mine + (distributed.global_loss(loss, share(fetched)) - mine).detach()
+            terms = backbone.loss_terms(batch)
+            if terms is not None:  # a mean over tokens: weighted by this rank's tokens (none on a rank padding a short batch)
+                loss = distributed.token_weighted_loss(loss, terms if share(fetched) else 0.0)
+            else:
+                mine = loss * share(fetched)
+                loss = mine + (distributed.global_loss(loss, share(fetched)) - mine).detach()
         if skip and not bool(torch.isfinite(loss.detach()).all()):
             stats.skipped_steps += 1
             if stats.skipped_steps > total:

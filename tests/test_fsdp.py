@@ -90,7 +90,7 @@ def _same_numbers(one: Path, two: Path, strategy: str) -> None:
     ta, tb = (_checkpoint_tensors(_run_dir(root, strategy)) for root in (one, two))
     assert sorted(ta) == sorted(tb), strategy  # the sharded run saved whole tensors, the same ones
     for name in ta:
-        torch.testing.assert_close(tb[name], ta[name], rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{strategy} {n}: {m}")
+        torch.testing.assert_close(tb[name], ta[name], rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{strategy} {n}: {m}")
 
 
 def test_two_sharded_processes_match_one_for_lora_mora_codyra(llm_bench: Path, tmp_path: Path) -> None:
