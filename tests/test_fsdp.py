@@ -106,3 +106,64 @@ def test_two_sharded_processes_match_one_for_lora_mora_codyra(llm_bench: Path, t
         _same_numbers(tmp_path / "one", tmp_path / "two", strategy)
     codyra = _checkpoint_tensors(_run_dir(tmp_path / "two", "codyra"))
     assert any(name.endswith("q_proj.weight") for name in codyra)  # CoDyRA merged into (and the run gathered) sharded weights
+
+
+def _sharding_worker(rank: int, init_file: str) -> None:
+    """One of 2 gloo processes: shard a tiny Llama whose q projections carry CoDyRA adapters, then
+    check the sharding, the forward, the merge into a sharded weight, the gathered checkpoint delta
+    and the restore against the same model left whole (built from the same seed on each rank)."""
+    import copy
+
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from clbench import checkpoint, fsdp
+    from clbench.backbones.hf_causal import CausalLMBackbone
+    from clbench.strategies.codyra.layer import apply_codyra, merge_codyra
+    from clbench.testing import byte_tokenizer
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        tok = byte_tokenizer()
+        config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=None)
+        backbone = CausalLMBackbone("hf:tiny", LlamaForCausalLM(config).eval(), tok)
+        model = backbone.model
+        model.requires_grad_(False)
+        names = [f"model.layers.{i}.self_attn.q_proj" for i in range(2)]
+        adapters = apply_codyra(model, {n: model.get_submodule(n) for n in names}, rank=2)
+        for adapter in adapters.values():
+            torch.nn.init.normal_(adapter.lora_B)  # a nonzero update to merge
+        whole = copy.deepcopy(model)
+        root, layers, keep = backbone.fsdp_units()
+        assert len(layers) == 2 and root is model.model
+        count = fsdp.shard_model(root, layers, keep)
+        q = adapters[names[0]].base.weight
+        assert isinstance(q, DTensor) and q.shape == (32, 32) and q.to_local().shape == (16, 32)  # half the rows on each rank
+        assert torch.equal(q.to_local(), whole.get_submodule(names[0]).base.weight[16 * rank : 16 * (rank + 1)])
+        assert not any(isinstance(p, DTensor) for a in adapters.values() for p in a.parameters() if p.requires_grad)  # adapters stay whole
+        assert not isinstance(model.lm_head.weight, DTensor) and count == len(fsdp.sharded_parameters(model)) > 0
+        assert fsdp.local_parameter_bytes(model) < fsdp.local_parameter_bytes(whole)
+        ids = torch.tensor([[5, 9, 14, 3], [7, 2, 8, 11]])
+        with torch.no_grad():
+            torch.testing.assert_close(model(input_ids=ids).logits, whole(input_ids=ids).logits, rtol=0, atol=0)
+        reference = checkpoint.fingerprints(model)  # this rank's shards, as the runner takes them
+        assert checkpoint.changed_state(model, reference) == {}
+        merge_codyra(model, adapters)
+        merge_codyra(whole, {n: whole.get_submodule(n) for n in names})
+        delta = checkpoint.changed_state(model, reference)  # both ranks gather the merged weights whole
+        assert sorted(delta) == [f"{n}.weight" for n in names]
+        for name in names:
+            assert torch.equal(delta[f"{name}.weight"], whole.get_submodule(name).weight)
+            assert torch.equal(model.get_submodule(name).weight.full_tensor(), whole.get_submodule(name).weight)
+        fresh = torch.randn(32, 32, generator=torch.Generator().manual_seed(1))
+        checkpoint.restore_model(model, {f"{names[1]}.weight": fresh})  # a resume: each rank takes its rows
+        assert torch.equal(model.get_submodule(names[1]).weight.full_tensor(), fresh)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharding_and_merges_into_sharded_weights_on_two_gloo_processes(tmp_path: Path) -> None:
+    torch.multiprocessing.spawn(_sharding_worker, args=(str(tmp_path / "rendezvous"),), nprocs=2, join=True)
