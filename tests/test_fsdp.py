@@ -167,3 +167,57 @@ def _sharding_worker(rank: int, init_file: str) -> None:
 
 def test_sharding_and_merges_into_sharded_weights_on_two_gloo_processes(tmp_path: Path) -> None:
     torch.multiprocessing.spawn(_sharding_worker, args=(str(tmp_path / "rendezvous"),), nprocs=2, join=True)
+
+
+@pytest.mark.slow  # a second torchrun launch and two more runs: about 25 s on 2 cores
+def test_resume_under_torchrun_and_fsdp_and_the_final_model_on_one_process(llm_bench: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                            cli) -> None:
+    """A CoDyRA run stopped after its first task (its checkpoint holds merged, changed base weights)
+    resumes on 2 processes under ``--fsdp`` (each rank loads its rows of them) to the uninterrupted
+    numbers; the checkpoint that sharded run then gathered and saved rebuilds, on one process, the
+    final model that ``clbench eval`` scores as the run's last row."""
+    from clbench import runner
+
+    options = {"benchmark": str(llm_bench), "strategy": "codyra", "progress": False}
+    reference = run(RunOptions(**options, out=tmp_path / "ref"))
+    real, calls = runner.train_task, {"n": 0}
+
+    def stop_in_task_2(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "train_task", stop_in_task_2)
+        with pytest.raises(KeyboardInterrupt):
+            run(RunOptions(**options, out=tmp_path / "two"))
+    run_dir = _run_dir(tmp_path / "two", "codyra")
+    assert any(name.endswith("q_proj.weight") for name in _checkpoint_tensors(run_dir))
+    done = _clbench("run", llm_bench, "-s", "codyra", "--out", tmp_path / "two", "--no-progress", "--nproc", "2", "--fsdp", "--resume")
+    assert done.returncode == 0, done.stderr[-4000:]
+    resumed = json.loads((run_dir / "results.json").read_text())
+    assert "resumed" in (run_dir / "run.log").read_text() and resumed["status"] == "complete" and resumed["environment"]["fsdp"]
+    assert resumed["matrix"]["values"] == reference["matrix"]["values"]
+    status, stdout, stderr = cli("eval", run_dir, "--benchmark", llm_bench, "--out", tmp_path / "evals")
+    assert status == 0, stderr
+    evaluated = json.loads(Path(stdout.strip().splitlines()[-1].removeprefix("results: ")).read_text())
+    assert evaluated["matrix"]["values"] == [resumed["matrix"]["values"][-1]]
+
+
+def test_fsdp_refusals_are_one_line_before_anything_is_written(cli, llm_bench: Path, small_digits: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    cases = [
+        ((llm_bench, "-s", "lora", "--fsdp"), "--fsdp shards the model over processes: add --nproc N with N >= 2"),
+        ((llm_bench, "-s", "lora", "--fsdp", "--nproc", "1"), "--fsdp shards the model over processes"),
+        ((small_digits, "-s", "lora", "--fsdp", "--nproc", "2"), "--fsdp shards causal LMs (hf:... backbones), not 'mlp:32'"),
+        ((llm_bench, "-s", "lora,finetune", "--fsdp", "--nproc", "2"), "strategy 'finetune' cannot run sharded (--fsdp): it trains every weight"),
+        ((llm_bench, "-s", "ewc", "--fsdp", "--nproc", "2"), "strategy 'ewc' cannot run sharded (--fsdp): it is not one of the strategies"),
+        ((llm_bench, "-s", "lora", "--fsdp", "--nproc", "2", "--kv-cache", "d2o:0.5"), "--fsdp with a --kv-cache policy is not supported"),
+    ]
+    for args, message in cases:
+        status, _, err = cli("run", *args, "--out", out, "--no-progress")
+        assert status == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (args, err)
+    with pytest.raises(UsageError, match="--fsdp shards the model over processes"):  # the Python API, outside torchrun
+        run(RunOptions(benchmark=str(llm_bench), strategy="lora", out=out, fsdp=True, progress=False))
+    assert not out.exists()
