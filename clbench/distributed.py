@@ -36,7 +36,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from clbench.loading import LoaderOptions, NumberedBatches, NumberedDataset, SeededCollate
 
-__all__ = ["all_reduce_gradients", "barrier", "gather_scores", "global_loss", "is_distributed", "rank", "setup", "shard_for_eval",
+__all__ = ["all_reduce_gradients", "all_reduce_sum_", "barrier", "sum_counts", "gather_scores", "global_loss", "is_distributed", "rank", "setup", "shard_for_eval",
            "train_loader", "world_size", "world_size_requested"]
 
 
@@ -88,7 +88,8 @@ def barrier() -> None:
 
 class _ShardedBatches(Sampler[list[int]]):
     """Rank ``r``'s examples ``r::N`` of each global batch; a rank left without one gets the
-    batch's first example with weight 0 (every rank must take every step)."""
+    batch's first example with weight 0 (every rank must take every step; the training loop
+    skips that rank's forward pass and contributes a zero gradient)."""
 
     def __init__(self, batches: BatchSampler, rank: int, world: int) -> None:
         self.batches, self.rank, self.world = batches, rank, world
@@ -164,6 +165,34 @@ def all_reduce_gradients(params: Sequence[torch.nn.Parameter]) -> None:
                 offset += t.numel()
             if g is not None:
                 bucket, size = [g], g.numel()
+
+
+def all_reduce_sum_(tensors: Sequence[torch.Tensor]) -> None:
+    """Sum each tensor over ranks in place, in one collective call (tensors of one dtype).
+
+    For statistics every rank must agree on, such as the routing usage counts that steer SMoRA's
+    and FlyLoRA's load-balancing bias: each rank counts its shard of the global batch, and the sum
+    is what one process would have counted (exactly, for integer-valued counts).
+    """
+    if not is_distributed() or not tensors:
+        return
+    # NCCL reduces CUDA tensors only, gloo CPU tensors: the counts travel on the backend's device.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    flat = torch.cat([t.reshape(-1).to(device) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def sum_counts(*counts: int) -> tuple[int, ...]:
+    """Integer counts summed over ranks (one collective; the counts themselves on one process)."""
+    if not is_distributed():
+        return counts
+    flat = torch.tensor(counts, dtype=torch.float64)
+    all_reduce_sum_([flat])
+    return tuple(int(v) for v in flat.tolist())
 
 
 def global_loss(loss: torch.Tensor, weight: float) -> torch.Tensor:

@@ -93,12 +93,18 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
     on_cpu = backbone.device.type == "cpu"
     checked = 0
     for fetched, batch in enumerate(_batches(batches)):
-        batch = backbone.move_batch(batch)
-        with autocast(backbone.device, settings.amp):
-            loss = strategy.loss(batch, experience)
-        if distributed.is_distributed():  # this rank's share of the global batch: its gradient, the global batch's value
-            mine = loss * share(fetched)
-            loss = mine + (distributed.global_loss(loss, share(fetched)) - mine).detach()
+        weight = share(fetched)
+        if weight == 0.0:
+            # Under torchrun a short last batch leaves this rank without an example: it takes the step with a zero
+            # gradient and no forward pass, so nothing a forward pass counts (routing usage, say) sees a stand-in example.
+            loss = distributed.global_loss(torch.zeros((), device=backbone.device), 0.0)
+        else:
+            batch = backbone.move_batch(batch)
+            with autocast(backbone.device, settings.amp):
+                loss = strategy.loss(batch, experience)
+            if distributed.is_distributed():  # this rank's share of the global batch: its gradient, the global batch's value
+                mine = loss * weight
+                loss = mine + (distributed.global_loss(loss, weight) - mine).detach()
         if skip and not bool(torch.isfinite(loss.detach()).all()):
             stats.skipped_steps += 1
             if stats.skipped_steps > total:
@@ -106,7 +112,8 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
                                     "batches skipped; the run stopped and is not complete; lower lr")
             continue
         scaled = loss / settings.grad_accum if settings.grad_accum > 1 else loss
-        (scaler.scale(scaled) if scaler else scaled).backward()
+        if scaled.requires_grad:  # not on a rank without examples (all_reduce_gradients counts its gradients as zeros)
+            (scaler.scale(scaled) if scaler else scaled).backward()
         micro += 1
         if micro % settings.grad_accum:
             continue

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from clbench import distributed
 from clbench.api import Backbone, Experience, Strategy, inject_adapters
 from clbench.api.adapters import ALL_LINEAR, ATTENTION
 from clbench.strategies.mora.layer import MoRALinear
@@ -76,6 +77,7 @@ class MoRA(Strategy):
         for layer in self.layers.values():
             fresh, tokens = layer.stop_fresh_routing()
             routed, seen = routed + fresh, seen + tokens
+        routed, seen = distributed.sum_counts(routed, seen)  # each rank trained on its shard of every batch
         if not seen:  # nothing was trained (e.g. a zero-step budget)
             return
         share = routed / seen
@@ -98,6 +100,8 @@ class MoRA(Strategy):
             counts, seen = layer.stop_usage()
             usage += counts.cpu()
             tokens += seen
+        distributed.all_reduce_sum_([usage])  # each rank evaluated its slice of the test set: count them all
+        (tokens,) = distributed.sum_counts(tokens)
         per_owner = usage.view(-1, self.settings.rank).sum(dim=1)
         self._routing[experience.name] = ([float(v) for v in per_owner], tokens)
         self._routing_order.append(experience.name)
