@@ -38,8 +38,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from clbench.loading import LoaderOptions, NumberedBatches, NumberedDataset, SeededCollate
 
-__all__ = ["all_reduce_gradients", "barrier", "gather_scores", "global_loss", "is_distributed", "rank", "setup", "shard_for_eval",
-           "token_weighted_loss", "train_loader", "world_size", "world_size_requested"]
+__all__ = ["all_reduce_gradients", "all_reduce_sum_", "barrier", "gather_scores", "global_loss", "is_distributed", "rank", "setup",
+           "evaluation_is_sharded", "shard_for_eval", "sum_counts", "token_weighted_loss", "train_loader", "world_size", "world_size_requested"]
 
 
 def world_size() -> int:
@@ -90,7 +90,8 @@ def barrier() -> None:
 
 class _ShardedBatches(Sampler[list[int]]):
     """Rank ``r``'s examples ``r::N`` of each global batch; a rank left without one gets the
-    batch's first example with weight 0 (every rank must take every step)."""
+    batch's first example with weight 0 (every rank must take every step; the training loop
+    skips that rank's forward pass and contributes a zero gradient)."""
 
     def __init__(self, batches: BatchSampler, rank: int, world: int) -> None:
         self.batches, self.rank, self.world = batches, rank, world
@@ -168,6 +169,34 @@ def all_reduce_gradients(params: Sequence[torch.nn.Parameter]) -> None:
                 bucket, size = [g], g.numel()
 
 
+def all_reduce_sum_(tensors: Sequence[torch.Tensor]) -> None:
+    """Sum each tensor over ranks in place, in one collective call (tensors of one dtype).
+
+    For statistics every rank must agree on, such as the routing usage counts that steer SMoRA's
+    and FlyLoRA's load-balancing bias: each rank counts its shard of the global batch, and the sum
+    is what one process would have counted (exactly, for integer-valued counts).
+    """
+    if not is_distributed() or not tensors:
+        return
+    # NCCL reduces CUDA tensors only, gloo CPU tensors: the counts travel on the backend's device.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    flat = torch.cat([t.reshape(-1).to(device) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def sum_counts(*counts: int) -> tuple[int, ...]:
+    """Integer counts summed over ranks (one collective; the counts themselves on one process)."""
+    if not is_distributed():
+        return counts
+    flat = torch.tensor(counts, dtype=torch.float64)
+    all_reduce_sum_([flat])
+    return tuple(int(v) for v in flat.tolist())
+
+
 def global_loss(loss: torch.Tensor, weight: float) -> torch.Tensor:
     """The global batch's mean loss from each rank's weighted local loss (for logging and the
     non-finite check, so every rank takes the same decision)."""
@@ -195,6 +224,16 @@ def token_weighted_loss(loss: torch.Tensor, terms: torch.Tensor | float) -> torc
     total = pair[1].clamp_min(1.0)  # a global batch with no target token trains nothing
     mine = loss * (count * world_size() / total)
     return mine + (pair[0] / total - mine).detach()
+
+
+def evaluation_is_sharded(model: torch.nn.Module) -> bool:
+    """Whether each rank evaluates its own slice of the test sets (:func:`shard_for_eval`): under
+    torchrun, unless ``--fsdp`` sharded the model, whose every forward is a collective, so every rank
+    evaluates everything (:mod:`clbench.fsdp`). Counts a strategy keeps during evaluation are summed
+    over ranks only when this is true."""
+    from clbench import fsdp  # torch.distributed.tensor: only when asked
+
+    return is_distributed() and not fsdp.is_sharded(model)
 
 
 def shard_for_eval(data: Dataset[Any]) -> Dataset[Any]:

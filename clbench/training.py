@@ -92,17 +92,24 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
     skip = settings.nonfinite_loss == "skip"
     on_cpu = backbone.device.type == "cpu"
     checked = 0
+    every_rank_forwards = fsdp.is_sharded(model)  # each forward and backward of a sharded model is a collective
     for fetched, batch in enumerate(_batches(batches)):
-        batch = backbone.move_batch(batch)
-        with autocast(backbone.device, settings.amp):
-            loss = strategy.loss(batch, experience)
-        if distributed.is_distributed():  # this rank's share of the global batch: its gradient, the global batch's value
-            terms = backbone.loss_terms(batch)
-            if terms is not None:  # a mean over tokens: weighted by this rank's tokens (none on a rank padding a short batch)
-                loss = distributed.token_weighted_loss(loss, terms if share(fetched) else 0.0)
-            else:
-                mine = loss * share(fetched)
-                loss = mine + (distributed.global_loss(loss, share(fetched)) - mine).detach()
+        weight = share(fetched)
+        terms = backbone.loss_terms(batch) if distributed.is_distributed() else None  # a mean over tokens: weighted by tokens
+        if weight == 0.0 and not every_rank_forwards:
+            # Under torchrun a short last batch leaves this rank without an example: it takes the step with a zero
+            # gradient and no forward pass, so nothing a forward pass counts (routing usage, say) sees a stand-in example.
+            zero = torch.zeros((), device=backbone.device)
+            loss = distributed.global_loss(zero, 0.0) if terms is None else distributed.token_weighted_loss(zero, 0.0)
+        else:  # under --fsdp a rank without an example still runs the stand-in's forward and backward, weighted 0: they are collectives
+            batch = backbone.move_batch(batch)
+            with autocast(backbone.device, settings.amp):
+                loss = strategy.loss(batch, experience)
+            if terms is not None:
+                loss = distributed.token_weighted_loss(loss, terms if weight else 0.0)
+            elif distributed.is_distributed():  # this rank's share of the global batch: its gradient, the global batch's value
+                mine = loss * weight
+                loss = mine + (distributed.global_loss(loss, weight) - mine).detach()
         if skip and not bool(torch.isfinite(loss.detach()).all()):
             stats.skipped_steps += 1
             if stats.skipped_steps > total:
@@ -110,7 +117,8 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
                                     "batches skipped; the run stopped and is not complete; lower lr")
             continue
         scaled = loss / settings.grad_accum if settings.grad_accum > 1 else loss
-        (scaler.scale(scaled) if scaler else scaled).backward()
+        if scaled.requires_grad:  # not on a rank without examples (all_reduce_gradients counts its gradients as zeros)
+            (scaler.scale(scaled) if scaler else scaled).backward()
         micro += 1
         if micro % settings.grad_accum:
             continue
@@ -189,8 +197,8 @@ def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: Tr
     row = []
     # Under --fsdp every forward is a collective: every rank scores the whole test set, the same
     # batches in the same order, so generation lengths cannot differ between ranks (clbench.fsdp).
-    whole = fsdp.is_sharded(model)
-    sharded = distributed.is_distributed() and not whole
+    sharded = distributed.evaluation_is_sharded(model)
+    whole = distributed.is_distributed() and not sharded
     no_grad = torch.no_grad if whole else torch.inference_mode  # FSDP's gathered weights must stay usable by training
     bar = progress_bar(sum(len(e.test) for e in experiences), label, progress and distributed.rank() == 0, "ex")  # type: ignore[arg-type]
     for exp in experiences:

@@ -10,6 +10,9 @@ torch threads. CUDA (``--device cuda``): wall clock with synchronisation.
   deflation runs too). ``torch.optim.AdamW`` on the same weight and gradients against CoSO with
   the full SVD and the randomized one. ``refresh`` is the randomized step minus a step that only
   projects (T_gap = ∞): the projector refresh and sketch merge alone.
+* ``floor``: the pieces of one warm randomized refresh (the products ``G Ω`` and ``Qᵀ G``, the
+  range finder with its small SVD, the sketch merge, and the range finder at q = r + p as if only
+  the projector were needed), each against an AdamW step: what a faithful refresh cannot avoid.
 * ``layers``: the 12 ``attn.proj`` weights of a ViT-B (``--with-fc`` adds the 12 ``mlp.fc1``) in one
   CoSO group (the randomized refresh batches layers of one shape) against AdamW on the same 12.
 * ``train``: a whole training step (forward, loss, backward, optimizer step, zero_grad) on a tiny
@@ -26,6 +29,7 @@ Usage::
 
     python perf/coso_step.py                                   # every part, CPU, one thread
     python perf/coso_step.py --parts optimizer --baseline-ref main
+    python perf/coso_step.py --parts floor --shapes 768x768 --presets imagenet-r
     python perf/coso_step.py --parts train --vitb-batch 4 --json coso.json
     python perf/coso_step.py --device cuda --vitb-batch 64     # on a GPU
 """
@@ -146,6 +150,56 @@ def _stepper(opt: torch.optim.Optimizer, weight: nn.Parameter, grads: list[torch
     return step
 
 
+# ---- part 1b: what a faithful refresh cannot avoid -------------------------------------------------
+def floor_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """The pieces of one warm randomized refresh, each timed against an AdamW step in the same rounds.
+
+    CoSO's sketch needs ℓ + 1 singular values of every refreshed gradient, so the range finder
+    takes q = ℓ + 1 + p columns (131 at the ImageNet-R preset); the two products ``G Ω`` and
+    ``Qᵀ G`` alone are the least any range-finder refresh of that width costs. ``rsvd(r)`` is the
+    same range finder at q = r + p, what the refresh would cost if only the projector were needed.
+    """
+    from clbench.strategies.coso.frequent_directions import merge_batch, shrink
+    from clbench.strategies.coso.projector import randomized_svd
+
+    clock, rows = Clock(device), []
+    gen = torch.Generator().manual_seed(2)
+    for m, n in (tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")):
+        for preset in args.presets.split(","):
+            cfg = PRESETS[preset]
+            wanted = max(cfg.proj_rank, cfg.sketch_rank + 1)
+            q = min(wanted + 10, m, n)
+            grad = (torch.randn(1, m, n, generator=gen) * 1e-3).to(device)
+            warm = randomized_svd(grad, wanted, 10, 2, None, torch.Generator(device=device).manual_seed(0))
+            small = randomized_svd(grad, cfg.proj_rank, 10, 2, None, torch.Generator(device=device).manual_seed(0))
+            omega, q_basis = warm.next_test.contiguous(), warm.u.contiguous()
+            block_sigma, _ = shrink(warm.sigma[:, : cfg.sketch_rank + 1], cfg.sketch_rank)
+            block_u = warm.u[:, :, : block_sigma.shape[-1]]
+            width = min(cfg.sketch_rank, m - block_u.shape[-1])  # the batched merge needs a + b <= m
+            sketch_u = torch.linalg.qr(torch.randn(1, m, width, generator=gen).to(device)).Q
+            sketch_sigma = torch.rand(1, width, generator=gen).sort(descending=True).values.to(device)
+            weight = nn.Parameter((torch.randn(m, n, generator=gen) * 0.02).to(device))
+            adamw = torch.optim.AdamW([weight], lr=1e-4, eps=1e-6)
+            weight.grad = grad[0].clone()
+            steps: dict[str, Callable[[], Any]] = {
+                "adamw": adamw.step,
+                "products": lambda: (grad @ omega, q_basis.transpose(1, 2) @ grad),
+                "rsvd": lambda: randomized_svd(grad, wanted, 10, 0, warm.next_test),
+                "merge": lambda: merge_batch(sketch_u, sketch_sigma, block_u, block_sigma, 1.0, cfg.sketch_rank),
+                "rsvd_r": lambda: randomized_svd(grad, cfg.proj_rank, 10, 0, small.next_test),
+            }
+            med = interleaved(steps, clock, reps=args.reps * 10, warmup=2)
+            row = {"shape": f"{m}x{n}", "preset": preset, "q": q, "sketch_width": width, "q_projector_only": min(cfg.proj_rank + 10, m, n),
+                   **{f"{k}_ms": round(v * 1e3, 3) for k, v in med.items()},
+                   **{f"{k}_over_adamw": round(v / med["adamw"], 2) for k, v in med.items() if k != "adamw"},
+                   "rsvd_plus_merge_over_adamw": round((med["rsvd"] + med["merge"]) / med["adamw"], 2)}
+            rows.append(row)
+            print(f"{row['shape']:>9} {preset:>10} {q:>4} {med['adamw'] * 1e3:>7.2f} "
+                  + " ".join(f"{med[k] * 1e3:>7.2f} ({row[k + '_over_adamw']:>4.1f}x)" for k in ("products", "rsvd", "merge", "rsvd_r"))
+                  + f" {row['rsvd_plus_merge_over_adamw']:>9.1f}", flush=True)
+    return rows
+
+
 # ---- part 2: the 12 layers of a ViT-B in one group ---------------------------------------------
 def layer_rows(args: argparse.Namespace, device: torch.device, before: Any) -> list[dict[str, Any]]:
     shapes = [(768, 768)] * 12 + ([(3072, 768)] * 12 if args.with_fc else [])
@@ -256,7 +310,7 @@ def train_rows(args: argparse.Namespace, device: torch.device, before: Any) -> l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="optimizer,layers,train", help="comma list of optimizer, layers, train")
+    parser.add_argument("--parts", default="optimizer,layers,train", help="comma list of optimizer, floor, layers, train")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--shapes", default="768x768,3072x768", help="comma list of m x n weights for the optimizer part")
     parser.add_argument("--steps", type=int, default=3, help="distinct gradients cycled through (optimizer part)")
@@ -289,6 +343,11 @@ def main() -> None:
         head = f"{'shape':>9} {'preset':>10} {'hist':>4} {'AdamW':>8} {'full':>8} {'rand':>8} {'refresh':>8} {'full/AdamW':>9} {'rand/AdamW':>9} {'refr/AdamW':>9}"
         print(head + (f" {'rand@' + args.baseline_ref:>9} {'before/after':>8}" if before is not None else ""))
         results["optimizer"] = optimizer_rows(args, device, before)
+    if "floor" in parts:
+        print("pieces of one warm randomized refresh, ms (x AdamW step); products = G Ω and Qᵀ G at q columns; "
+              "rsvd = range finder + small SVD; merge = sketch merge; rsvd_r = range finder at q = r + p (projector only)")
+        print(f"{'shape':>9} {'preset':>10} {'q':>4} {'AdamW':>7} {'products':>15} {'rsvd':>15} {'merge':>15} {'rsvd_r':>15} {'rsvd+merge':>9}")
+        results["floor"] = floor_rows(args, device)
     if "layers" in parts:
         print("12 ViT-B layers in one CoSO group (ImageNet-R preset), ms per optimizer step")
         results["layers"] = layer_rows(args, device, before)

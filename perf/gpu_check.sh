@@ -106,14 +106,14 @@ if [ "$DEVICE" = cuda ]; then
     run_step kernels-perf 150 "${CLI[@]}" perf --device cuda --shapes all --impl "$IMPLS" --json "$OUT_DIR/perf.json"
     run_step clip-step 90 "$PY" perf/clip_step.py --device cuda --arch ViT-B-16 --batch 64 --amp none,bf16 --warmup 2 --steps 5 \
         --json "$OUT_DIR/clip.json"
-    run_step coso-step 150 "$PY" perf/coso_step.py --device cuda --vitb-batch 64 --reps 5 --json "$OUT_DIR/coso.json"
+    run_step coso-step 150 "$PY" perf/coso_step.py --device cuda --parts optimizer,floor,layers,train --vitb-batch 64 --reps 5 --json "$OUT_DIR/coso.json"
 else  # the same steps at smoke-test sizes on the CPU (gpu tests skip themselves without CUDA)
     run_step gpu-tests 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/test_coso_optimizer.py
     run_step kernels-perf 120 "${CLI[@]}" perf --device cpu --shapes tiny --impl base,eager,peft,cpu --repeats 1 --rounds 1 \
         --json "$OUT_DIR/perf.json"
     run_step clip-step 120 "$PY" perf/clip_step.py --device cpu --arch ViT-B-32 --batch 2 --amp none --warmup 0 --steps 1 \
         --json "$OUT_DIR/clip.json"
-    run_step coso-step 150 "$PY" perf/coso_step.py --device cpu --shapes 96x64 --presets cifar100 --history 16 --vitb-batch 0 \
+    run_step coso-step 150 "$PY" perf/coso_step.py --device cpu --parts optimizer,floor,layers,train --shapes 96x64 --presets cifar100 --history 16 --vitb-batch 0 \
         --reps 1 --steps 1 --json "$OUT_DIR/coso.json"
 fi
 

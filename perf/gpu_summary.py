@@ -91,7 +91,8 @@ def markdown(summary: dict[str, Any]) -> str:
             lines += [f"| {r['shape']} | {r['preset']} | {r['history']} | {r['adamw_ms']:.3f} | {r['full_ms']:.2f} | {r['randomized_ms']:.2f} | "
                       f"{r['refresh_ms']:.2f} | {r['full_over_adamw']} | {r['randomized_over_adamw']} | {r['refresh_over_adamw']} |"
                       for r in coso["optimizer"]]
-        for key, title in (("layers", "12 ViT-B layers in one group"), ("train", "Whole training step, CoSO vs AdamW-LoRA")):
+        for key, title in (("floor", "Pieces of one warm randomized refresh (ms and x AdamW)"), ("layers", "12 ViT-B layers in one group"),
+                           ("train", "Whole training step, CoSO vs AdamW-LoRA")):
             if coso.get(key):
                 lines += ["", f"{title}:", "", "```", *[json.dumps(r) for r in coso[key]], "```"]
     missing = [name for name in ("perf", "clip", "coso") if summary.get(f"{name}_missing")]

@@ -391,3 +391,22 @@ def test_layers_of_one_shape_refresh_together_as_they_would_alone() -> None:
         s_together, s_alone = opt.sketch(a).sketch, o.sketch(b).sketch
         torch.testing.assert_close(s_together @ s_together.t(), s_alone @ s_alone.t(), rtol=1e-4, atol=1e-5)
     assert float((history.t() @ (together[1].detach() - w0[1])).norm()) < 1e-5
+
+
+def test_a_truncated_sketch_block_is_the_top_k_shrunk_by_the_next_value() -> None:
+    """``block_rank`` k feeds ``U_k diag(sqrt(σ² − σ_{k+1}²))``; the default block is CoSO's (k = ℓ)."""
+    gen = torch.Generator().manual_seed(21)
+    m, ell, k = 30, 8, 3
+    u = torch.linalg.qr(torch.randn(m, m, generator=gen, dtype=torch.float64))[0]
+    s = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.5, 1.0, 0.8, 0.6, 0.5, 0.4], dtype=torch.float64)
+    truncated = FrequentDirections(m, ell, dtype=torch.float64)
+    truncated.update_from_svd(u[:, :10], s, block_rank=k)
+    expected = torch.sqrt(s[:k] ** 2 - s[k] ** 2)  # by hand: sqrt(25 − 4), sqrt(16 − 4), sqrt(9 − 4)
+    torch.testing.assert_close(truncated.sigma, expected)
+    torch.testing.assert_close(truncated.basis, u[:, :k])
+    assert float(truncated.shrinkage) == pytest.approx(4.0)
+    default, explicit = FrequentDirections(m, ell, dtype=torch.float64), FrequentDirections(m, ell, dtype=torch.float64)
+    default.update_from_svd(u[:, :10], s)
+    explicit.update_from_svd(u[:, :10], s, block_rank=ell)
+    torch.testing.assert_close(default.sigma, torch.sqrt(s[:ell] ** 2 - s[ell] ** 2))
+    torch.testing.assert_close(explicit.sigma, default.sigma)

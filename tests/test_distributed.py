@@ -28,17 +28,30 @@ from conftest import stopped_in_task
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def _launch(bench: Path, out: Path, strategies: str, nproc: int) -> subprocess.CompletedProcess[str]:
+def _launch(bench: Path, out: Path, strategies: str, nproc: int, *settings: str) -> subprocess.CompletedProcess[str]:
     clbench = str(Path(sys.executable).with_name("clbench"))
-    return subprocess.run([clbench, "run", str(bench), "-s", strategies, "--out", str(out), "--no-progress", "-S", "epochs=1",
+    flags = [flag for setting in ("epochs=1", *settings) for flag in ("-S", setting)]
+    return subprocess.run([clbench, "run", str(bench), "-s", strategies, "--out", str(out), "--no-progress", *flags,
                            "--nproc", str(nproc)], capture_output=True, text=True, env=ENV, timeout=600)
 
 
-def _same_runs(one: Path, two: Path, strategies: str) -> None:
+def _close(a: object, b: object) -> bool:
+    """Equal structure and strings, numbers within 1e-5 (relative)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
+        return a == pytest.approx(b, rel=1e-5, abs=1e-9)
+    return a == b
+
+
+def _same_runs(one: Path, two: Path, strategies: str, folder: str = "seed-0-S-epochs=1") -> None:
     for strategy in strategies.split(","):
-        a_dir, b_dir = (root / "digits-small" / strategy / "seed-0-S-epochs=1" for root in (one, two))
+        a_dir, b_dir = (root / "digits-small" / strategy / folder for root in (one, two))
         a, b = (json.loads((d / "results.json").read_text()) for d in (a_dir, b_dir))
         assert a["matrix"]["values"] == b["matrix"]["values"], strategy
+        assert _close(a["telemetry"], b["telemetry"]), strategy  # norms summed in another order: 1e-5
         assert b["examples"]["sizes"] == a["examples"]["sizes"] and any(n % 2 for n in a["examples"]["sizes"])  # one test set is odd
         for x, y in zip(a["tasks"], b["tasks"], strict=True):
             np.testing.assert_allclose(x["loss_curve"], y["loss_curve"], atol=1e-5, err_msg=strategy)
@@ -63,6 +76,21 @@ def test_two_processes_match_one_for_lora_and_finetune(small_digits: Path, tmp_p
 @pytest.mark.slow  # five more strategies through torchrun: about a minute on 2 cores
 def test_two_processes_match_one_for_mora_codyra_coso_ewc_replay(small_digits: Path, tmp_path: Path) -> None:
     _check(small_digits, tmp_path, "mora,codyra,coso,ewc,replay")
+
+
+def test_routing_usage_is_summed_over_ranks_for_smora_and_flylora(small_digits: Path, tmp_path: Path) -> None:
+    """SMoRA's and FlyLoRA's load-balancing bias moves with the global batch's usage counts. Batches of 269
+    leave a 1-example last batch in tasks a and b (270 examples), so one rank holds no example there: its
+    stand-in example must not be counted (the telemetry's usage balance would differ from one process's).
+    SMoRA without dropout: each rank draws its own masks, an equally valid run but not the same numbers."""
+    settings = ("batch_size=269", "dropout=0")
+    two = _launch(small_digits, tmp_path / "two", "smora,flylora", 2, *settings)
+    assert two.returncode == 0, two.stderr[-3000:]
+    for strategy in ("smora", "flylora"):
+        overrides = {"epochs": "1", "batch_size": "269", **({"dropout": "0"} if strategy == "smora" else {})}
+        run(RunOptions(benchmark=str(small_digits), strategy=strategy, out=tmp_path / "one", overrides=overrides, progress=False))
+    _same_runs(tmp_path / "one", tmp_path / "two", "smora", "seed-0-S-batch_size=269,dropout=0.0,epochs=1")
+    _same_runs(tmp_path / "one", tmp_path / "two", "flylora", "seed-0-S-batch_size=269,epochs=1")
 
 
 @pytest.mark.slow  # two runs and a torchrun launch: about 40 s on 2 cores

@@ -7,7 +7,9 @@ takes the steps a 2-process data-parallel run takes, which equal the 1-process s
 order of floating-point sums (:mod:`clbench.distributed`): the accuracy matrices come out equal
 and the trained tensors agree to float32 rounding (1e-6). One task here is scored by
 generation (edit similarity: graded, and generation lengths differ between prompts), the path
-where ranks evaluating different prompts would deadlock.
+where ranks evaluating different prompts would deadlock. The first task has 9 training examples in
+batches of 4: its last batch leaves rank 1 without an example, which under ``--fsdp`` must still
+run the (zero-weighted) forward and backward, both collectives.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ lr = 0.01
 name = "uppercase"
 loader = "generated-instructions"
 metric = "exact_match"
-options = {{ skill = "uppercase", n_train = 8, n_test = 5 }}
+options = {{ skill = "uppercase", n_train = 9, n_test = 5 }}
 [[tasks]]
 name = "plural"
 loader = "generated-instructions"
@@ -87,6 +89,10 @@ def _same_numbers(one: Path, two: Path, strategy: str) -> None:
     assert a["identity"] == b["identity"] and a["run_id"] == b["run_id"]  # --fsdp is not part of the run's identity
     for x, y in zip(a["tasks"], b["tasks"], strict=True):
         np.testing.assert_allclose(x["loss_curve"], y["loss_curve"], rtol=1e-5, err_msg=strategy)
+    if strategy == "mora":  # every rank evaluated every test set: its routing counts are the whole sets', not summed over ranks
+        for x, y in zip(a["telemetry"], b["telemetry"], strict=True):
+            assert x["mora"]["routing_tokens"] == y["mora"]["routing_tokens"]
+            np.testing.assert_allclose(x["mora"]["routing_matrix"], y["mora"]["routing_matrix"], atol=1e-5)
     ta, tb = (_checkpoint_tensors(_run_dir(root, strategy)) for root in (one, two))
     assert sorted(ta) == sorted(tb), strategy  # the sharded run saved whole tensors, the same ones
     for name in ta:

@@ -3,6 +3,9 @@
 Each such layer counts how often each rank is picked (``usage``) and nudges a per-rank bias after
 every optimizer step (``update_routing_bias_()``, which returns the counts it used). This tracker
 keeps the counts of the task being trained, so telemetry reports that task's balance.
+
+Under torchrun each rank counts its own shard of the global batch; the counts are summed over
+ranks before the bias moves, so every rank applies the bias update a one-process run applies.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import torch
+
+from clbench import distributed
 
 
 class RoutedLayer(Protocol):
@@ -36,7 +41,8 @@ class RoutingBalance:
             layer.usage.zero_()
 
     def step(self) -> None:
-        """Update every layer's routing bias and add the usage it was computed from."""
+        """Update every layer's routing bias and add the usage it was computed from (summed over ranks)."""
+        distributed.all_reduce_sum_([layer.usage for layer in self.layers.values()])
         for name, layer in self.layers.items():
             self.counts[name] += layer.update_routing_bias_().cpu()
 

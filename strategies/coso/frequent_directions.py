@@ -100,13 +100,16 @@ class FrequentDirections:
     def is_empty(self) -> bool:
         return self.sigma.numel() == 0
 
-    def update_from_svd(self, u: torch.Tensor, s: torch.Tensor) -> None:
+    def update_from_svd(self, u: torch.Tensor, s: torch.Tensor, block_rank: int | None = None) -> None:
         """Feed one block given by its SVD (``G = U diag(S) Vᵀ``; only U and S are needed).
 
         ``u`` must hold at least the top ℓ singular vectors and ``s`` the top ℓ+1 values when
         they exist (fewer means the block has lower rank and nothing is shrunk off it).
+        ``block_rank`` k < ℓ feeds only the top k directions, shrunk by the (k+1)-th squared value
+        (not CoSO's block: ``perf/coso_sketch_block.py`` measures what that truncation changes).
         """
-        block_sigma, delta = shrink(s, min(self.rank, s.numel()))
+        keep = min(self.rank if block_rank is None else block_rank, self.rank, s.numel())
+        block_sigma, delta = shrink(s[: keep + 1], keep)
         self.shrinkage = self.shrinkage + delta
         block = u[:, : block_sigma.numel()] * block_sigma
         if self.is_empty():

@@ -26,9 +26,6 @@ class FlyLoRA(Strategy):
     """Freeze the backbone, wrap the target layers in FlyLoRA and train only B (and a classic head)."""
 
     Config = FlyLoRAConfig
-    # The load-balancing bias is updated from each rank's own batch usage: under torchrun the ranks' biases
-    # would drift apart. Refused (one line) until the usage counts are all-reduced.
-    distributed = False
     config: FlyLoRAConfig
     adapter_placement = QV  # q and v: the official FlyLoRA LLaMA runs' placement (on CLIP as well [I])
 

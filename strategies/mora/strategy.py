@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from clbench import distributed
 from clbench.api import Backbone, Experience, Strategy, inject_adapters
 from clbench.api.adapters import ALL_LINEAR, ATTENTION
 from clbench.strategies.mora.layer import MoRALinear
@@ -77,6 +78,7 @@ class MoRA(Strategy):
         for layer in self.layers.values():
             fresh, tokens = layer.stop_fresh_routing()
             routed, seen = routed + fresh, seen + tokens
+        routed, seen = distributed.sum_counts(routed, seen)  # each rank trained on its shard of every batch
         if not seen:  # nothing was trained (e.g. a zero-step budget)
             return
         share = routed / seen
@@ -99,6 +101,9 @@ class MoRA(Strategy):
             counts, seen = layer.stop_usage()
             usage += counts.cpu()
             tokens += seen
+        if distributed.evaluation_is_sharded(self.model):  # each rank evaluated its slice of the test set: count them all
+            distributed.all_reduce_sum_([usage])
+            (tokens,) = distributed.sum_counts(tokens)
         per_owner = usage.view(-1, self.settings.rank).sum(dim=1)
         self._routing[experience.name] = ([float(v) for v in per_owner], tokens)
         self._routing_order.append(experience.name)

@@ -23,9 +23,6 @@ class SMoRA(Strategy):
     """Freeze the backbone, wrap the target layers in SMoRA and train A, B and the routers."""
 
     Config = SMoRAConfig
-    # The load-balancing bias is updated from each rank's own batch usage: under torchrun the ranks' biases
-    # would drift apart. Refused (one line) until the usage counts are all-reduced.
-    distributed = False
     config: SMoRAConfig
     adapter_placement = QV  # q and v: the official README's target_modules (on CLIP as well [I])
 
