@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clbench import statefile
+from clbench import distributed, fsdp, statefile
 from clbench.errors import ClbenchError, UsageError
 from clbench.safeio import ensure_free_space, make_dirs, write_bytes_atomic
 
@@ -54,13 +54,25 @@ def fingerprint(tensor: torch.Tensor) -> str:
 
 
 def fingerprints(model: nn.Module) -> dict[str, str]:
-    """Fingerprint of every entry of ``model.state_dict()``."""
-    return {name: fingerprint(t) for name, t in model.state_dict().items()}
+    """Fingerprint of every entry of ``model.state_dict()`` (of this rank's shard, for a tensor ``--fsdp`` sharded)."""
+    return {name: fingerprint(fsdp.local_tensor(t)) for name, t in model.state_dict().items()}
 
 
 def changed_state(model: nn.Module, reference: dict[str, str]) -> dict[str, torch.Tensor]:
-    """Entries of ``model.state_dict()`` that are new or differ from ``reference``, on CPU."""
-    return {name: t.detach().cpu().clone() for name, t in model.state_dict().items() if reference.get(name) != fingerprint(t)}
+    """Entries of ``model.state_dict()`` that are new or differ from ``reference``, whole and on CPU.
+
+    On a model ``--fsdp`` sharded every rank must call this: each compares its own shards, the
+    ranks agree on which tensors changed anywhere, and those are all-gathered (every rank gets
+    them; rank 0 writes them).
+    """
+    state = model.state_dict()
+    changed = [reference.get(name) != fingerprint(fsdp.local_tensor(t)) for name, t in state.items()]
+    if distributed.is_distributed() and fsdp.is_sharded(model):  # a shard changed on one rank only still changed the tensor
+        device = next(p.device for p in model.parameters())  # NCCL reduces tensors on the GPU only
+        flags = torch.tensor(changed, dtype=torch.int32, device=device)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        changed = [bool(f) for f in flags.tolist()]
+    return {name: fsdp.full_tensor(t.detach()).cpu().clone() for (name, t), moved in zip(state.items(), changed, strict=True) if moved}
 
 
 def _nbytes(value: Any) -> int:
@@ -229,11 +241,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def restore_model(model: nn.Module, delta: dict[str, torch.Tensor]) -> None:
-    """Load a delta into ``model``; every delta key must exist (structure was rebuilt first)."""
+    """Load a delta into ``model``; every delta key must exist (structure was rebuilt first).
+    Whole tensors go into a model ``--fsdp`` sharded as each rank's rows, with no communication."""
     state = model.state_dict()
     unknown = sorted(set(delta) - set(state))
     if unknown:
         raise RuntimeError(f"checkpoint has tensors the rebuilt model lacks: {', '.join(unknown[:5])}")
-    with torch.no_grad():
-        for name, value in delta.items():
-            state[name].copy_(value)
+    for name, value in delta.items():
+        fsdp.copy_full_(state[name], value)  # a sharded tensor takes this rank's rows

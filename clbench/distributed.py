@@ -4,7 +4,9 @@ Every rank builds the same model from the same seeds and sees the same global ba
 training sampler draws the permutation a one-process run would draw (the same generator, the
 same ``RandomSampler``/``BatchSampler``) and gives rank ``r`` the examples ``r, r+N, r+2N, ...``
 of each global batch. Each rank's loss is weighted by its share of the global batch, and the
-gradients are summed over ranks (``all_reduce``) before clipping and the optimizer step, so
+gradients are summed over ranks (``all_reduce``) before clipping and the optimizer step (a
+language model's loss, a mean over target tokens, is weighted by the rank's share of the global
+batch's tokens instead: :func:`token_weighted_loss`), so
 every rank applies the gradient of the global batch's mean loss — the one-process update, up to
 the order of floating-point sums. We shard each batch rather than use ``DistributedSampler``
 (which gives each rank its own slice of the epoch) because only then is the global batch, and so
@@ -36,8 +38,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from clbench.loading import LoaderOptions, NumberedBatches, NumberedDataset, SeededCollate
 
-__all__ = ["all_reduce_gradients", "all_reduce_sum_", "barrier", "sum_counts", "gather_scores", "global_loss", "is_distributed", "rank", "setup", "shard_for_eval",
-           "train_loader", "world_size", "world_size_requested"]
+__all__ = ["all_reduce_gradients", "all_reduce_sum_", "barrier", "gather_scores", "global_loss", "is_distributed", "rank", "setup",
+           "evaluation_is_sharded", "shard_for_eval", "sum_counts", "token_weighted_loss", "train_loader", "world_size", "world_size_requested"]
 
 
 def world_size() -> int:
@@ -203,6 +205,35 @@ def global_loss(loss: torch.Tensor, weight: float) -> torch.Tensor:
     value = loss.detach().float() * weight
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / world_size()
+
+
+def token_weighted_loss(loss: torch.Tensor, terms: torch.Tensor | float) -> torch.Tensor:
+    """For a loss that is a mean over ``terms`` terms (a language model's target tokens): this rank's
+    loss weighted ``terms * N / total`` (``total`` summed over ranks), so that the gradients summed
+    over ranks and divided by N are the gradient of the global batch's token mean, and whose value
+    is that mean (one ``all_reduce`` of two numbers, as :func:`global_loss` makes one).
+
+    Weighting by examples instead (:func:`train_loader`'s weight) would give each rank's tokens the
+    weight of its examples: not the one-process loss when ranks hold different numbers of tokens.
+    """
+    if not is_distributed():
+        return loss
+    count = torch.as_tensor(terms, dtype=torch.float32, device=loss.device)
+    pair = torch.stack([loss.detach().float() * count, count])
+    dist.all_reduce(pair, op=dist.ReduceOp.SUM)
+    total = pair[1].clamp_min(1.0)  # a global batch with no target token trains nothing
+    mine = loss * (count * world_size() / total)
+    return mine + (pair[0] / total - mine).detach()
+
+
+def evaluation_is_sharded(model: torch.nn.Module) -> bool:
+    """Whether each rank evaluates its own slice of the test sets (:func:`shard_for_eval`): under
+    torchrun, unless ``--fsdp`` sharded the model, whose every forward is a collective, so every rank
+    evaluates everything (:mod:`clbench.fsdp`). Counts a strategy keeps during evaluation are summed
+    over ranks only when this is true."""
+    from clbench import fsdp  # torch.distributed.tensor: only when asked
+
+    return is_distributed() and not fsdp.is_sharded(model)
 
 
 def shard_for_eval(data: Dataset[Any]) -> Dataset[Any]:

@@ -75,6 +75,7 @@ def recorded_options(run_dir: Path, *, device: str = "cpu", data_root: Path | No
     options.data_root = data_root if data_root is not None else recorded_root
     options.device, options.progress = device, False
     options.resume, options.overwrite = True, False
+    options.fsdp = False  # rebuilt on one process: the checkpoint holds whole tensors whatever the run sharded
     return options
 
 

@@ -30,7 +30,7 @@ from clbench.rundir import holder, in_use_error, run_directory
 from clbench.safeio import check_output_folder
 from clbench.validation import check_data_root, check_seed
 
-__all__ = ["Preflight", "RunOptions", "check_amp", "existing_complete", "is_main_process", "preflight", "resolve_device", "resolve_identity"]
+__all__ = ["Preflight", "RunOptions", "check_amp", "existing_complete", "is_main_process", "preflight", "resolve_device", "resolve_identity", "check_fsdp"]
 
 
 @dataclass
@@ -57,6 +57,8 @@ class RunOptions:
             ``wandb``, ``mlflow``, ...); each is checked before the run and started before training.
         workers: DataLoader worker processes (``None``: the device's default, see
             :mod:`clbench.loading`); the numbers do not depend on it.
+        fsdp: shard the frozen weights of a causal LM over the torchrun processes (FSDP2, see
+            :mod:`clbench.fsdp`); the numbers are those of a plain data-parallel run.
     """
 
     benchmark: str
@@ -74,6 +76,7 @@ class RunOptions:
     kv_cache: str = "full"
     loggers: tuple[str, ...] = ()
     workers: int | None = None
+    fsdp: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -140,6 +143,8 @@ def preflight(options: RunOptions) -> Preflight:
     if options.workers is not None and not 0 <= options.workers <= 256:
         raise UsageError(f"--workers must be between 0 and 256, got {options.workers}")
     kv_policy = parse_kv_cache(options.kv_cache)
+    if options.fsdp:
+        check_fsdp(plugin.name, strategy_cls, options.backbone or spec.backbone, kv_policy.is_full)
     identity, run_dir = resolve_identity(options, spec, plugin, config, kv_policy)
     check_output_folder(Path(options.out), "--out")
     if is_main_process():  # other ranks of a distributed run neither lock nor write: rank 0 may already hold the directory
@@ -149,6 +154,33 @@ def preflight(options: RunOptions) -> Preflight:
         if not (options.resume or options.overwrite) and (run_dir / RESULTS_FILE).exists():
             raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
     return Preflight(spec, loaders, strategy_cls, plugin, config, device, run_dir, kv_policy, identity)
+
+
+FSDP_STRATEGIES_HINT = "strategies that train adapters on a frozen causal LM and say they run sharded (lora, mora, codyra)"
+
+
+def check_fsdp(name: str, strategy_cls: type[Strategy], backbone_spec: str, full_kv_cache: bool, processes: int | None = None) -> None:
+    """Refuse ``--fsdp`` where it cannot run, before anything is built or written.
+
+    ``processes``: how many processes the run will have (``None``: as many as torchrun started).
+
+    Raises:
+        UsageError: fewer than 2 processes, a backbone that is not a transformers model, a
+            strategy that does not declare :attr:`Strategy.fsdp`, or a KV-cache policy.
+    """
+    from clbench.distributed import world_size_requested
+
+    if (processes if processes is not None else world_size_requested()) < 2:
+        raise UsageError("--fsdp shards the model over processes: add --nproc N with N >= 2 (or launch clbench under torchrun with 2 or more)")
+    family = registry.split_backbone_spec(backbone_spec)[1].partition(":")[0]
+    if family != "hf":
+        raise UsageError(f"--fsdp shards causal LMs (hf:... backbones), not {backbone_spec!r}; run it without --fsdp")
+    if not strategy_cls.fsdp:
+        raise UsageError(f"strategy {name!r} cannot run sharded (--fsdp): {strategy_cls.fsdp_refusal or 'it is not one of the ' + FSDP_STRATEGIES_HINT}; "
+                         "run it without --fsdp")
+    if not full_kv_cache:
+        raise UsageError("--fsdp with a --kv-cache policy is not supported (the policies' caches were not checked on sharded layers); "
+                         "use one or the other")
 
 
 def resolve_identity(options: RunOptions, spec: BenchmarkSpec, plugin: registry.Plugin, config: StrategyConfig,

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 import clbench
-from clbench import budget, checkpoint, distributed, registry, runconfig, uncertainty
+from clbench import budget, checkpoint, distributed, fsdp, registry, runconfig, uncertainty
 from clbench.api.benchmark import BenchmarkSpec, TrainSettings
 from clbench.api.strategy import RunContext, Strategy, StrategyConfig, TaskStats
 from clbench.asset_policy import resolve_downloads
@@ -137,7 +137,8 @@ class _Run:
                              benchmark=spec.name)
             self.strategy: Strategy = strategy_cls(self.config, ctx)
             self.strategy.setup(self.backbone)
-        self.reference = checkpoint.fingerprints(self.backbone.model)
+            self.sharding = self._shard() if options.fsdp else None
+        self.reference = checkpoint.fingerprints(self.backbone.model)  # of this rank's shards under --fsdp
         self.rows: list[list[float] | None] = [None] * (len(self.stream.tasks) + 1)
         self.task_records: list[dict[str, Any]] = []
         self.telemetry: list[dict[str, Any]] = []
@@ -146,6 +147,18 @@ class _Run:
         self.kv_initial: dict[str, Any] = {}
         self.created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.loggers = LoggerSet([])
+
+    def _shard(self) -> dict[str, Any]:
+        """Shard the frozen weights over the ranks (``--fsdp``, :mod:`clbench.fsdp`); returns what
+        results record of it (rank 0's bytes of parameters before and after)."""
+        units = getattr(self.backbone, "fsdp_units", None)
+        if not callable(units):
+            raise UsageError(f"--fsdp shards causal LMs, not {self.backbone.spec!r} (a {self.backbone.kind} backbone); run it without --fsdp")
+        root, layers, keep = units()
+        whole = fsdp.local_parameter_bytes(self.backbone.model)
+        count = fsdp.shard_model(root, layers, keep)
+        return {"units": len(layers) + 1, "sharded_parameters": count, "parameter_bytes": whole,
+                "rank0_parameter_bytes": fsdp.local_parameter_bytes(self.backbone.model)}
 
     def run_config(self) -> dict[str, Any]:
         """The configuration this run runs with, re-runnable as ``clbench run --config RUN_DIR/run.toml``."""
@@ -211,7 +224,8 @@ class _Run:
             "seed": self.options.seed,
             "train": dataclasses.asdict(self.train),
             "budget": budget.budget_record(self.train, self.spec.train, self.planned_steps, self.task_records, self.strategy.trains),
-            "environment": {**environment(self.device), "loader_workers": self.loader.workers, "processes": distributed.world_size()},
+            "environment": {**environment(self.device), "loader_workers": self.loader.workers, "processes": distributed.world_size(),
+                            **({"fsdp": self.sharding} if self.sharding else {})},
             "matrix": {
                 "rows": ["init"] + [f"after {e.name}" for e in self.stream.tasks],
                 "columns": columns,
@@ -328,11 +342,13 @@ class _Run:
             raise checkpoint.damaged(folder / pointer["file"], f"it does not fit the rebuilt run: {type(exc).__name__}: {str(exc)[:200]}") from None
 
     def save_checkpoint(self, tasks_done: int) -> None:
+        if not is_main_process() and not self.sharding:
+            return
+        delta = checkpoint.changed_state(self.backbone.model, self.reference)  # under --fsdp every rank gathers the changed shards
         if not is_main_process():
             return
         progress = {"identity": self.identity(), "rows": self.rows, "tasks": self.task_records, "telemetry": self.telemetry, "created": self.created,
                     "kv_initial": self.kv_initial}
-        delta = checkpoint.changed_state(self.backbone.model, self.reference)
         # examples.npz advances with the checkpoint: written after its tensors and before its pointer (so it
         # always holds the rows the pointer names), and put back if the pointer cannot be written.
         checkpoint.save_checkpoint(self.run_dir / "checkpoint", tasks_done, delta, self.strategy.state_dict(), progress,

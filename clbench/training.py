@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from clbench import distributed
+from clbench import distributed, fsdp
 from clbench.api.backbone import Backbone
 from clbench.api.benchmark import TrainSettings
 from clbench.api.strategy import Strategy, TaskStats
@@ -92,17 +92,22 @@ def train_task(strategy: Strategy, backbone: Backbone, data: Dataset[Any], exper
     skip = settings.nonfinite_loss == "skip"
     on_cpu = backbone.device.type == "cpu"
     checked = 0
+    every_rank_forwards = fsdp.is_sharded(model)  # each forward and backward of a sharded model is a collective
     for fetched, batch in enumerate(_batches(batches)):
         weight = share(fetched)
-        if weight == 0.0:
+        terms = backbone.loss_terms(batch) if distributed.is_distributed() else None  # a mean over tokens: weighted by tokens
+        if weight == 0.0 and not every_rank_forwards:
             # Under torchrun a short last batch leaves this rank without an example: it takes the step with a zero
             # gradient and no forward pass, so nothing a forward pass counts (routing usage, say) sees a stand-in example.
-            loss = distributed.global_loss(torch.zeros((), device=backbone.device), 0.0)
-        else:
+            zero = torch.zeros((), device=backbone.device)
+            loss = distributed.global_loss(zero, 0.0) if terms is None else distributed.token_weighted_loss(zero, 0.0)
+        else:  # under --fsdp a rank without an example still runs the stand-in's forward and backward, weighted 0: they are collectives
             batch = backbone.move_batch(batch)
             with autocast(backbone.device, settings.amp):
                 loss = strategy.loss(batch, experience)
-            if distributed.is_distributed():  # this rank's share of the global batch: its gradient, the global batch's value
+            if terms is not None:
+                loss = distributed.token_weighted_loss(loss, terms if weight else 0.0)
+            elif distributed.is_distributed():  # this rank's share of the global batch: its gradient, the global batch's value
                 mine = loss * weight
                 loss = mine + (distributed.global_loss(loss, weight) - mine).detach()
         if skip and not bool(torch.isfinite(loss.detach()).all()):
@@ -177,30 +182,35 @@ def evaluate(backbone: Backbone, experiences: Sequence[Experience], settings: Tr
     """Score every experience's test set: one row of the accuracy matrix (fractions in [0, 1]).
 
     Batches come from :meth:`Backbone.eval_batches` (LLMs: tokenized once per run, longest
-    first) and run under ``torch.inference_mode`` and the run's autocast (``settings.amp``), as
-    training does. When ``strategy`` is given, its ``eval_task_start`` / ``eval_task_end`` hooks
-    bracket each experience (strategies that record routing statistics per evaluated task use
-    them). When ``per_example`` is a list, each experience's per-example scores (float32, in
-    test-set order whatever order the batches ran in) are appended to it, for confidence
-    intervals (:mod:`clbench.example_scores`).
+    first) and run under ``torch.inference_mode`` (``torch.no_grad`` on a model ``--fsdp`` sharded,
+    which every rank evaluates whole) and the run's autocast (``settings.amp``), as training does.
+    When ``strategy`` is given, its ``eval_task_start`` / ``eval_task_end`` hooks bracket each
+    experience (strategies that record routing statistics per evaluated task use them). When
+    ``per_example`` is a list, each experience's per-example scores (float32, in test-set order
+    whatever order the batches ran in) are appended to it, for confidence intervals
+    (:mod:`clbench.example_scores`).
     """
     model = backbone.model
     was_training = model.training
     model.eval()
     backbone.eval_start()
     row = []
-    sharded = distributed.is_distributed()
+    # Under --fsdp every forward is a collective: every rank scores the whole test set, the same
+    # batches in the same order, so generation lengths cannot differ between ranks (clbench.fsdp).
+    sharded = distributed.evaluation_is_sharded(model)
+    whole = distributed.is_distributed() and not sharded
+    no_grad = torch.no_grad if whole else torch.inference_mode  # FSDP's gathered weights must stay usable by training
     bar = progress_bar(sum(len(e.test) for e in experiences), label, progress and distributed.rank() == 0, "ex")  # type: ignore[arg-type]
     for exp in experiences:
         if strategy is not None:
             strategy.eval_task_start(exp)
-        shard = distributed.shard_for_eval(exp.test)  # under torchrun, this rank's contiguous slice
+        shard = distributed.shard_for_eval(exp.test) if sharded else exp.test  # under torchrun, this rank's contiguous slice
         kept: list[torch.Tensor] = []
         where: list[int] = []
         count = 0
         for indices, batch in backbone.eval_batches(shard, settings.eval_batch_size, (loader or LoaderOptions()).kwargs(shard)):
             batch = backbone.move_batch(batch)
-            with torch.inference_mode(), autocast(backbone.device, settings.amp):
+            with no_grad(), autocast(backbone.device, settings.amp):
                 scores = backbone.score(batch, exp).detach().float().reshape(-1)
             kept.append(scores)
             where.extend(range(count, count + len(scores)) if indices is None else indices)

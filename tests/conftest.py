@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +63,25 @@ options = { classes = [4, 5] }
 
 def python() -> str:
     return sys.executable
+
+
+def stopped_in_task(monkeypatch: pytest.MonkeyPatch, task: int, options: Any) -> None:
+    """Run ``options`` (a ``RunOptions``) and stop it with Ctrl-C as task ``task`` (1-based) starts
+    training, so its checkpoint holds the tasks before it."""
+    from clbench import runner
+
+    real, calls = runner.train_task, {"n": 0}
+
+    def stop(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == task:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "train_task", stop)
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(options)
 
 
 def interrupted_run_resumes_identically(strategy_cls: type, name: str, benchmark: Path, overrides: dict[str, str], out: Path,

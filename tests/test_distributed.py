@@ -23,6 +23,7 @@ import pytest
 from clbench.errors import UsageError
 from clbench.preflight import RunOptions
 from clbench.runner import run
+from conftest import stopped_in_task
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -95,22 +96,9 @@ def test_routing_usage_is_summed_over_ranks_for_smora_and_flylora(small_digits: 
 @pytest.mark.slow  # two runs and a torchrun launch: about 40 s on 2 cores
 def test_resume_under_torchrun(small_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run stopped after two tasks resumes under torchrun (2 processes) to the uninterrupted numbers."""
-    from clbench import runner
-
     options = {"benchmark": str(small_digits), "strategy": "finetune", "overrides": {"epochs": "1"}, "progress": False}
     reference = run(RunOptions(**options, out=tmp_path / "ref"))
-    real, calls = runner.train_task, {"n": 0}
-
-    def stop_in_task_3(*args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(runner, "train_task", stop_in_task_3)
-        with pytest.raises(KeyboardInterrupt):
-            run(RunOptions(**options, out=tmp_path / "two"))
+    stopped_in_task(monkeypatch, 3, RunOptions(**options, out=tmp_path / "two"))
     clbench = str(Path(sys.executable).with_name("clbench"))
     done = subprocess.run([clbench, "run", str(small_digits), "-s", "finetune", "--out", str(tmp_path / "two"), "--no-progress", "-S", "epochs=1",
                            "--nproc", "2", "--resume"], capture_output=True, text=True, env=ENV, timeout=600)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+import torch
 from torch import nn
 
 if TYPE_CHECKING:
@@ -107,6 +108,16 @@ class AdapterLinear(nn.Module):
     @property
     def out_features(self) -> int:
         return self.base.out_features
+
+    def add_to_base_weight_(self, delta: torch.Tensor) -> None:
+        """Add the full-size update ``delta`` into the frozen base weight (a merge), cast to its dtype.
+
+        Merges go through here so that they also work on a weight ``--fsdp`` sharded: each rank
+        then adds its own rows of ``delta`` to its shard (:func:`clbench.fsdp.add_full_`).
+        """
+        from clbench.fsdp import add_full_  # torch.distributed.tensor, only when a merge happens
+
+        add_full_(self.base.weight, delta.detach())
 
 
 def unfreeze(model: nn.Module) -> None:

@@ -103,6 +103,16 @@ class Backbone(ABC):
     def loss(self, batch: Batch) -> torch.Tensor:
         """Training loss of a batch (mean over examples); examples may come from several tasks."""
 
+    def loss_terms(self, batch: Batch) -> torch.Tensor | None:
+        """How many terms :meth:`loss` averages over when they are not the batch's examples (a
+        language model: its target tokens), as a 0-dim tensor; ``None``: the examples.
+
+        Data parallelism weights each rank's loss by its share of the global batch's terms
+        (:func:`clbench.distributed.token_weighted_loss`), so that the ranks' gradients add up to
+        the gradient of the one-process loss.
+        """
+        return None
+
     @abstractmethod
     def score(self, batch: Batch, experience: Experience) -> torch.Tensor:
         """Per-example scores in [0, 1] (1 = correct) for evaluating ``experience``."""

@@ -125,6 +125,11 @@ class Strategy:
             loop (zero-shot; a strategy that runs its own loop in ``before_task``).
         distributed: ``False`` for strategies that cannot run data-parallel under torchrun (their
             own training loop); the run then stops with one line before training.
+        fsdp: ``True`` for strategies that run on a causal LM whose frozen weights ``--fsdp``
+            shards (:mod:`clbench.fsdp`): they train only new parameters (adapters) and write
+            into a frozen weight only through :meth:`clbench.api.AdapterLinear.add_to_base_weight_`.
+        fsdp_refusal: why a strategy cannot run sharded, when there is a specific reason (said
+            in the one-line refusal of ``--fsdp``).
         evaluates_as_loaded: ``True`` for strategies that never change the model or how it
             scores (zero-shot): the runner then copies row 0 into every later row instead of
             evaluating the same model again.
@@ -134,6 +139,8 @@ class Strategy:
     backbone_kinds: ClassVar[frozenset[str]] = frozenset({"classic", "llm", "clip", "vit"})
     trains: ClassVar[bool] = True
     distributed: ClassVar[bool] = True
+    fsdp: ClassVar[bool] = False
+    fsdp_refusal: ClassVar[str | None] = None
     evaluates_as_loaded: ClassVar[bool] = False
     adapter_placement: ClassVar[str] = ALL_LINEAR
     """Adapter strategies: the layers their paper adapts (:mod:`clbench.api.adapters`); each

@@ -67,6 +67,21 @@ class CausalLMBackbone(GenerationScoring, Backbone):
         """Generate under ``policy`` (a :mod:`clbench.kvcache` KV-cache policy; ``None``: the model's own cache)."""
         self.kv_policy = None if policy is None or policy.is_full else policy
 
+    def fsdp_units(self) -> tuple[nn.Module, list[nn.Module], list[nn.Parameter]]:
+        """What ``--fsdp`` shards (:func:`clbench.fsdp.shard_model`): the decoder (every forward, the
+        training loss's and generation's, runs through it), its decoder layers (the classes the
+        model names in ``_no_split_modules``, the units transformers keeps whole when it splits a
+        model over devices), and the parameters to leave whole: the output head's, which many
+        models tie to the input embedding inside the decoder."""
+        decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else None
+        unit_names = set(getattr(self.model, "_no_split_modules", None) or ())
+        layers = [m for m in decoder.modules() if type(m).__name__ in unit_names] if decoder is not None else []
+        if decoder is None or decoder is self.model or not layers:
+            raise UsageError(f"--fsdp cannot shard {self.spec}: transformers names no decoder layers for {type(self.model).__name__}; "
+                             "run it without --fsdp")
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        return decoder, layers, list(head.parameters()) if head is not None else []
+
     # ---- formatting -----------------------------------------------------------------------
     def prompt_text(self, example: dict[str, Any]) -> str:
         """The text before the scored answer: chat-formatted user turn plus any answer prefix."""

@@ -39,6 +39,10 @@ class GenerationScoring(ABC):
     Subclasses implement :meth:`teacher_forced_match` and :meth:`generate_texts`.
     """
 
+    def loss_terms(self, batch: Batch) -> torch.Tensor:
+        """The target tokens (``labels`` != -100): the loss is their mean, not the examples'."""
+        return (batch["labels"] != -100).sum()
+
     @abstractmethod
     def teacher_forced_match(self, batch: Batch) -> torch.Tensor:
         """1.0 per example whose every answer token is the argmax given the gold prefix."""

@@ -20,6 +20,7 @@ RUN_EPILOG = """examples:
   clbench run digits-split --logger tensorboard,mlflow    log to TensorBoard event files and an MLflow store
   clbench run --config run.toml --seed 3            a run config file; flags override it
   clbench run --config runs/B/S/seed-0/run.toml --out rerun   run a finished run again as it ran
+  clbench run trace -s lora --nproc 4 --fsdp        4 processes, the LLM's frozen weights sharded over them (FSDP2)
 
 -S keys are checked against each strategy's settings (clbench show NAME lists them); a bare key
 goes to every selected strategy that has it, NAME.key to one strategy.
@@ -51,6 +52,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress reports (a bar on a terminal, else a line every 30 s)")
     p.add_argument("--nproc", type=int, metavar="N", help="data-parallel processes on this machine: launches torchrun --nproc-per-node N "
                    "-m clbench run ... (gloo on the CPU, NCCL with one GPU per process); see docs/running-at-scale.md")
+    p.add_argument("--fsdp", action="store_true", help="with --nproc N (N >= 2) or under torchrun: shard the frozen weights of a causal LM "
+                   "(hf:...) over the processes with FSDP2, for adapter strategies (lora, mora, codyra); the numbers are the plain run's")
     p.set_defaults(out=None, device=None)  # unset here, so that a --config file's values apply (flags > file > defaults)
     p.set_defaults(handler=cmd_run)
 
@@ -167,11 +170,26 @@ def _launch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_fsdp(args: argparse.Namespace, merged: dict[str, Any]) -> None:
+    """``--fsdp``'s refusals (:func:`clbench.preflight.check_fsdp`) for every selected strategy, before torchrun starts."""
+    from clbench import registry
+    from clbench.distributed import world_size_requested
+    from clbench.kvcache import parse_kv_cache
+    from clbench.preflight import check_fsdp
+
+    spec, _ = registry.load_benchmark(merged["benchmark"])
+    processes = args.nproc if args.nproc is not None and world_size_requested() <= 1 else world_size_requested()
+    for name in resolve_strategies(merged["strategies"], spec.strategies)[1].values():
+        check_fsdp(name, registry.get_strategy(name)[0], merged["backbone"] or spec.backbone, parse_kv_cache(merged["kv_cache"]).is_full, processes)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     merged = _merged(args)  # a bad flag or --config file is one line before torch is imported
     from clbench import registry
     from clbench.distributed import world_size_requested
 
+    if args.fsdp:
+        _check_fsdp(args, merged)
     if args.nproc is not None:
         if not 1 <= args.nproc <= 1024:
             raise UsageError(f"--nproc must be between 1 and 1024, got {args.nproc}")
@@ -194,7 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plans = [RunOptions(benchmark=merged["benchmark"], strategy=requested[name], overrides=routed[name], backbone=merged["backbone"], seed=seed,
                         out=merged["out"], device=merged["device"], resume=args.resume, overwrite=args.overwrite, data_root=merged["data_root"],
                         allow_download=True if merged["allow_download"] else None, progress=merged["progress"],
-                        kv_cache=merged["kv_cache"], loggers=merged["loggers"], workers=args.workers)
+                        kv_cache=merged["kv_cache"], loggers=merged["loggers"], workers=args.workers, fsdp=args.fsdp)
              for name in classes for seed in seeds]
     for options in plans:  # every check that needs no data or model, for every run, before the first one starts
         preflight(options)

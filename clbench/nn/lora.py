@@ -49,7 +49,7 @@ class LoRALinear(AdapterLinear):
     @torch.no_grad()
     def merge_(self) -> None:
         """Add the update into the base weight and reset the adapter (output unchanged)."""
-        self.base.weight.add_(self.delta_weight().to(self.base.weight.dtype))
+        self.add_to_base_weight_(self.delta_weight())
         self.reset_adapter()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -176,7 +176,7 @@ class CoDyRALinear(AdapterLinear):
         scaled_b = self.lora_B.detach().float() * self.gate.detach().float()
         a = self.lora_A.detach().float()
         delta = scaled_b @ a
-        self.base.weight.add_(delta.to(self.base.weight.dtype))
+        self.add_to_base_weight_(delta)
         return MergedUpdate(kept_rank=kept, scaled_b=scaled_b.cpu().clone(), a=a.cpu().clone(), delta_fro=float(delta.norm()))
 
 

@@ -39,6 +39,7 @@ class CoDyRA(Strategy):
     # harness default).
     adapter_placement = ALL_LINEAR
     adapter_placement_by_kind = {"llm": ATTENTION}
+    fsdp = True  # per-task adapters wrap the sharded layers; the merge adds each rank's rows (AdapterLinear.add_to_base_weight_)
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)

@@ -11,6 +11,8 @@ class FineTune(Strategy):
     """Train all parameters on each task in turn, with no mechanism against forgetting."""
 
     Config = FineTuneConfig
+    fsdp_refusal = ("it trains every weight, and --fsdp shards only frozen weights (trained ones stay whole on every rank), so it "
+                    "would save no memory")
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)

@@ -23,6 +23,7 @@ class SequentialLoRA(Strategy):
 
     Config = LoRAConfig
     config: LoRAConfig
+    fsdp = True  # adapters on a frozen model; merge_after_task writes through AdapterLinear.add_to_base_weight_
     adapter_placement = QV  # LoRA's W_q, W_v (TRACE's SeqLoRA on LLMs)
     adapter_placement_by_kind = {"clip": ALL_LINEAR}  # CoDyRA's LoRA baseline adapts every CLIP weight
 

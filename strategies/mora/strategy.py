@@ -40,6 +40,7 @@ class MoRA(Strategy):
     # not in the paper: every block weight of a ViT, the hidden layers of a classic model.
     adapter_placement = ALL_LINEAR
     adapter_placement_by_kind = {"llm": ATTENTION}
+    fsdp = True  # the bank and the atoms are new tensors beside the frozen weight, never sharded
 
     def setup(self, backbone: Backbone) -> None:
         super().setup(backbone)
@@ -100,8 +101,9 @@ class MoRA(Strategy):
             counts, seen = layer.stop_usage()
             usage += counts.cpu()
             tokens += seen
-        distributed.all_reduce_sum_([usage])  # each rank evaluated its slice of the test set: count them all
-        (tokens,) = distributed.sum_counts(tokens)
+        if distributed.evaluation_is_sharded(self.model):  # each rank evaluated its slice of the test set: count them all
+            distributed.all_reduce_sum_([usage])
+            (tokens,) = distributed.sum_counts(tokens)
         per_owner = usage.view(-1, self.settings.rank).sum(dim=1)
         self._routing[experience.name] = ([float(v) for v in per_owner], tokens)
         self._routing_order.append(experience.name)
