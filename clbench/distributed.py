@@ -91,7 +91,8 @@ def barrier() -> None:
 class _ShardedBatches(Sampler[list[int]]):
     """Rank ``r``'s examples ``r::N`` of each global batch; a rank left without one gets the
     batch's first example with weight 0 (every rank must take every step; the training loop
-    skips that rank's forward pass and contributes a zero gradient)."""
+    skips that rank's forward pass and contributes a zero gradient, except under ``--fsdp``, where
+    forward and backward are collectives and the stand-in runs with weight 0)."""
 
     def __init__(self, batches: BatchSampler, rank: int, world: int) -> None:
         self.batches, self.rank, self.world = batches, rank, world
