@@ -10,6 +10,7 @@ then takes the run directory (:mod:`clbench.rundir`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from clbench.api.benchmark import BenchmarkSpec, TrainSettings
 from clbench.api.strategy import Strategy, StrategyConfig
 from clbench.config import build_config
 from clbench.errors import ResultsError, UsageError
+from clbench.hardware import bf16_is_native
 from clbench.identity import describe_difference, legacy_folder, results_identity, run_identity, settings_diff
 from clbench.kvcache import KVCachePolicy, parse_kv_cache
 from clbench.loggers import check_loggers
@@ -30,7 +32,9 @@ from clbench.rundir import holder, in_use_error, run_directory
 from clbench.safeio import check_output_folder
 from clbench.validation import check_data_root, check_seed
 
-__all__ = ["Preflight", "RunOptions", "check_amp", "existing_complete", "is_main_process", "preflight", "resolve_device", "resolve_identity", "check_fsdp"]
+log = logging.getLogger("clbench")
+
+__all__ = ["Preflight", "RunOptions", "check_amp", "warn_emulated_bf16", "existing_complete", "is_main_process", "preflight", "resolve_device", "resolve_identity", "check_fsdp"]
 
 
 @dataclass
@@ -100,6 +104,18 @@ def is_main_process() -> bool:
 def check_amp(train: TrainSettings, device: torch.device) -> None:
     if train.amp == "fp16" and device.type != "cuda":
         raise UsageError(f"amp=fp16 needs a CUDA device but the run is on {device}; use amp=bf16 or amp=none on the CPU")
+
+
+def warn_emulated_bf16(train: TrainSettings, device: torch.device) -> None:
+    """One warning when ``amp=bf16`` runs where bf16 is emulated: the run is right, but slow.
+
+    The setting stays the benchmark's (it is part of the run's settings, and bf16 and fp32 answers
+    differ on a few prompts), so the choice is the user's: ``-S amp=none``.
+    """
+    if train.amp == "bf16" and not bf16_is_native(device) and is_main_process():
+        where = "this CPU has no AVX512-BF16 or AMX" if device.type == "cpu" else f"{device} has no bf16 support"
+        log.warning("amp=bf16: %s, so bf16 autocast is emulated and can be several times slower than fp32 (7.6x for the quickstart's "
+                    "evaluation on an AVX2 CPU); -S amp=none trains and evaluates in fp32 (other settings, so another run folder)", where)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from clbench.example_scores import EXAMPLES_FILE, ExampleScores, matches_matrix
 from clbench.identity import identity_hash, settings_diff
 from clbench.loading import loader_options
 from clbench.loggers import LoggerSet, RunInfo, open_loggers, resume_step
-from clbench.preflight import RunOptions, check_amp, existing_complete, is_main_process, preflight, resolve_device
+from clbench.preflight import RunOptions, check_amp, existing_complete, is_main_process, preflight, resolve_device, warn_emulated_bf16
 from clbench.results import RESULTS_FILE, SCHEMA, compute_run_metrics, probe_summary, write_json_atomic
 from clbench.rundir import RunDirectory, attach_run_log, detach_run_log
 from clbench.safeio import write_text_atomic
@@ -133,6 +133,7 @@ class _Run:
             self.backbone.to(self.device)
             self.train = resolve_train(spec, self.plugin.name, self.config, self.backbone.kind)
             check_amp(self.train, self.device)
+            warn_emulated_bf16(self.train, self.device)
             ctx = RunContext(stream=self.stream, train=self.train, device=self.device, seed=options.seed, run_dir=self.run_dir,
                              benchmark=spec.name)
             self.strategy: Strategy = strategy_cls(self.config, ctx)

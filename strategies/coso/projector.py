@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from clbench.hardware import bf16_is_native
+
 SVD_METHODS = ("full", "randomized")
 
 
@@ -81,17 +83,10 @@ def fast_sketch_dtype(device: torch.device) -> torch.dtype:
 
     The range finder's products only have to find the subspace; bf16 perturbs it by ~4e-3, which
     moves the Rayleigh–Ritz values (taken in fp32 from ``Qᵀ G``) only at second order, ~1e-5.
-    Measured on this project's AVX512-BF16 CPU: a 768×768 × 768×131 product in 0.39 ms (bf16) vs
-    2.0 ms (fp32). Where bf16 is emulated it would be slower, hence fp32 there.
+    Measured on an AVX512-BF16 CPU: a 768×768 × 768×131 product in 0.39 ms (bf16) vs 2.0 ms
+    (fp32). Where bf16 is emulated it is far slower (80 ms vs 2.7 ms on an AVX2 CPU), hence fp32 there.
     """
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    try:
-        native = bool(supported()) if supported is not None else False
-    except RuntimeError:  # pragma: no cover - depends on the build
-        native = False
-    return torch.bfloat16 if native else torch.float32
+    return torch.bfloat16 if bf16_is_native(device) else torch.float32
 
 
 def randomized_svd(grads: torch.Tensor, k: int, oversample: int, power_iters: int, start: torch.Tensor | None = None,
