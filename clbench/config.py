@@ -94,6 +94,9 @@ def build_config(config_cls: type, overrides: dict[str, str], owner: str) -> Any
     for key, raw in overrides.items():
         if key not in fields:
             raise UsageError(f"{owner} has no setting {key!r}; valid: {', '.join(sorted(fields))}")
+        if raw.strip().lower() == "none" and key in getattr(config_cls, "NONE_IS_A_VALUE", ()):
+            values[key] = "none"
+            continue
         values[key] = _coerce(key, raw, fields[key])
         check_number(key, values[key], owner)
     try:

@@ -35,3 +35,21 @@ def test_emulated_bf16_is_announced_once(monkeypatch: pytest.MonkeyPatch, caplog
     assert len(lines) == int(warned)
     if warned:
         assert "no AVX512-BF16 or AMX" in lines[0] and "-S amp=none" in lines[0]
+
+
+def test_amp_none_turns_a_benchmarks_bf16_off(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``-S amp=none`` is the value none (the warning's advice), not "keep the benchmark's bf16"; other
+    optional settings still read none as unset."""
+    from clbench.config import build_config
+    from clbench.registry import get_strategy, load_benchmark
+    from clbench.runner import resolve_train
+
+    lora = get_strategy("lora")[0]
+    config = build_config(lora.Config, {"amp": "none", "lr": "none"}, owner="strategy 'lora'")
+    assert config.amp == "none" and config.lr is None
+    bench = tmp_path / "bf16.toml"
+    bench.write_text('version = 1\ndescription = "bf16 digits"\nprotocol = "class-incremental"\nbackbone = "mlp:8"\n[train]\namp = "bf16"\n[[tasks]]\nname = "a"\nloader = "sklearn-digits"\n'
+                     'options = { classes = [0, 1] }\n')
+    spec, _ = load_benchmark(str(bench))
+    assert resolve_train(spec, "lora", config, "classic").amp == "none"
+    assert resolve_train(spec, "lora", lora.Config(), "classic").amp == "bf16"

@@ -75,6 +75,10 @@ class StrategyConfig:
         values.update({k: list(v) if isinstance(v, tuple) else v for k, v in self.kind_settings(backbone_kind).items()})
         return values
 
+    NONE_IS_A_VALUE: ClassVar[frozenset[str]] = frozenset({"amp"})
+    """Settings for which ``-S key=none`` names the value ``none`` (``amp=none``: no autocast, even on a
+    benchmark whose ``[train]`` sets bf16) instead of "keep the benchmark's value"."""
+
     DEPARTURES: ClassVar[dict[str, str]] = {}
     """Settings whose default is ours, not the paper's or the official code's, with the reason and
     the measurement behind it (or "not measured"); ``clbench show`` labels them "ours"."""
