@@ -68,10 +68,9 @@ def changed_state(model: nn.Module, reference: dict[str, str]) -> dict[str, torc
     state = model.state_dict()
     changed = [reference.get(name) != fingerprint(fsdp.local_tensor(t)) for name, t in state.items()]
     if distributed.is_distributed() and fsdp.is_sharded(model):  # a shard changed on one rank only still changed the tensor
-        device = next(p.device for p in model.parameters())  # NCCL reduces tensors on the GPU only
-        flags = torch.tensor(changed, dtype=torch.int32, device=device)
-        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-        changed = [bool(f) for f in flags.tolist()]
+        flags = torch.tensor(changed, dtype=torch.int32)
+        distributed.all_reduce_sum_([flags])  # on the backend's device (NCCL: the GPU)
+        changed = [f > 0 for f in flags.tolist()]
     return {name: fsdp.full_tensor(t.detach()).cpu().clone() for (name, t), moved in zip(state.items(), changed, strict=True) if moved}
 
 
